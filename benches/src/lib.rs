@@ -1,0 +1,1 @@
+//! Shared helpers for spate benchmarks (`benches/benches/*.rs`).

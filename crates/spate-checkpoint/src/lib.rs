@@ -1,0 +1,1 @@
+//! Checkpoint store over object_store: envelopes, manifests, conditional commit, fencing, retention.

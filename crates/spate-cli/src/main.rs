@@ -1,0 +1,39 @@
+//! `spate`: runs spate's main jobs and inspects what spate persisted (WAL segments, checkpoints).
+//!
+//! Every subcommand answers bad input (missing paths, damaged files, unreachable stores) with a
+//! one-line error on stderr and a non-zero exit code; it never panics on input.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// spate — fault-tolerant micro-batch stream processing.
+#[derive(Debug, Parser)]
+#[command(name = "spate", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Subcommands. Each area lives in its own module (`wal`, `checkpoint`, `jobs`, ...), which owns its
+/// clap arguments and its `run` function.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print version and format information.
+    Info,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Info => {
+            println!(
+                "spate {} (wal format {}, checkpoint format {}, codec {})",
+                env!("CARGO_PKG_VERSION"),
+                spate_types::format::WAL_FORMAT_VERSION,
+                spate_types::format::CHECKPOINT_FORMAT_VERSION,
+                spate_types::format::CODEC_BINCODE2
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Receivers and replayable sources: socket, text-file directory, queue, custom receivers.

@@ -1,0 +1,1 @@
+//! The DStream engine: StreamingContext, operators, scheduler, receiver supervision.

@@ -1,0 +1,1 @@
+//! Segmented, checksummed write-ahead log with group commit and explicit recovery modes.

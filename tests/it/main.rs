@@ -1,0 +1,1 @@
+//! spate integration tests. One module per area; see `tests/README.md`.

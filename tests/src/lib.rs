@@ -1,0 +1,1 @@
+//! Shared helpers for spate's integration tests (`tests/it`).
