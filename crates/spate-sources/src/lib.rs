@@ -1,1 +1,21 @@
-//! Receivers and replayable sources: socket, text-file directory, queue, custom receivers.
+//! # spate-sources
+//!
+//! Where a streaming program's records come from. Two kinds of input, as in Spark Streaming:
+//!
+//! * **Receivers** ([`Receiver`]) push records as they arrive (a TCP socket, a custom protocol). The
+//!   engine's receiver supervisor gives each receiver a [`ReceiverContext`]; records handed to
+//!   [`ReceiverContext::store_many`] are cut into blocks every block interval and, with the receiver
+//!   WAL on, are durable when `store_many` returns (DESIGN.md §4 step 1).
+//! * **Replayable sources** ([`ReplayableSource`]) are pulled: at each batch time the engine asks the
+//!   source to [`select`](ReplayableSource::select) what the batch consumes (recorded before the batch
+//!   runs, DESIGN.md §4 step 2), then to [`read`](ReplayableSource::read) it — and can read the same
+//!   selection again after a crash, so a file is processed in exactly one batch.
+//!
+//! This crate knows nothing about DStreams; `spate-streaming` wraps both kinds into input streams.
+
+mod receiver;
+
+pub use receiver::{
+    Receiver, ReceiverContext, ReceiverError, ReceiverSink, ReplayableSource, Selection,
+    SourceError, StoreError,
+};

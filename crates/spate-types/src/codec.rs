@@ -74,7 +74,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used): (T, usize) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
-        return Err(CodecError::TrailingBytes { extra: bytes.len() - used, total: bytes.len() });
+        return Err(CodecError::TrailingBytes {
+            extra: bytes.len() - used,
+            total: bytes.len(),
+        });
     }
     Ok(value)
 }
@@ -85,7 +88,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// # Errors
 /// [`CodecError::Decode`] for invalid, truncated or over-limit input. Never panics on any input.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
-    bincode::serde::decode_from_slice(bytes, config()).map_err(|e| CodecError::Decode(e.to_string()))
+    bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))
 }
 
 #[cfg(test)]
@@ -103,7 +107,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let r = Rec { a: 7, s: "héllo".into(), v: vec![1, 2, 3] };
+        let r = Rec {
+            a: 7,
+            s: "héllo".into(),
+            v: vec![1, 2, 3],
+        };
         let b = encode(&r).unwrap();
         assert_eq!(decode::<Rec>(&b).unwrap(), r);
     }
@@ -112,7 +120,10 @@ mod tests {
     fn trailing_bytes_are_an_error() {
         let mut b = encode(&5u32).unwrap();
         b.push(0);
-        assert!(matches!(decode::<u32>(&b), Err(CodecError::TrailingBytes { extra: 1, .. })));
+        assert!(matches!(
+            decode::<u32>(&b),
+            Err(CodecError::TrailingBytes { extra: 1, .. })
+        ));
     }
 
     #[test]

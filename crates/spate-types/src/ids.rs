@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Log sequence number of a WAL record: dense, starting at 0, one per appended record, never reused.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Lsn(pub u64);
 
 impl Lsn {
@@ -22,7 +24,9 @@ impl fmt::Display for Lsn {
 }
 
 /// Identifies a receiver (input stream with a receiver) within one streaming graph.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct ReceiverId(pub u32);
 
 impl fmt::Display for ReceiverId {
@@ -33,7 +37,9 @@ impl fmt::Display for ReceiverId {
 
 /// A block of received records: the receiver that produced it and its per-receiver sequence number
 /// (Spark's `StreamBlockId(streamId, uniqueId)`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct BlockId {
     /// The receiver that produced the block.
     pub receiver: ReceiverId,
@@ -50,7 +56,9 @@ impl fmt::Display for BlockId {
 
 /// Stable id of an operator (DStream) in the graph: assigned in construction order, so the same
 /// build closure yields the same ids on every start. Checkpointed state is bound to operators by it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct OperatorId(pub u32);
 
 impl fmt::Display for OperatorId {
@@ -60,7 +68,9 @@ impl fmt::Display for OperatorId {
 }
 
 /// A hash partition of a keyed dataset, `0..num_partitions`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct PartitionId(pub u32);
 
 impl fmt::Display for PartitionId {
@@ -71,7 +81,9 @@ impl fmt::Display for PartitionId {
 
 /// Writer generation of a checkpoint location: each writer claims a strictly larger one on open, and
 /// a writer whose generation is older than the newest claimed is fenced (refused) before publishing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Generation(pub u64);
 
 impl Generation {

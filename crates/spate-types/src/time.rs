@@ -5,7 +5,9 @@ use std::fmt;
 
 /// A span of time in **milliseconds** (Spark's `Duration`): batch interval, window, slide, block
 /// interval, timeouts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct DurationMs(pub u64);
 
 impl DurationMs {
@@ -30,7 +32,7 @@ impl DurationMs {
     /// True if this duration is a positive whole multiple of `unit` (Spark's `Duration.isMultipleOf`,
     /// used to validate window and slide against the batch interval). A zero `unit` divides nothing.
     pub const fn is_multiple_of(self, unit: DurationMs) -> bool {
-        unit.0 != 0 && self.0 != 0 && self.0 % unit.0 == 0
+        unit.0 != 0 && self.0 != 0 && self.0.is_multiple_of(unit.0)
     }
 
     /// Converts to a [`std::time::Duration`].
@@ -49,9 +51,9 @@ impl fmt::Display for DurationMs {
     /// Human form used in diffs and logs: `200 ms`, `30 s`, `1500 ms`, `2 min`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
-        if ms != 0 && ms % 60_000 == 0 {
+        if ms != 0 && ms.is_multiple_of(60_000) {
             write!(f, "{} min", ms / 60_000)
-        } else if ms != 0 && ms % 1000 == 0 {
+        } else if ms != 0 && ms.is_multiple_of(1000) {
             write!(f, "{} s", ms / 1000)
         } else {
             write!(f, "{ms} ms")
@@ -61,7 +63,9 @@ impl fmt::Display for DurationMs {
 
 /// The time of a batch: **milliseconds since the Unix epoch**, on the grid
 /// `zero_time + k * batch_interval` (Spark's `Time`). Its `Display` is Spark's `"<ms> ms"`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct BatchTime(pub u64);
 
 /// Errors of batch-time arithmetic.
@@ -111,7 +115,7 @@ impl BatchTime {
 
     /// True if `self` lies on the grid `zero + k * interval` for some `k >= 0`.
     pub const fn is_on_grid(self, zero: BatchTime, interval: DurationMs) -> bool {
-        interval.0 != 0 && self.0 >= zero.0 && (self.0 - zero.0) % interval.0 == 0
+        interval.0 != 0 && self.0 >= zero.0 && (self.0 - zero.0).is_multiple_of(interval.0)
     }
 
     /// The largest grid point `<= self` (Spark's `Time.floor(interval, zeroTime)`).
@@ -123,9 +127,14 @@ impl BatchTime {
             return Err(TimeError::ZeroInterval);
         }
         if self.0 < zero.0 {
-            return Err(TimeError::BeforeZero { time: self.0, zero: zero.0 });
+            return Err(TimeError::BeforeZero {
+                time: self.0,
+                zero: zero.0,
+            });
         }
-        Ok(BatchTime(zero.0 + (self.0 - zero.0) / interval.0 * interval.0))
+        Ok(BatchTime(
+            zero.0 + (self.0 - zero.0) / interval.0 * interval.0,
+        ))
     }
 
     /// The smallest grid point `> self`: the next batch time after `self`.
@@ -204,13 +213,25 @@ mod tests {
         let zero = BatchTime(1000);
         let iv = DurationMs(500);
         assert_eq!(BatchTime(2300).floor(zero, iv).unwrap(), BatchTime(2000));
-        assert_eq!(BatchTime(2000).next_after(zero, iv).unwrap(), BatchTime(2500));
+        assert_eq!(
+            BatchTime(2000).next_after(zero, iv).unwrap(),
+            BatchTime(2500)
+        );
         assert_eq!(
             BatchTime::grid_range(BatchTime(1900), BatchTime(3000), zero, iv).unwrap(),
             vec![BatchTime(2000), BatchTime(2500)]
         );
-        assert_eq!(BatchTime(10).floor(zero, iv), Err(TimeError::BeforeZero { time: 10, zero: 1000 }));
-        assert_eq!(BatchTime(10).floor(zero, DurationMs(0)), Err(TimeError::ZeroInterval));
+        assert_eq!(
+            BatchTime(10).floor(zero, iv),
+            Err(TimeError::BeforeZero {
+                time: 10,
+                zero: 1000
+            })
+        );
+        assert_eq!(
+            BatchTime(10).floor(zero, DurationMs(0)),
+            Err(TimeError::ZeroInterval)
+        );
     }
 
     proptest! {
