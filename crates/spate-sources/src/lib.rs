@@ -11,11 +11,22 @@
 //!   runs, DESIGN.md §4 step 2), then to [`read`](ReplayableSource::read) it — and can read the same
 //!   selection again after a crash, so a file is processed in exactly one batch.
 //!
+//! Implementations: [`socket::SocketTextReceiver`] (Spark's `socketTextStream`),
+//! [`file::TextFileSource`] (Spark's `textFileStream`); line decoding rules in [`lines`]; a receiver
+//! test harness in [`testing`].
+//!
 //! This crate knows nothing about DStreams; `spate-streaming` wraps both kinds into input streams.
 
+pub mod file;
+pub mod lines;
 mod receiver;
+pub mod socket;
+pub mod testing;
 
+pub use file::{FileSourceConfig, SelectedFile, TextFileSource};
+pub use lines::{InvalidUtf8Policy, LineCounts, LinePolicy, OverlongPolicy};
 pub use receiver::{
     Receiver, ReceiverContext, ReceiverError, ReceiverSink, ReplayableSource, Selection,
     SourceError, StoreError,
 };
+pub use socket::{SocketConfig, SocketStats, SocketStatsSnapshot, SocketTextReceiver};

@@ -188,6 +188,17 @@ pub enum SourceError {
         /// How it changed.
         reason: String,
     },
+    /// The input's bytes violate the source's configured policy (invalid UTF-8 or an overlong line
+    /// under an `Error` policy, a file larger than the limit).
+    #[error("invalid data in {path} at byte {offset}: {reason}")]
+    InvalidData {
+        /// The input (file path).
+        path: String,
+        /// Byte offset within the input.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// A pull-based, replayable input (Spark's `InputDStream.compute` for file streams; Kafka-style

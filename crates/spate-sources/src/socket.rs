@@ -1,0 +1,774 @@
+//! The TCP text-line receiver behind `socket_text_stream` (Spark's `SocketReceiver`).
+//!
+//! spate connects **as a client** (as Spark's `socketTextStream` connects to `nc -lk 9999`), reads
+//! newline-terminated UTF-8 lines and stores them with [`ReceiverContext::store_many`] in batches
+//! (one call per socket read of up to [`SocketConfig::read_buffer_bytes`], never one call per line).
+//!
+//! # Restart rules (as Spark's `SocketReceiver`)
+//! * A refused or timed-out connect calls `restart("error connecting to ...")`.
+//! * End of stream calls `restart("socket data stream had no more data")`; a final line without
+//!   `\n` is delivered first (as `BufferedReader.readLine` does).
+//! * A read error calls `restart(...)`; an incomplete last line is dropped (the connection broke,
+//!   the line may be cut anywhere).
+//! * The restart delay is [`SocketConfig::restart_delay`], or the supervisor's configured delay
+//!   (Spark: `spark.streaming.receiverRestartDelay`, 2000 ms) when `None`.
+//!
+//! # Garbage
+//! Line decoding follows [`LinePolicy`](crate::LinePolicy) (see [`crate::lines`] for the line
+//! rules): invalid UTF-8 is replaced (default), skipped or fatal for the connection; a line longer
+//! than `max_line_bytes` is skipped (default) or fatal for the connection. The receiver never holds
+//! more than `max(read_buffer_bytes, max_line_bytes + 1)` bytes of a line: the rest of an overlong
+//! line is discarded as it arrives, so a 10 MB line with a 1 MiB limit never allocates 10 MB.
+//! "Fatal for the connection" means: the error is reported (`report_error`), the connection is
+//! closed and the receiver restarts after the restart delay; the rest of that connection's data is
+//! lost (the socket protocol has no replay). Nothing in the byte stream can panic the receiver.
+//!
+//! # Counters
+//! [`SocketTextReceiver::stats`] returns a shared [`SocketStats`] (lines, bytes, invalid UTF-8,
+//! too long, connections, reconnects, connect failures, disconnects, lines lost to failed stores).
+
+use crate::lines::{decode_line, Decoded, InvalidUtf8Policy, LinePolicy, OverlongPolicy};
+use crate::receiver::{Receiver, ReceiverContext, ReceiverError, StoreError};
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Configuration of a [`SocketTextReceiver`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketConfig {
+    /// Line length limit and the invalid-UTF-8 / overlong policies.
+    pub lines: LinePolicy,
+    /// Size of each socket read, in bytes (default 1 MiB). Also the number of bytes whose lines go
+    /// into one `store_many` call at most.
+    pub read_buffer_bytes: usize,
+    /// Connect timeout (default 5 s).
+    pub connect_timeout: Duration,
+    /// How often a blocked read wakes up to check for a stop request (default 100 ms).
+    pub poll_interval: Duration,
+    /// Delay before reconnecting; `None` uses the supervisor's configured restart delay.
+    pub restart_delay: Option<Duration>,
+    /// Maximum lines per second this receiver stores (`None`: unlimited). Spark's
+    /// `spark.streaming.receiver.maxRate`; the receiver stops reading (TCP back-pressure reaches
+    /// the sender) while it is ahead of the rate.
+    pub max_rate_lines_per_sec: Option<u64>,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            lines: LinePolicy::default(),
+            read_buffer_bytes: 1 << 20,
+            connect_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(100),
+            restart_delay: None,
+            max_rate_lines_per_sec: None,
+        }
+    }
+}
+
+/// Live counters of a [`SocketTextReceiver`], shared across its connections and restarts.
+#[derive(Debug, Default)]
+pub struct SocketStats {
+    lines: AtomicU64,
+    bytes: AtomicU64,
+    invalid_utf8: AtomicU64,
+    too_long: AtomicU64,
+    connections: AtomicU64,
+    connect_failures: AtomicU64,
+    disconnects: AtomicU64,
+    lost_lines: AtomicU64,
+}
+
+/// A point-in-time copy of [`SocketStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketStatsSnapshot {
+    /// Lines stored (delivered to the engine).
+    pub lines: u64,
+    /// Bytes read from the socket.
+    pub bytes: u64,
+    /// Lines that were not valid UTF-8 (replaced, skipped, or that failed the connection).
+    pub invalid_utf8: u64,
+    /// Lines longer than the limit (skipped, or that failed the connection).
+    pub too_long: u64,
+    /// Successful connects.
+    pub connections: u64,
+    /// Successful connects after the first one (`connections - 1`).
+    pub reconnects: u64,
+    /// Failed connect attempts (refused, timed out, unresolvable).
+    pub connect_failures: u64,
+    /// Connections that ended (end of stream or read error).
+    pub disconnects: u64,
+    /// Decoded lines that `store_many` refused (receiver stopping or store failure).
+    pub lost_lines: u64,
+}
+
+impl SocketStats {
+    /// A consistent-enough copy of the counters (each read atomically).
+    pub fn snapshot(&self) -> SocketStatsSnapshot {
+        let connections = self.connections.load(Ordering::Relaxed);
+        SocketStatsSnapshot {
+            lines: self.lines.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            invalid_utf8: self.invalid_utf8.load(Ordering::Relaxed),
+            too_long: self.too_long.load(Ordering::Relaxed),
+            connections,
+            reconnects: connections.saturating_sub(1),
+            connect_failures: self.connect_failures.load(Ordering::Relaxed),
+            disconnects: self.disconnects.load(Ordering::Relaxed),
+            lost_lines: self.lost_lines.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    if n != 0 {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Reads `\n`-terminated lines from a TCP server; see the [module docs](self).
+#[derive(Debug)]
+pub struct SocketTextReceiver {
+    addr: String,
+    config: SocketConfig,
+    stats: Arc<SocketStats>,
+    worker: Option<Worker>,
+}
+
+#[derive(Debug)]
+struct Worker {
+    stop: Arc<AtomicBool>,
+    stream: Arc<Mutex<Option<TcpStream>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl SocketTextReceiver {
+    /// A receiver for `addr` (`host:port`, e.g. `127.0.0.1:9999`) with the default configuration.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self::with_config(addr, SocketConfig::default())
+    }
+
+    /// A receiver for `addr` with `config`.
+    pub fn with_config(addr: impl Into<String>, config: SocketConfig) -> Self {
+        SocketTextReceiver {
+            addr: addr.into(),
+            config,
+            stats: Arc::new(SocketStats::default()),
+            worker: None,
+        }
+    }
+
+    /// The shared counters (they keep counting across restarts).
+    pub fn stats(&self) -> Arc<SocketStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The configured address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let (host, port) = self
+            .addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("address {:?} is not host:port", self.addr))?;
+        if host.is_empty() {
+            return Err(format!("address {:?} has an empty host", self.addr));
+        }
+        port.parse::<u16>()
+            .map_err(|_| format!("address {:?} has an invalid port {port:?}", self.addr))?;
+        if self.config.lines.max_line_bytes == 0 {
+            return Err("max_line_bytes must be at least 1".into());
+        }
+        if self.config.read_buffer_bytes == 0 {
+            return Err("read_buffer_bytes must be at least 1".into());
+        }
+        if self.config.max_rate_lines_per_sec == Some(0) {
+            return Err("max_rate_lines_per_sec must be positive (None for unlimited)".into());
+        }
+        Ok(())
+    }
+}
+
+impl Receiver<String> for SocketTextReceiver {
+    fn on_start(&mut self, ctx: ReceiverContext<String>) -> Result<(), ReceiverError> {
+        self.validate().map_err(|message| ReceiverError::Start {
+            message,
+            fatal: true,
+        })?;
+        // A previous worker (restart without on_stop) must not keep running.
+        self.on_stop();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stream = Arc::new(Mutex::new(None));
+        let run = ConnectionRun {
+            addr: self.addr.clone(),
+            config: self.config.clone(),
+            stats: Arc::clone(&self.stats),
+            stop: Arc::clone(&stop),
+            stream: Arc::clone(&stream),
+            ctx,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("spate-socket-{}", self.addr))
+            .spawn(move || run.run())
+            .map_err(|e| ReceiverError::Start {
+                message: format!("cannot spawn receive thread: {e}"),
+                fatal: false,
+            })?;
+        self.worker = Some(Worker {
+            stop,
+            stream,
+            handle: Some(handle),
+        });
+        Ok(())
+    }
+
+    fn on_stop(&mut self) {
+        let Some(mut w) = self.worker.take() else {
+            return;
+        };
+        w.stop.store(true, Ordering::SeqCst);
+        if let Ok(guard) = w.stream.lock() {
+            if let Some(s) = guard.as_ref() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+        if let Some(h) = w.handle.take() {
+            // on_stop may be called from the receive thread itself (a synchronous restart); never
+            // join ourselves.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("socket {}", self.addr)
+    }
+}
+
+impl Drop for SocketTextReceiver {
+    fn drop(&mut self) {
+        self.on_stop();
+    }
+}
+
+/// One connection attempt and its receive loop (runs on the receive thread).
+struct ConnectionRun {
+    addr: String,
+    config: SocketConfig,
+    stats: Arc<SocketStats>,
+    stop: Arc<AtomicBool>,
+    stream: Arc<Mutex<Option<TcpStream>>>,
+    ctx: ReceiverContext<String>,
+}
+
+enum End {
+    /// Stop requested: exit quietly.
+    Stopped,
+    /// Restart with this reason (after reporting it as an error if `error`).
+    Restart { reason: String, error: bool },
+}
+
+impl ConnectionRun {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.ctx.is_stopped()
+    }
+
+    fn run(self) {
+        let end = match self.connect() {
+            Ok(stream) => self.receive(stream),
+            Err(e) => {
+                add(&self.stats.connect_failures, 1);
+                End::Restart {
+                    reason: format!("error connecting to {}: {e}", self.addr),
+                    error: false,
+                }
+            }
+        };
+        if let Ok(mut g) = self.stream.lock() {
+            *g = None;
+        }
+        match end {
+            End::Stopped => {}
+            End::Restart { reason, error } => {
+                if self.stopping() {
+                    return;
+                }
+                if error {
+                    self.ctx.report_error(&reason);
+                }
+                self.ctx.restart(&reason, self.config.restart_delay);
+            }
+        }
+    }
+
+    fn connect(&self) -> io::Result<TcpStream> {
+        let mut last = None;
+        for sa in self.addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&sa, self.config.connect_timeout) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing")
+        }))
+    }
+
+    fn receive(&self, mut stream: TcpStream) -> End {
+        add(&self.stats.connections, 1);
+        if let Err(e) = stream.set_read_timeout(Some(
+            self.config.poll_interval.max(Duration::from_millis(1)),
+        )) {
+            return End::Restart {
+                reason: format!("cannot configure socket to {}: {e}", self.addr),
+                error: true,
+            };
+        }
+        match stream.try_clone() {
+            Ok(clone) => {
+                if let Ok(mut g) = self.stream.lock() {
+                    *g = Some(clone);
+                }
+            }
+            Err(e) => {
+                return End::Restart {
+                    reason: format!("cannot clone socket to {}: {e}", self.addr),
+                    error: true,
+                }
+            }
+        }
+        // on_stop may have run between connect and registering the clone.
+        if self.stopping() {
+            return End::Stopped;
+        }
+        let mut asm = LineAssembler::new(self.config.lines, self.config.read_buffer_bytes);
+        let mut pending: Vec<String> = Vec::new();
+        let started = Instant::now();
+        let mut stored_this_conn = 0u64;
+        loop {
+            if self.stopping() {
+                return End::Stopped;
+            }
+            match asm.read_from(&mut stream) {
+                Ok(0) => {
+                    add(&self.stats.disconnects, 1);
+                    let r = asm.finish(&mut pending);
+                    self.account(&mut asm);
+                    if let Err(f) = r {
+                        return self.fault(f);
+                    }
+                    if let Some(end) = self.flush(&mut pending, &mut stored_this_conn, started) {
+                        return end;
+                    }
+                    return End::Restart {
+                        reason: format!("socket data stream from {} had no more data", self.addr),
+                        error: false,
+                    };
+                }
+                Ok(n) => {
+                    add(&self.stats.bytes, n as u64);
+                    let r = asm.drain(&mut pending);
+                    self.account(&mut asm);
+                    if let Err(f) = r {
+                        return self.fault(f);
+                    }
+                    if let Some(end) = self.flush(&mut pending, &mut stored_this_conn, started) {
+                        return end;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    add(&self.stats.disconnects, 1);
+                    if self.stopping() {
+                        return End::Stopped;
+                    }
+                    // Lines completed before the error are delivered; the cut line is not.
+                    if let Some(end) = self.flush(&mut pending, &mut stored_this_conn, started) {
+                        return end;
+                    }
+                    return End::Restart {
+                        reason: format!("error receiving data from {}: {e}", self.addr),
+                        error: true,
+                    };
+                }
+            }
+        }
+    }
+
+    fn account(&self, asm: &mut LineAssembler) {
+        let c = std::mem::take(&mut asm.counts);
+        add(&self.stats.invalid_utf8, c.invalid_utf8);
+        add(&self.stats.too_long, c.too_long);
+    }
+
+    fn fault(&self, f: LineFault) -> End {
+        End::Restart {
+            reason: format!("{} from {}; dropping the connection", f, self.addr),
+            error: true,
+        }
+    }
+
+    /// Stores `pending`; `Some(end)` if the receive loop must end.
+    fn flush(&self, pending: &mut Vec<String>, stored: &mut u64, started: Instant) -> Option<End> {
+        if pending.is_empty() {
+            return None;
+        }
+        let items = std::mem::take(pending);
+        let n = items.len() as u64;
+        match self.ctx.store_many(items) {
+            Ok(()) => {
+                add(&self.stats.lines, n);
+                *stored += n;
+            }
+            Err(StoreError::Stopped(items)) => {
+                add(&self.stats.lost_lines, items.len() as u64);
+                return Some(End::Stopped);
+            }
+            Err(StoreError::Failed { items, reason }) => {
+                add(&self.stats.lost_lines, items.len() as u64);
+                return Some(End::Restart {
+                    reason: format!("storing {} lines failed: {reason}", items.len()),
+                    error: true,
+                });
+            }
+        }
+        if let Some(rate) = self.config.max_rate_lines_per_sec {
+            // Stay at or below `rate` lines/s since the connection started.
+            let due = Duration::from_secs_f64(*stored as f64 / rate as f64);
+            while started.elapsed() < due {
+                if self.stopping() {
+                    return Some(End::Stopped);
+                }
+                let left = due.saturating_sub(started.elapsed());
+                std::thread::sleep(left.min(self.config.poll_interval));
+            }
+        }
+        None
+    }
+}
+
+/// A line that failed the connection under an `Error` policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LineFault {
+    InvalidUtf8 { offset: u64 },
+    TooLong { offset: u64, limit: usize },
+}
+
+impl std::fmt::Display for LineFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LineFault::InvalidUtf8 { offset } => {
+                write!(f, "invalid UTF-8 at byte {offset} of the connection")
+            }
+            LineFault::TooLong { offset, limit } => write!(
+                f,
+                "line starting at byte {offset} of the connection is longer than {limit} bytes"
+            ),
+        }
+    }
+}
+
+/// Counts of one drain (moved into [`SocketStats`] by the caller).
+#[derive(Debug, Default)]
+pub(crate) struct AsmCounts {
+    invalid_utf8: u64,
+    too_long: u64,
+}
+
+/// Incremental line splitter over a bounded buffer: `buf[start..end]` holds unprocessed bytes.
+#[derive(Debug)]
+pub(crate) struct LineAssembler {
+    policy: LinePolicy,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Inside an overlong line: drop bytes up to the next `\n`.
+    discarding: bool,
+    /// Connection offset of `buf[0]`.
+    base: u64,
+    counts: AsmCounts,
+}
+
+impl LineAssembler {
+    pub(crate) fn new(policy: LinePolicy, read_buffer_bytes: usize) -> Self {
+        LineAssembler {
+            policy,
+            buf: vec![0; read_buffer_bytes.max(1)],
+            start: 0,
+            end: 0,
+            discarding: false,
+            base: 0,
+            counts: AsmCounts::default(),
+        }
+    }
+
+    /// Reads once from `r` into the free space (compacting or growing up to the line limit first).
+    pub(crate) fn read_from<R: Read>(&mut self, r: &mut R) -> io::Result<usize> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.base += self.start as u64;
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                // A partial line fills the buffer; it is at most max_line_bytes long (drain
+                // switches to discarding beyond that), so growth stops at max_line_bytes + 1.
+                let cap = self.policy.max_line_bytes.saturating_add(1);
+                let new_len = self.buf.len().saturating_mul(2).min(cap).max(self.end + 1);
+                self.buf.resize(new_len, 0);
+            }
+        }
+        r.read(&mut self.buf[self.end..])
+            .inspect(|&n| self.end += n)
+    }
+
+    /// Buffer size in bytes (for the bounded-memory tests).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Moves every complete line into `out`.
+    pub(crate) fn drain(&mut self, out: &mut Vec<String>) -> Result<(), LineFault> {
+        let max = self.policy.max_line_bytes;
+        while self.start < self.end {
+            match memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                Some(i) => {
+                    let line_start = self.start;
+                    self.start += i + 1;
+                    if self.discarding {
+                        self.discarding = false;
+                        continue;
+                    }
+                    self.emit(line_start, line_start + i, out)?;
+                }
+                None => {
+                    let partial = self.end - self.start;
+                    if self.discarding {
+                        self.start = self.end;
+                    } else if partial > max {
+                        self.too_long(self.start)?;
+                        self.discarding = true;
+                        self.start = self.end;
+                    }
+                    break;
+                }
+            }
+        }
+        if self.start == self.end {
+            self.base += self.start as u64;
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(())
+    }
+
+    /// End of stream: the final unterminated line (if any) becomes a record.
+    pub(crate) fn finish(&mut self, out: &mut Vec<String>) -> Result<(), LineFault> {
+        self.drain(out)?;
+        let r = if !self.discarding && self.start < self.end {
+            self.emit(self.start, self.end, out)
+        } else {
+            Ok(())
+        };
+        self.base += self.end as u64;
+        self.start = 0;
+        self.end = 0;
+        self.discarding = false;
+        r
+    }
+
+    fn too_long(&mut self, line_start: usize) -> Result<(), LineFault> {
+        self.counts.too_long += 1;
+        match self.policy.overlong {
+            OverlongPolicy::Skip => Ok(()),
+            OverlongPolicy::Error => Err(LineFault::TooLong {
+                offset: self.base + line_start as u64,
+                limit: self.policy.max_line_bytes,
+            }),
+        }
+    }
+
+    fn emit(&mut self, s: usize, e: usize, out: &mut Vec<String>) -> Result<(), LineFault> {
+        if e - s > self.policy.max_line_bytes {
+            return self.too_long(s);
+        }
+        let (d, invalid) = decode_line(&self.buf[s..e], self.policy.invalid_utf8);
+        if invalid {
+            self.counts.invalid_utf8 += 1;
+        }
+        match d {
+            Decoded::Line(l) => out.push(l),
+            Decoded::SkippedInvalid => {}
+            Decoded::InvalidError { valid_up_to } => {
+                debug_assert_eq!(self.policy.invalid_utf8, InvalidUtf8Policy::Error);
+                return Err(LineFault::InvalidUtf8 {
+                    offset: self.base + (s + valid_up_to) as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader yielding fixed chunks.
+    struct Chunks(Vec<Vec<u8>>);
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let c = &mut self.0[0];
+            let n = c.len().min(buf.len());
+            buf[..n].copy_from_slice(&c[..n]);
+            c.drain(..n);
+            if c.is_empty() {
+                self.0.remove(0);
+            }
+            Ok(n)
+        }
+    }
+
+    fn run(
+        chunks: Vec<&[u8]>,
+        policy: LinePolicy,
+        buf: usize,
+    ) -> (Vec<String>, Result<(), LineFault>, LineAssembler) {
+        let mut r = Chunks(chunks.into_iter().map(<[u8]>::to_vec).collect());
+        let mut a = LineAssembler::new(policy, buf);
+        let mut out = Vec::new();
+        loop {
+            match a.read_from(&mut r) {
+                Ok(0) => {
+                    let res = a.finish(&mut out);
+                    return (out, res, a);
+                }
+                Ok(_) => {
+                    if let Err(f) = a.drain(&mut out) {
+                        return (out, Err(f), a);
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reads_and_tiny_buffer() {
+        let (out, r, _) = run(
+            vec![b"hel", b"lo wo", b"rld\r\nsecond\nthi", b"rd"],
+            LinePolicy::default(),
+            4,
+        );
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, vec!["hello world", "second", "third"]);
+    }
+
+    #[test]
+    fn overlong_line_is_skipped_with_bounded_buffer() {
+        let big = vec![b'x'; 100_000];
+        let policy = LinePolicy {
+            max_line_bytes: 1000,
+            ..LinePolicy::default()
+        };
+        let mut chunks: Vec<&[u8]> = vec![b"a\n"];
+        chunks.extend(big.chunks(777));
+        chunks.push(b"\nb\n");
+        let (out, r, a) = run(chunks, policy, 256);
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, vec!["a", "b"]);
+        assert_eq!(a.counts.too_long, 1);
+        assert!(a.capacity() <= 1001, "buffer grew to {}", a.capacity());
+    }
+
+    #[test]
+    fn line_of_exactly_the_limit_is_kept() {
+        let line = vec![b'y'; 300];
+        let mut data = line.clone();
+        data.push(b'\n');
+        let policy = LinePolicy {
+            max_line_bytes: 300,
+            ..LinePolicy::default()
+        };
+        let (out, r, _) = run(vec![&data], policy, 64);
+        assert_eq!(r, Ok(()));
+        assert_eq!(out, vec!["y".repeat(300)]);
+    }
+
+    #[test]
+    fn error_policies_report_offsets() {
+        let policy = LinePolicy {
+            invalid_utf8: InvalidUtf8Policy::Error,
+            ..LinePolicy::default()
+        };
+        let (out, r, _) = run(vec![b"ok\nab\xc3(\n"], policy, 64);
+        assert_eq!(out, vec!["ok"]);
+        assert_eq!(r, Err(LineFault::InvalidUtf8 { offset: 5 }));
+
+        let policy = LinePolicy {
+            max_line_bytes: 3,
+            overlong: OverlongPolicy::Error,
+            ..LinePolicy::default()
+        };
+        let (_, r, _) = run(vec![b"abc\n", b"abcdefgh"], policy, 2);
+        assert_eq!(
+            r,
+            Err(LineFault::TooLong {
+                offset: 4,
+                limit: 3
+            })
+        );
+    }
+
+    #[test]
+    fn random_garbage_never_panics_and_matches_whole_split() {
+        let mut x = 0x9e37_79b9u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for round in 0..200 {
+            let len = (next() % 2000) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    let v = next();
+                    if v % 7 == 0 {
+                        b'\n'
+                    } else {
+                        (v >> 8) as u8
+                    }
+                })
+                .collect();
+            let policy = LinePolicy {
+                max_line_bytes: 1 + round % 50,
+                ..LinePolicy::default()
+            };
+            let chunk = 1 + (next() % 97) as usize;
+            let (out, r, _) = run(data.chunks(chunk).collect(), policy, 1 + round % 13);
+            assert_eq!(r, Ok(()));
+            let mut expect = Vec::new();
+            let mut c = crate::lines::LineCounts::default();
+            crate::lines::split_lines(&data, &policy, &mut expect, &mut c).unwrap();
+            assert_eq!(out, expect, "round {round}");
+        }
+    }
+}
