@@ -1,1 +1,2 @@
 //! spate integration tests. One module per area; see `tests/README.md`.
+mod sources;

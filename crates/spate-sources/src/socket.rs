@@ -360,11 +360,12 @@ impl ConnectionRun {
                     add(&self.stats.disconnects, 1);
                     let r = asm.finish(&mut pending);
                     self.account(&mut asm);
-                    if let Err(f) = r {
-                        return self.fault(f);
-                    }
+                    // Lines before a faulty one are delivered.
                     if let Some(end) = self.flush(&mut pending, &mut stored_this_conn, started) {
                         return end;
+                    }
+                    if let Err(f) = r {
+                        return self.fault(f);
                     }
                     return End::Restart {
                         reason: format!("socket data stream from {} had no more data", self.addr),
@@ -375,11 +376,11 @@ impl ConnectionRun {
                     add(&self.stats.bytes, n as u64);
                     let r = asm.drain(&mut pending);
                     self.account(&mut asm);
-                    if let Err(f) = r {
-                        return self.fault(f);
-                    }
                     if let Some(end) = self.flush(&mut pending, &mut stored_this_conn, started) {
                         return end;
+                    }
+                    if let Err(f) = r {
+                        return self.fault(f);
                     }
                 }
                 Err(e)
