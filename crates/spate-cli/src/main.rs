@@ -3,6 +3,8 @@
 //! Every subcommand answers bad input (missing paths, damaged files, unreachable stores) with a
 //! one-line error on stderr and a non-zero exit code; it never panics on input.
 
+mod jobs;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -20,6 +22,8 @@ struct Cli {
 enum Command {
     /// Print version and format information.
     Info,
+    /// Generate a deterministic corpus (words: byte-identical to the Spark harness; clicks).
+    Gen(jobs::gen::GenArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +39,6 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Gen(args) => jobs::report(jobs::gen::run(args)),
     }
 }
