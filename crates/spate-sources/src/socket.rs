@@ -460,6 +460,44 @@ impl ConnectionRun {
     }
 }
 
+/// Splits `data` exactly as the receiver does when the bytes arrive in reads of `chunk` bytes into a
+/// buffer of `read_buffer_bytes` (for fuzzing and tests): returns the records and, under an `Error`
+/// policy, the fault description that would drop the connection.
+pub fn split_as_received(
+    data: &[u8],
+    chunk: usize,
+    read_buffer_bytes: usize,
+    policy: LinePolicy,
+) -> (Vec<String>, Option<String>) {
+    struct Chunked<'a>(&'a [u8], usize);
+    impl Read for Chunked<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(self.1.max(1)).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut policy = policy;
+    policy.max_line_bytes = policy.max_line_bytes.max(1);
+    let mut r = Chunked(data, chunk);
+    let mut a = LineAssembler::new(policy, read_buffer_bytes);
+    let mut out = Vec::new();
+    loop {
+        match a.read_from(&mut r) {
+            Ok(0) | Err(_) => {
+                let res = a.finish(&mut out);
+                return (out, res.err().map(|f| f.to_string()));
+            }
+            Ok(_) => {
+                if let Err(f) = a.drain(&mut out) {
+                    return (out, Some(f.to_string()));
+                }
+            }
+        }
+    }
+}
+
 /// A line that failed the connection under an `Error` policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LineFault {
