@@ -4,6 +4,8 @@
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod clicks;
 pub(crate) mod gen;
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod output;
 mod pyrand;
 
 use std::process::ExitCode;
