@@ -34,6 +34,14 @@ pub trait FileHandle: Send + Sync + fmt::Debug {
     /// The OS error.
     fn len(&self) -> io::Result<u64>;
 
+    /// Whether the file has length 0.
+    ///
+    /// # Errors
+    /// The OS error.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at or past the end).
     ///
     /// # Errors
