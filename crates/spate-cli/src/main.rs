@@ -8,6 +8,8 @@ mod jobs;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod wal;
+
 /// spate — fault-tolerant micro-batch stream processing.
 #[derive(Debug, Parser)]
 #[command(name = "spate", version, about, propagate_version = true)]
@@ -22,6 +24,9 @@ struct Cli {
 enum Command {
     /// Print version and format information.
     Info,
+    /// Inspect a write-ahead log directory (`dump`, `verify`).
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
     /// Generate a deterministic corpus (words: byte-identical to the Spark harness; clicks).
     Gen(jobs::gen::GenArgs),
 }
@@ -29,6 +34,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Wal(cmd) => wal::run(cmd),
         Command::Info => {
             println!(
                 "spate {} (wal format {}, checkpoint format {}, codec {})",
