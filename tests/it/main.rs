@@ -1,2 +1,3 @@
 //! spate integration tests. One module per area; see `tests/README.md`.
+mod feed;
 mod sources;

@@ -3,6 +3,7 @@
 //! Every subcommand answers bad input (missing paths, damaged files, unreachable stores) with a
 //! one-line error on stderr and a non-zero exit code; it never panics on input.
 
+mod feed;
 mod jobs;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     /// Inspect a write-ahead log directory (`dump`, `verify`).
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// Serve a corpus over TCP at a fixed or stepped rate, with exact accounting and optional acks.
+    Feed(feed::FeedArgs),
     /// Generate a deterministic corpus (words: byte-identical to the Spark harness; clicks).
     Gen(jobs::gen::GenArgs),
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Feed(args) => feed::run(args),
         Command::Gen(args) => jobs::report(jobs::gen::run(args)),
     }
 }

@@ -1,0 +1,213 @@
+//! `spate feed` as a real child process over real TCP on 127.0.0.1: plain delivery, rate accounting,
+//! and the `spate-ack/1` protocol across a receiver disconnect (resume where the receiver says,
+//! detect a receiver that lost acknowledged data).
+
+use spate_tests::spate_bin;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn write_corpus(dir: &Path, n: usize) -> std::path::PathBuf {
+    let p = dir.join("corpus.txt");
+    let body: String = (0..n).map(|i| format!("line-{i}\n")).collect();
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// Starts `spate feed` on a free port and returns the child and the address it printed.
+fn start_feed(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(spate_bin())
+        .arg("feed")
+        .args(["--listen", "127.0.0.1:0", "--progress-secs", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line}")).to_owned();
+    // Drain stderr in the background so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        let _ = err.read_to_string(&mut sink);
+    });
+    (child, addr)
+}
+
+fn connect(addr: &str) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("connect {addr}: {e}"),
+        }
+    }
+}
+
+fn finish(child: Child) -> serde_json::Value {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
+}
+
+#[test]
+fn plain_feed_sends_every_line_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path(), 5000);
+    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap()]);
+    let s = connect(&addr);
+    let lines: Vec<String> = BufReader::new(s).lines().map(Result::unwrap).collect();
+    assert_eq!(lines.len(), 5000);
+    assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("line-{i}")));
+    let stats = finish(child);
+    assert_eq!(stats["sent"], 5000);
+    assert_eq!(stats["transmissions"], 5000);
+    assert_eq!(stats["complete"], true);
+}
+
+#[test]
+fn fixed_rate_is_respected_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path(), 100);
+    // 2000 lines/s for 1 s, cycling a 100-line corpus.
+    let (child, addr) =
+        start_feed(&["--file", corpus.to_str().unwrap(), "--cycle", "--steps", "2000:1"]);
+    let s = connect(&addr);
+    let lines: Vec<String> = BufReader::new(s).lines().map(Result::unwrap).collect();
+    let stats = finish(child);
+    // Never more than offered (plus one tick of slack), and line seq wraps the corpus.
+    assert!(lines.len() <= 2100, "{} lines sent at 2000/s for 1 s", lines.len());
+    assert!(lines.len() >= 1000, "feeder far below the offered rate: {}", lines.len());
+    assert_eq!(lines[150], "line-50");
+    assert_eq!(stats["sent"].as_u64().unwrap(), lines.len() as u64);
+    assert_eq!(stats["steps"][0]["offered_rate"], 2000);
+}
+
+#[test]
+fn ack_mode_resumes_where_the_receiver_says_and_completes_on_full_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path(), 3000);
+    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
+
+    // Connection 1: take 1000 lines, acknowledge 700 as durable, then "crash".
+    let mut s = connect(&addr);
+    s.write_all(b"HELLO spate-ack/1 resume=0\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for i in 0..1000 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        assert_eq!(l.trim_end(), format!("line-{i}"));
+    }
+    s.write_all(b"ACK 700\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(r);
+    drop(s);
+
+    // Connection 2: the receiver's WAL held 800 lines (100 more than acknowledged): resume at 800.
+    let mut s = connect(&addr);
+    s.write_all(b"HELLO spate-ack/1 resume=800\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut got = Vec::new();
+    for _ in 800..3000 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        got.push(l.trim_end().to_owned());
+    }
+    assert_eq!(got.first().map(String::as_str), Some("line-800"));
+    assert_eq!(got.last().map(String::as_str), Some("line-2999"));
+    s.write_all(b"ACK 3000\n").unwrap();
+    let stats = finish(child);
+    assert_eq!(stats["complete"], true);
+    assert_eq!(stats["acked"], 3000);
+    assert_eq!(stats["sent"], 3000);
+    assert_eq!(stats["connections"], 2);
+    assert_eq!(stats["resume_below_ack"], 0);
+    // Exact accounting: every transmission beyond the 3000 distinct lines is a re-send, and the
+    // re-sends are exactly the lines from the resume point to what connection 1 had pushed.
+    let tx = stats["transmissions"].as_u64().unwrap();
+    assert_eq!(stats["resent"].as_u64().unwrap(), tx - 3000, "{stats}");
+    assert!(tx >= 3000 + (1000 - 800), "{stats}");
+}
+
+#[test]
+fn ack_mode_reports_a_receiver_that_lost_acknowledged_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path(), 200);
+    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
+    let mut s = connect(&addr);
+    s.write_all(b"HELLO spate-ack/1 resume=0\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..200 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+    }
+    s.write_all(b"ACK 150\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(r);
+    drop(s);
+    // Lost 50 acknowledged lines: resumes at 100 < 150.
+    let mut s = connect(&addr);
+    s.write_all(b"HELLO spate-ack/1 resume=100\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 100..200 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+    }
+    s.write_all(b"ACK 200\n").unwrap();
+    let stats = finish(child);
+    assert_eq!(stats["resume_below_ack"], 1, "{stats}");
+    assert_eq!(stats["complete"], true);
+}
+
+#[test]
+fn ack_mode_rejects_a_garbage_hello_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path(), 10);
+    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
+    let mut bad = connect(&addr);
+    bad.write_all(b"\xff\xfe garbage\n").unwrap();
+    let mut buf = [0u8; 16];
+    // The feeder closes the bad connection without sending data.
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(bad.read(&mut buf).unwrap_or(0), 0);
+    let mut s = connect(&addr);
+    s.write_all(b"HELLO spate-ack/1 resume=0\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..10 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+    }
+    s.write_all(b"ACK 10\n").unwrap();
+    let stats = finish(child);
+    assert_eq!(stats["complete"], true);
+    assert_eq!(stats["connections"], 2);
+}
+
+#[test]
+fn feed_rejects_bad_arguments_with_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.txt");
+    let out = Command::new(spate_bin())
+        .args(["feed", "--listen", "127.0.0.1:0", "--file", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read corpus"), "{err}");
+    let corpus = write_corpus(dir.path(), 3);
+    let out = Command::new(spate_bin())
+        .args(["feed", "--listen", "127.0.0.1:0", "--file", corpus.to_str().unwrap()])
+        .args(["--steps", "100:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --steps"));
+}
