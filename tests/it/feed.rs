@@ -29,7 +29,11 @@ fn start_feed(args: &[&str]) -> (Child, String) {
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line}")).to_owned();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
     // Drain stderr in the background so the child never blocks on a full pipe.
     std::thread::spawn(move || {
         let mut sink = String::new();
@@ -66,7 +70,10 @@ fn plain_feed_sends_every_line_once_in_order() {
     let s = connect(&addr);
     let lines: Vec<String> = BufReader::new(s).lines().map(Result::unwrap).collect();
     assert_eq!(lines.len(), 5000);
-    assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("line-{i}")));
+    assert!(lines
+        .iter()
+        .enumerate()
+        .all(|(i, l)| *l == format!("line-{i}")));
     let stats = finish(child);
     assert_eq!(stats["sent"], 5000);
     assert_eq!(stats["transmissions"], 5000);
@@ -78,14 +85,27 @@ fn fixed_rate_is_respected_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path(), 100);
     // 2000 lines/s for 1 s, cycling a 100-line corpus.
-    let (child, addr) =
-        start_feed(&["--file", corpus.to_str().unwrap(), "--cycle", "--steps", "2000:1"]);
+    let (child, addr) = start_feed(&[
+        "--file",
+        corpus.to_str().unwrap(),
+        "--cycle",
+        "--steps",
+        "2000:1",
+    ]);
     let s = connect(&addr);
     let lines: Vec<String> = BufReader::new(s).lines().map(Result::unwrap).collect();
     let stats = finish(child);
     // Never more than offered (plus one tick of slack), and line seq wraps the corpus.
-    assert!(lines.len() <= 2100, "{} lines sent at 2000/s for 1 s", lines.len());
-    assert!(lines.len() >= 1000, "feeder far below the offered rate: {}", lines.len());
+    assert!(
+        lines.len() <= 2100,
+        "{} lines sent at 2000/s for 1 s",
+        lines.len()
+    );
+    assert!(
+        lines.len() >= 1000,
+        "feeder far below the offered rate: {}",
+        lines.len()
+    );
     assert_eq!(lines[150], "line-50");
     assert_eq!(stats["sent"].as_u64().unwrap(), lines.len() as u64);
     assert_eq!(stats["steps"][0]["offered_rate"], 2000);
@@ -196,7 +216,13 @@ fn feed_rejects_bad_arguments_with_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.txt");
     let out = Command::new(spate_bin())
-        .args(["feed", "--listen", "127.0.0.1:0", "--file", missing.to_str().unwrap()])
+        .args([
+            "feed",
+            "--listen",
+            "127.0.0.1:0",
+            "--file",
+            missing.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -204,7 +230,13 @@ fn feed_rejects_bad_arguments_with_one_line_errors() {
     assert!(err.contains("cannot read corpus"), "{err}");
     let corpus = write_corpus(dir.path(), 3);
     let out = Command::new(spate_bin())
-        .args(["feed", "--listen", "127.0.0.1:0", "--file", corpus.to_str().unwrap()])
+        .args([
+            "feed",
+            "--listen",
+            "127.0.0.1:0",
+            "--file",
+            corpus.to_str().unwrap(),
+        ])
         .args(["--steps", "100:0"])
         .output()
         .unwrap();

@@ -24,11 +24,14 @@ pub fn spate_bin() -> PathBuf {
             .expect("tests/ has a parent");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace).args(["build", "-q", "-p", "spate-cli", "--bin", "spate"]);
+        cmd.current_dir(workspace)
+            .args(["build", "-q", "-p", "spate-cli", "--bin", "spate"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        let st = cmd.status().expect("running cargo build for the spate binary");
+        let st = cmd
+            .status()
+            .expect("running cargo build for the spate binary");
         assert!(st.success(), "cargo build -p spate-cli failed");
         let bin = profile_dir.join("spate");
         assert!(bin.exists(), "{} missing after build", bin.display());
