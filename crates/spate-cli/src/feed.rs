@@ -130,15 +130,26 @@ struct FeedStats {
 #[derive(Debug, thiserror::Error)]
 enum FeedError {
     #[error("cannot read corpus {path}: {source}")]
-    Corpus { path: String, source: std::io::Error },
+    Corpus {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("corpus {0} is empty")]
     EmptyCorpus(String),
-    #[error("invalid --steps '{0}': expected RATE:SECONDS[,RATE:SECONDS...] with positive seconds")]
+    #[error(
+        "invalid --steps '{0}': expected RATE:SECONDS[,RATE:SECONDS...] with positive seconds"
+    )]
     Steps(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot write stats to {path}: {source}")]
-    Stats { path: String, source: std::io::Error },
+    Stats {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn parse_steps(s: &str) -> Result<Vec<Step>, FeedError> {
@@ -246,7 +257,10 @@ fn feed(args: &FeedArgs) -> Result<FeedStats, FeedError> {
     eprintln!("listening on {local}");
     listener
         .set_nonblocking(true)
-        .map_err(|source| FeedError::Listen { addr: args.listen.clone(), source })?;
+        .map_err(|source| FeedError::Listen {
+            addr: args.listen.clone(),
+            source,
+        })?;
 
     let start = Instant::now();
     let total_secs: Option<u64> = steps.as_ref().map(|s| s.iter().map(|x| x.secs).sum());
@@ -291,7 +305,10 @@ fn feed(args: &FeedArgs) -> Result<FeedStats, FeedError> {
         stats.connections += 1;
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_nodelay(false);
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
 
         // Where does this connection start?
         let ack_state = Arc::new(AckState::default());
@@ -322,10 +339,16 @@ fn feed(args: &FeedArgs) -> Result<FeedStats, FeedError> {
         } else {
             next_unsent
         };
-        eprintln!("connection {} from {peer}, starting at line {seq}", stats.connections);
+        eprintln!(
+            "connection {} from {peer}, starting at line {seq}",
+            stats.connections
+        );
         let reader = if args.ack {
             let st = Arc::clone(&ack_state);
-            stream.try_clone().ok().map(|s| std::thread::spawn(move || read_acks(s, &st)))
+            stream
+                .try_clone()
+                .ok()
+                .map(|s| std::thread::spawn(move || read_acks(s, &st)))
         } else {
             None
         };
@@ -439,8 +462,10 @@ fn feed(args: &FeedArgs) -> Result<FeedStats, FeedError> {
     let json = serde_json::to_string(&stats).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     println!("{json}");
     if let Some(p) = &args.stats {
-        std::fs::write(p, format!("{json}\n"))
-            .map_err(|source| FeedError::Stats { path: p.display().to_string(), source })?;
+        std::fs::write(p, format!("{json}\n")).map_err(|source| FeedError::Stats {
+            path: p.display().to_string(),
+            source,
+        })?;
     }
     Ok(stats)
 }
@@ -509,13 +534,19 @@ fn parse_hello(line: &str) -> Result<u64, String> {
     }
     match parts.next() {
         Some(p) if p == ACK_PROTOCOL => {}
-        other => return Err(format!("unsupported protocol {other:?}, want {ACK_PROTOCOL}")),
+        other => {
+            return Err(format!(
+                "unsupported protocol {other:?}, want {ACK_PROTOCOL}"
+            ))
+        }
     }
     let resume = parts
         .next()
         .and_then(|p| p.strip_prefix("resume="))
         .ok_or_else(|| format!("HELLO without resume=: {line:?}"))?;
-    resume.parse::<u64>().map_err(|_| format!("bad resume value {resume:?}"))
+    resume
+        .parse::<u64>()
+        .map_err(|_| format!("bad resume value {resume:?}"))
 }
 
 fn parse_ack(line: &str) -> Option<u64> {
@@ -537,7 +568,10 @@ fn read_acks(stream: TcpStream, st: &AckState) {
                         st.regressions.fetch_add(1, Ordering::Relaxed);
                     }
                 } else {
-                    eprintln!("spate feed: ignoring unexpected line from receiver: {:?}", line.trim_end());
+                    eprintln!(
+                        "spate feed: ignoring unexpected line from receiver: {:?}",
+                        line.trim_end()
+                    );
                 }
             }
         }
@@ -553,7 +587,16 @@ mod tests {
     fn steps_parse_and_reject_garbage() {
         assert_eq!(
             parse_steps("1000:2, 5000:3").unwrap(),
-            vec![Step { rate: 1000, secs: 2 }, Step { rate: 5000, secs: 3 }]
+            vec![
+                Step {
+                    rate: 1000,
+                    secs: 2
+                },
+                Step {
+                    rate: 5000,
+                    secs: 3
+                }
+            ]
         );
         for bad in ["", "x", "100", "100:0", "a:1", "1:b", ",,"] {
             assert!(parse_steps(bad).is_err(), "{bad}");
@@ -562,12 +605,30 @@ mod tests {
 
     #[test]
     fn staircase_due_lines() {
-        let s = [Step { rate: 100, secs: 2 }, Step { rate: 1000, secs: 1 }];
-        assert_eq!(due_lines(0, Some(&s), Duration::from_secs(1)), (Some(100), Some(0)));
-        assert_eq!(due_lines(0, Some(&s), Duration::from_millis(2500)), (Some(700), Some(1)));
-        assert_eq!(due_lines(0, Some(&s), Duration::from_secs(9)), (Some(1200), None));
+        let s = [
+            Step { rate: 100, secs: 2 },
+            Step {
+                rate: 1000,
+                secs: 1,
+            },
+        ];
+        assert_eq!(
+            due_lines(0, Some(&s), Duration::from_secs(1)),
+            (Some(100), Some(0))
+        );
+        assert_eq!(
+            due_lines(0, Some(&s), Duration::from_millis(2500)),
+            (Some(700), Some(1))
+        );
+        assert_eq!(
+            due_lines(0, Some(&s), Duration::from_secs(9)),
+            (Some(1200), None)
+        );
         assert_eq!(due_lines(0, None, Duration::from_secs(9)), (None, None));
-        assert_eq!(due_lines(10, None, Duration::from_secs(3)), (Some(30), None));
+        assert_eq!(
+            due_lines(10, None, Duration::from_secs(3)),
+            (Some(30), None)
+        );
     }
 
     #[test]
@@ -594,7 +655,13 @@ mod tests {
         assert_eq!(c.contiguous(3, 5), (&b"a\nbb\n"[..], 5));
         let empty = dir.path().join("e.txt");
         std::fs::write(&empty, "").unwrap();
-        assert!(matches!(Corpus::load(&empty), Err(FeedError::EmptyCorpus(_))));
-        assert!(matches!(Corpus::load(&dir.path().join("missing")), Err(FeedError::Corpus { .. })));
+        assert!(matches!(
+            Corpus::load(&empty),
+            Err(FeedError::EmptyCorpus(_))
+        ));
+        assert!(matches!(
+            Corpus::load(&dir.path().join("missing")),
+            Err(FeedError::Corpus { .. })
+        ));
     }
 }
