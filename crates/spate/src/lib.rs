@@ -1,7 +1,20 @@
 //! # spate
 //!
 //! Fault-tolerant micro-batch stream processing, modeled on Apache Spark Streaming (DStreams).
-//! This facade re-exports the public API users depend on.
+//! This facade re-exports the public API users depend on: build a [`StreamingContext`] from a
+//! [`StreamingConfig`], create input [`DStream`]s, transform them, register output operations,
+//! `start`, `await_termination`.
+//!
+//! See [`spate_streaming`] for the guided tour (the DStream model, the batch lifecycle).
 
 pub use spate_streaming as streaming;
 pub use spate_types as types;
+
+pub use spate_streaming::{
+    diff, format_print, output_file_name, testing, write_file_atomically, Batch, BatchInfo,
+    BatchTime, BlockHandler, BoxError, Clock, ConfigError, ContextState, DStream, Data, DurationMs,
+    GraphChange, GraphDescription, GraphDiff, Key, ManualClock, MemoryBlockHandler,
+    OperatorDescription, OperatorId, OutputOperationInfo, Receiver, ReceiverContext, ReceiverError,
+    ReceiverId, ReceiverInfo, ReplayableSource, Result, Selection, SourceError, StoreError,
+    StreamingConfig, StreamingContext, StreamingError, StreamingListener, SystemClock,
+};

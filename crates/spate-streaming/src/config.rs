@@ -1,0 +1,403 @@
+//! [`StreamingConfig`]: defaults ← TOML file ← `SPATE_*` environment variables.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use spate_types::DurationMs;
+use std::path::{Path, PathBuf};
+
+/// Errors loading or validating a [`StreamingConfig`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML text is malformed or has unknown keys / wrong types.
+    #[error("parsing config {origin}: {reason}")]
+    Parse {
+        /// The file path, or `<string>`.
+        origin: String,
+        /// The parser's message (with line and column).
+        reason: String,
+    },
+    /// A key has an invalid value (from the file, the environment or the builder).
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    InvalidValue {
+        /// The key (`batch_interval` or `SPATE_BATCH_INTERVAL`).
+        key: String,
+        /// The value given.
+        value: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// Configuration of a [`StreamingContext`](crate::StreamingContext).
+///
+/// Durations accept either an integer number of **milliseconds** (`batch_interval = 1000`) or a
+/// humantime string (`batch_interval = "1s"`, `"200ms"`). Load order: [`Default`], then a TOML file
+/// ([`StreamingConfig::from_toml_file`]), then `SPATE_<KEY>` environment variables
+/// ([`StreamingConfig::apply_env`]), e.g. `SPATE_BATCH_INTERVAL=2s`, `SPATE_PARALLELISM=4`.
+/// Spark's equivalent keys are named on each field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// Application name (logs, listener events). Default `spate`.
+    pub app_name: String,
+    /// Batch interval (Spark's `batchDuration`). Default 1 s. Must be positive.
+    #[serde(deserialize_with = "de_duration")]
+    pub batch_interval: DurationMs,
+    /// Block interval of receivers' block generators (`spark.streaming.blockInterval`).
+    /// Default 200 ms. Must be positive.
+    #[serde(deserialize_with = "de_duration")]
+    pub block_interval: DurationMs,
+    /// Worker threads for partition-parallel transformations (Spark's `local[N]`). Default: the
+    /// number of cores.
+    pub parallelism: usize,
+    /// Partitions of shuffled (by-key) results and of split inputs (Spark's
+    /// `spark.default.parallelism`). Default: `parallelism`.
+    pub default_partitions: usize,
+    /// Maximum records per second per receiver (`spark.streaming.receiver.maxRate`); `None` or 0 =
+    /// unlimited. Enforced in `store`, which blocks, as Spark's `RateLimiter`.
+    pub max_rate_per_receiver: Option<u64>,
+    /// Delay between a receiver's `on_stop` and `on_start` on restart
+    /// (`spark.streaming.receiverRestartDelay`). Default 2 s.
+    #[serde(deserialize_with = "de_duration")]
+    pub receiver_restart_delay: DurationMs,
+    /// Bound on a graceful stop (`spark.streaming.gracefulStopTimeout`). Default `None` = 10 ×
+    /// batch interval.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub graceful_stop_timeout: Option<DurationMs>,
+    /// Stop gracefully on SIGTERM / SIGINT (`spark.streaming.stopGracefullyOnShutdown`).
+    /// Default false.
+    pub stop_gracefully_on_signal: bool,
+    /// Batches processed concurrently (`spark.streaming.concurrentJobs`). Default 1.
+    pub concurrent_jobs: usize,
+    /// Checkpoint location URL (`file:///path`, bare path, `s3://bucket/prefix`, `memory://`).
+    /// Not used by this version of the engine yet; recorded for the recovery issue.
+    pub checkpoint: Option<String>,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        let p = cores();
+        StreamingConfig {
+            app_name: "spate".to_owned(),
+            batch_interval: DurationMs::from_secs(1),
+            block_interval: DurationMs::from_millis(200),
+            parallelism: p,
+            default_partitions: p,
+            max_rate_per_receiver: None,
+            receiver_restart_delay: DurationMs::from_secs(2),
+            graceful_stop_timeout: None,
+            stop_gracefully_on_signal: false,
+            concurrent_jobs: 1,
+            checkpoint: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurRepr {
+    Ms(u64),
+    Text(String),
+}
+
+fn parse_duration(key: &str, text: &str) -> Result<DurationMs, ConfigError> {
+    let t = text.trim();
+    if let Ok(ms) = t.parse::<u64>() {
+        return Ok(DurationMs(ms));
+    }
+    humantime::parse_duration(t)
+        .map(DurationMs::from)
+        .map_err(|e| ConfigError::InvalidValue {
+            key: key.to_owned(),
+            value: text.to_owned(),
+            reason: format!("not a duration (ms or e.g. \"1s\", \"200ms\"): {e}"),
+        })
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<DurationMs, D::Error> {
+    match DurRepr::deserialize(d)? {
+        DurRepr::Ms(ms) => Ok(DurationMs(ms)),
+        DurRepr::Text(t) => parse_duration("duration", &t).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DurationMs>, D::Error> {
+    de_duration(d).map(Some)
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse::<T>()
+        .map_err(|e| ConfigError::InvalidValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+impl StreamingConfig {
+    /// Defaults with the given batch interval.
+    pub fn with_batch_interval(batch_interval: DurationMs) -> Self {
+        StreamingConfig {
+            batch_interval,
+            ..StreamingConfig::default()
+        }
+    }
+
+    /// Parses TOML text (keys as the field names; missing keys keep their defaults; unknown keys are
+    /// an error) and validates the result.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for malformed TOML / unknown keys, [`ConfigError::InvalidValue`] from
+    /// [`validate`](Self::validate).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_toml(text, "<string>")
+    }
+
+    fn parse_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let mut cfg: StreamingConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            reason: e.to_string(),
+        })?;
+        // `default_partitions` follows `parallelism` unless given explicitly.
+        if let Ok(table) = text.parse::<toml::Table>() {
+            if table.contains_key("parallelism") && !table.contains_key("default_partitions") {
+                cfg.default_partitions = cfg.parallelism;
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a TOML file; see [`from_toml_str`](Self::from_toml_str).
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`] if unreadable, otherwise as [`from_toml_str`](Self::from_toml_str).
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse_toml(&text, &path.display().to_string())
+    }
+
+    /// Defaults, then the file (if any), then the process environment's `SPATE_*` variables.
+    ///
+    /// # Errors
+    /// As [`from_toml_file`](Self::from_toml_file) and [`apply_env`](Self::apply_env).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => Self::from_toml_file(p)?,
+            None => Self::default(),
+        };
+        cfg.apply_env(std::env::vars())?;
+        Ok(cfg)
+    }
+
+    /// Applies `SPATE_<FIELD>` variables from `vars` (pass `std::env::vars()`; tests pass their own
+    /// list). Other `SPATE_*` names are ignored (they belong to other components, e.g. logging).
+    /// An empty value for an optional key clears it.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidValue`] naming the variable.
+    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut partitions_set = false;
+        let mut parallelism_set = false;
+        for (k, v) in vars {
+            let (key, value) = (k.as_ref(), v.as_ref());
+            match key {
+                "SPATE_APP_NAME" => self.app_name = value.to_owned(),
+                "SPATE_BATCH_INTERVAL" => self.batch_interval = parse_duration(key, value)?,
+                "SPATE_BLOCK_INTERVAL" => self.block_interval = parse_duration(key, value)?,
+                "SPATE_PARALLELISM" => {
+                    self.parallelism = parse_num(key, value)?;
+                    parallelism_set = true;
+                }
+                "SPATE_DEFAULT_PARTITIONS" => {
+                    self.default_partitions = parse_num(key, value)?;
+                    partitions_set = true;
+                }
+                "SPATE_MAX_RATE_PER_RECEIVER" => {
+                    self.max_rate_per_receiver = if value.trim().is_empty() {
+                        None
+                    } else {
+                        Some(parse_num(key, value)?)
+                    }
+                }
+                "SPATE_RECEIVER_RESTART_DELAY" => {
+                    self.receiver_restart_delay = parse_duration(key, value)?;
+                }
+                "SPATE_GRACEFUL_STOP_TIMEOUT" => {
+                    self.graceful_stop_timeout = if value.trim().is_empty() {
+                        None
+                    } else {
+                        Some(parse_duration(key, value)?)
+                    }
+                }
+                "SPATE_STOP_GRACEFULLY_ON_SIGNAL" => {
+                    self.stop_gracefully_on_signal = match value.trim() {
+                        "1" | "true" | "yes" | "on" => true,
+                        "0" | "false" | "no" | "off" => false,
+                        _ => {
+                            return Err(ConfigError::InvalidValue {
+                                key: key.to_owned(),
+                                value: value.to_owned(),
+                                reason: "expected true/false".to_owned(),
+                            })
+                        }
+                    }
+                }
+                "SPATE_CONCURRENT_JOBS" => self.concurrent_jobs = parse_num(key, value)?,
+                "SPATE_CHECKPOINT" => {
+                    self.checkpoint = (!value.trim().is_empty()).then(|| value.to_owned());
+                }
+                _ => {}
+            }
+        }
+        if parallelism_set && !partitions_set {
+            self.default_partitions = self.parallelism;
+        }
+        self.validate()
+    }
+
+    /// Checks every value's range.
+    ///
+    /// # Errors
+    /// [`ConfigError::InvalidValue`] for a zero batch/block interval, parallelism, partitions or
+    /// concurrent jobs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, reason: &str| {
+            Err(ConfigError::InvalidValue {
+                key: key.to_owned(),
+                value,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.batch_interval.0 == 0 {
+            return bad("batch_interval", "0 ms".into(), "must be positive");
+        }
+        if self.block_interval.0 == 0 {
+            return bad("block_interval", "0 ms".into(), "must be positive");
+        }
+        if self.parallelism == 0 {
+            return bad("parallelism", "0".into(), "must be at least 1");
+        }
+        if self.default_partitions == 0 {
+            return bad("default_partitions", "0".into(), "must be at least 1");
+        }
+        if self.concurrent_jobs == 0 {
+            return bad("concurrent_jobs", "0".into(), "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The effective graceful-stop timeout: the configured one or 10 × batch interval (Spark).
+    pub fn effective_graceful_stop_timeout(&self) -> DurationMs {
+        self.graceful_stop_timeout
+            .unwrap_or(DurationMs(self.batch_interval.0.saturating_mul(10)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_accepts_ms_and_humantime_and_keeps_defaults() {
+        let c = StreamingConfig::from_toml_str(
+            "batch_interval = \"2s\"\nblock_interval = 50\nparallelism = 3\nmax_rate_per_receiver = 1000\n",
+        )
+        .unwrap();
+        assert_eq!(c.batch_interval, DurationMs(2000));
+        assert_eq!(c.block_interval, DurationMs(50));
+        assert_eq!(c.parallelism, 3);
+        assert_eq!(c.default_partitions, 3);
+        assert_eq!(c.max_rate_per_receiver, Some(1000));
+        assert_eq!(c.concurrent_jobs, 1);
+        assert_eq!(c.receiver_restart_delay, DurationMs(2000));
+        assert_eq!(c.effective_graceful_stop_timeout(), DurationMs(20_000));
+    }
+
+    #[test]
+    fn toml_rejects_unknown_keys_garbage_and_zero() {
+        assert!(matches!(
+            StreamingConfig::from_toml_str("batch_intervall = 1"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            StreamingConfig::from_toml_str("\u{0}\u{ff}[[[="),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            StreamingConfig::from_toml_str("batch_interval = \"soon\""),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            StreamingConfig::from_toml_str("batch_interval = 0"),
+            Err(ConfigError::InvalidValue { key, .. }) if key == "batch_interval"
+        ));
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let mut c = StreamingConfig::from_toml_str("batch_interval = 500").unwrap();
+        c.apply_env([
+            ("SPATE_BATCH_INTERVAL", "3s"),
+            ("SPATE_PARALLELISM", "5"),
+            ("SPATE_STOP_GRACEFULLY_ON_SIGNAL", "true"),
+            ("SPATE_CHECKPOINT", "file:///tmp/x"),
+            ("SPATE_LOG", "debug"),
+        ])
+        .unwrap();
+        assert_eq!(c.batch_interval, DurationMs(3000));
+        assert_eq!(c.parallelism, 5);
+        assert_eq!(c.default_partitions, 5);
+        assert!(c.stop_gracefully_on_signal);
+        assert_eq!(c.checkpoint.as_deref(), Some("file:///tmp/x"));
+        let err = c
+            .apply_env([("SPATE_CONCURRENT_JOBS", "many")])
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::InvalidValue { key, .. } if key == "SPATE_CONCURRENT_JOBS")
+        );
+    }
+
+    #[test]
+    fn file_loading_reports_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("spate.toml");
+        std::fs::write(&p, "app_name = \"wc\"\nconcurrent_jobs = 2\n").unwrap();
+        let c = StreamingConfig::from_toml_file(&p).unwrap();
+        assert_eq!(c.app_name, "wc");
+        assert_eq!(c.concurrent_jobs, 2);
+        let missing = dir.path().join("nope.toml");
+        assert!(
+            matches!(StreamingConfig::from_toml_file(&missing), Err(ConfigError::Io { path, .. }) if path == missing)
+        );
+    }
+}

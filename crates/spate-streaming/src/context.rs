@@ -1,0 +1,792 @@
+//! [`StreamingContext`]: graph registry, lifecycle (start / stop / await termination), the job
+//! generator (timer on the [`Clock`]) and the job scheduler.
+
+use crate::config::StreamingConfig;
+use crate::error::{Result, StreamingError};
+use crate::graph::{plan_remember, ComputeFn, GraphDescription, GraphNode, Node, NodeMeta};
+use crate::listener::{BatchInfo, Event, ListenerBus, OutputOperationInfo, StreamingListener};
+use crate::tracker::{ReceivedBlockInfo, ReceivedBlockTracker};
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
+use spate_io::{Clock, SystemClock};
+use spate_types::{BatchTime, DurationMs, OperatorId};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const POLL: Duration = Duration::from_millis(20);
+
+/// The process-wide active context (Spark allows one active `StreamingContext` per JVM).
+static ACTIVE: Mutex<Option<String>> = parking_lot::const_mutex(None);
+
+/// Lifecycle state of a context (Spark's `StreamingContextState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextState {
+    /// Created; operators may be added.
+    Initialized,
+    /// Started; the graph is frozen.
+    Active,
+    /// Stopped; cannot be restarted.
+    Stopped,
+}
+
+/// An input operator as the job generator sees it.
+pub(crate) trait InputStream: Send + Sync {
+    /// Fixes the input of batch `t` before its jobs run (DESIGN.md §4 step 2); returns the number
+    /// of records known at this point.
+    fn generate(&self, t: BatchTime) -> Result<u64>;
+    /// Starts receivers.
+    fn start(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Stops receivers (flushing their block generators).
+    fn stop(&self) {}
+    /// Drops inputs recorded for batches at or before `t`, and the given cleaned-up blocks.
+    fn clear(&self, _t: BatchTime, _blocks: &[ReceivedBlockInfo]) {}
+}
+
+/// An output operation: a job per valid batch time.
+pub(crate) struct OutputOp {
+    pub(crate) meta: Arc<Node<()>>,
+    pub(crate) run: Box<dyn Fn(BatchTime) -> std::result::Result<(), String> + Send + Sync>,
+}
+
+#[derive(Default)]
+pub(crate) struct GraphState {
+    pub(crate) nodes: Vec<Arc<dyn GraphNode>>,
+    pub(crate) outputs: Vec<Arc<OutputOp>>,
+    pub(crate) inputs: Vec<Arc<dyn InputStream>>,
+    pub(crate) next_receiver: u32,
+}
+
+#[derive(Default)]
+struct Progress {
+    last_processed: Option<BatchTime>,
+    processed: std::collections::BTreeSet<BatchTime>,
+    error: Option<StreamingError>,
+    error_text: Option<String>,
+    terminated: bool,
+}
+
+struct Running {
+    generator: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    jobs_tx: Option<Sender<JobSet>>,
+    signal_ids: Vec<signal_hook::SigId>,
+}
+
+struct JobSet {
+    time: BatchTime,
+    info: BatchInfo,
+    jobs: Vec<Arc<OutputOp>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: StreamingConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) pool: rayon::ThreadPool,
+    state: Mutex<ContextState>,
+    pub(crate) graph: Mutex<GraphState>,
+    pub(crate) tracker: Arc<Mutex<ReceivedBlockTracker>>,
+    pub(crate) bus: Arc<ListenerBus>,
+    progress: Mutex<Progress>,
+    progress_cv: Condvar,
+    running: Mutex<Option<Running>>,
+    gen_stop_now: AtomicBool,
+    gen_stop_after_tick: AtomicBool,
+    gen_stop_time: AtomicU64,
+    zero_time: AtomicU64,
+    pub(crate) batch_records: Mutex<BTreeMap<BatchTime, u64>>,
+    stop_lock: Mutex<()>,
+}
+
+/// The entry point (Spark's `StreamingContext`): build the graph, then `start`.
+///
+/// Cheap to clone; clones share the context.
+#[derive(Clone)]
+pub struct StreamingContext {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for StreamingContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamingContext")
+            .field("app_name", &self.inner.config.app_name)
+            .field("state", &self.state())
+            .field("operators", &self.inner.graph.lock().nodes.len())
+            .finish()
+    }
+}
+
+impl StreamingContext {
+    /// A context on the system clock.
+    ///
+    /// # Errors
+    /// [`StreamingError::Config`] for an invalid config, [`StreamingError::Spawn`] if the worker
+    /// pool cannot be created.
+    pub fn new(config: StreamingConfig) -> Result<Self> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A context reading all time (batch timer, block intervals, rate limits, restart delays)
+    /// from `clock`; tests pass a [`spate_io::ManualClock`].
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_clock(config: StreamingConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        config.validate()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.parallelism)
+            .thread_name(|i| format!("spate-worker-{i}"))
+            .build()
+            .map_err(|e| StreamingError::spawn("worker pool", e))?;
+        Ok(StreamingContext {
+            inner: Arc::new(Inner {
+                config,
+                clock,
+                pool,
+                state: Mutex::new(ContextState::Initialized),
+                graph: Mutex::new(GraphState::default()),
+                tracker: Arc::new(Mutex::new(ReceivedBlockTracker::new())),
+                bus: Arc::new(ListenerBus::new()),
+                progress: Mutex::new(Progress::default()),
+                progress_cv: Condvar::new(),
+                running: Mutex::new(None),
+                gen_stop_now: AtomicBool::new(false),
+                gen_stop_after_tick: AtomicBool::new(false),
+                gen_stop_time: AtomicU64::new(0),
+                zero_time: AtomicU64::new(u64::MAX),
+                batch_records: Mutex::new(BTreeMap::new()),
+                stop_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StreamingConfig {
+        &self.inner.config
+    }
+
+    /// The batch interval.
+    pub fn batch_interval(&self) -> DurationMs {
+        self.inner.config.batch_interval
+    }
+
+    /// The clock all timing reads.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.inner.clock)
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> ContextState {
+        *self.inner.state.lock()
+    }
+
+    /// Zero time (set by `start`): batch times are `zero + k × batch interval`, `k ≥ 1`.
+    pub fn zero_time(&self) -> Option<BatchTime> {
+        let z = self.inner.zero_time.load(Ordering::Acquire);
+        (z != u64::MAX).then_some(BatchTime(z))
+    }
+
+    /// Registers a listener (allowed at any time).
+    pub fn add_listener(&self, listener: Arc<dyn StreamingListener>) {
+        self.inner.bus.add(listener);
+    }
+
+    /// The canonical description of the graph built so far.
+    pub fn describe(&self) -> GraphDescription {
+        let g = self.inner.graph.lock();
+        let mut operators: Vec<_> = g.nodes.iter().map(|n| n.meta().describe()).collect();
+        operators.sort_by_key(|o| o.id);
+        GraphDescription {
+            batch_interval: self.inner.config.batch_interval,
+            operators,
+        }
+    }
+
+    /// Registers an operator node; refused once the context has started.
+    pub(crate) fn register<T: Send + Sync + 'static>(
+        &self,
+        kind: &'static str,
+        build: impl FnOnce(OperatorId) -> (NodeMeta, ComputeFn<T>),
+    ) -> Result<Arc<Node<T>>> {
+        let mut g = self.inner.graph.lock();
+        match *self.inner.state.lock() {
+            ContextState::Initialized => {}
+            ContextState::Active | ContextState::Stopped => {
+                return Err(StreamingError::AlreadyStarted { kind })
+            }
+        }
+        let id = OperatorId(u32::try_from(g.nodes.len()).unwrap_or(u32::MAX));
+        let (meta, compute) = build(id);
+        for p in &meta.inputs {
+            if let Some(pn) = g.nodes.get(p.0 as usize) {
+                pn.meta().consumers.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        let node = Arc::new(Node::new(meta, compute));
+        g.nodes.push(Arc::clone(&node) as Arc<dyn GraphNode>);
+        Ok(node)
+    }
+
+    pub(crate) fn register_output(&self, output: OutputOp) {
+        self.inner.graph.lock().outputs.push(Arc::new(output));
+    }
+
+    pub(crate) fn register_input(&self, input: Arc<dyn InputStream>) {
+        self.inner.graph.lock().inputs.push(input);
+    }
+
+    pub(crate) fn next_receiver_id(&self) -> spate_types::ReceiverId {
+        let mut g = self.inner.graph.lock();
+        let id = g.next_receiver;
+        g.next_receiver += 1;
+        spate_types::ReceiverId(id)
+    }
+
+    pub(crate) fn same_context(&self, other: &StreamingContext) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Starts the context: freezes the graph, sets zero time, starts receivers, the job generator
+    /// and the scheduler (Spark's `StreamingContext.start`).
+    ///
+    /// The first batch time is the next multiple of the batch interval after the clock's current
+    /// time; zero time is one batch interval before it (Spark's `RecurringTimer.getStartTime`).
+    ///
+    /// # Errors
+    /// [`StreamingError::AlreadyActive`], [`StreamingError::AlreadyStopped`],
+    /// [`StreamingError::AnotherContextActive`], [`StreamingError::NoOutputOperations`],
+    /// [`StreamingError::Spawn`], or a receiver's start error.
+    pub fn start(&self) -> Result<()> {
+        let inner = &self.inner;
+        {
+            let st = inner.state.lock();
+            match *st {
+                ContextState::Initialized => {}
+                ContextState::Active => return Err(StreamingError::AlreadyActive),
+                ContextState::Stopped => return Err(StreamingError::AlreadyStopped),
+            }
+        }
+        if inner.graph.lock().outputs.is_empty() {
+            return Err(StreamingError::NoOutputOperations);
+        }
+        {
+            let mut active = ACTIVE.lock();
+            if let Some(app_name) = &*active {
+                return Err(StreamingError::AnotherContextActive {
+                    app_name: app_name.clone(),
+                });
+            }
+            *active = Some(inner.config.app_name.clone());
+        }
+        match self.start_inner() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                *ACTIVE.lock() = None;
+                self.shutdown(false);
+                *inner.state.lock() = ContextState::Stopped;
+                Err(e)
+            }
+        }
+    }
+
+    fn start_inner(&self) -> Result<()> {
+        let inner = &self.inner;
+        let batch = inner.config.batch_interval.0;
+        let now = inner.clock.now_ms();
+        let start_time = (now / batch + 1) * batch;
+        let zero = start_time - batch;
+        inner.zero_time.store(zero, Ordering::Release);
+        let inputs = {
+            let g = inner.graph.lock();
+            let metas: Vec<&NodeMeta> = g.nodes.iter().map(|n| n.meta()).collect();
+            plan_remember(&metas);
+            for m in &metas {
+                m.zero_time.store(zero, Ordering::Release);
+            }
+            for o in &g.outputs {
+                o.meta.meta.zero_time.store(zero, Ordering::Release);
+            }
+            g.inputs.clone()
+        };
+        *inner.state.lock() = ContextState::Active;
+        inner
+            .bus
+            .start()
+            .map_err(|e| StreamingError::spawn("listener bus", e))?;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<JobSet>();
+        let mut running = Running {
+            generator: None,
+            workers: Vec::new(),
+            jobs_tx: Some(jobs_tx.clone()),
+            signal_ids: Vec::new(),
+        };
+        for i in 0..inner.config.concurrent_jobs {
+            let me = Arc::clone(inner);
+            let rx = jobs_rx.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("spate-job-{i}"))
+                .spawn(move || {
+                    for js in rx {
+                        me.run_job_set(js);
+                    }
+                })
+                .map_err(|e| StreamingError::spawn("job scheduler", e))?;
+            running.workers.push(h);
+        }
+        for input in &inputs {
+            input.start()?;
+        }
+        let me = Arc::clone(inner);
+        running.generator = Some(
+            std::thread::Builder::new()
+                .name("spate-job-generator".into())
+                .spawn(move || me.run_generator(BatchTime(start_time), &jobs_tx))
+                .map_err(|e| StreamingError::spawn("job generator", e))?,
+        );
+        if inner.config.stop_gracefully_on_signal {
+            running.signal_ids = self.install_signal_handlers()?;
+        }
+        *inner.running.lock() = Some(running);
+        inner.bus.post(Event::StreamingStarted(start_time));
+        tracing::info!(
+            app = %inner.config.app_name,
+            start_time,
+            batch_interval_ms = batch,
+            "streaming context started"
+        );
+        Ok(())
+    }
+
+    fn install_signal_handlers(&self) -> Result<Vec<signal_hook::SigId>> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for sig in [SIGTERM, SIGINT] {
+            // A second signal while stopping terminates the process (exit code 1).
+            ids.push(
+                signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&flag))
+                    .map_err(|e| StreamingError::spawn("signal handler", e))?,
+            );
+            ids.push(
+                signal_hook::flag::register(sig, Arc::clone(&flag))
+                    .map_err(|e| StreamingError::spawn("signal handler", e))?,
+            );
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("spate-signal-watch".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(50));
+                let Some(inner) = weak.upgrade() else { return };
+                if *inner.state.lock() == ContextState::Stopped {
+                    return;
+                }
+                if flag.load(Ordering::Acquire) {
+                    tracing::info!("signal received: stopping gracefully");
+                    let ctx = StreamingContext { inner };
+                    if let Err(e) = ctx.stop(true) {
+                        tracing::error!("graceful stop on signal failed: {e}");
+                    }
+                    return;
+                }
+            })
+            .map_err(|e| StreamingError::spawn("signal watcher", e))?;
+        Ok(ids)
+    }
+
+    /// Stops the context (Spark's `stop(stopGracefully)`); idempotent.
+    ///
+    /// Graceful (Spark's order): stop receivers (their block generators flush), wait until every
+    /// received block is allocated to a batch, let the timer fire one last tick, wait until that
+    /// batch is processed, then stop the scheduler. Each wait is bounded by the graceful-stop
+    /// timeout (10 × batch interval by default), measured in real time. Non-graceful: stop the
+    /// timer and receivers now, finish the running job, drop queued batches.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for checkpoint-writer errors.
+    pub fn stop(&self, graceful: bool) -> Result<()> {
+        let _guard = self.inner.stop_lock.lock();
+        {
+            let mut st = self.inner.state.lock();
+            match *st {
+                ContextState::Stopped => return Ok(()),
+                ContextState::Initialized => {
+                    *st = ContextState::Stopped;
+                    drop(st);
+                    self.inner.mark_terminated();
+                    return Ok(());
+                }
+                ContextState::Active => {}
+            }
+        }
+        self.shutdown(graceful);
+        *self.inner.state.lock() = ContextState::Stopped;
+        {
+            let mut active = ACTIVE.lock();
+            *active = None;
+        }
+        self.inner.mark_terminated();
+        tracing::info!(app = %self.inner.config.app_name, graceful, "streaming context stopped");
+        Ok(())
+    }
+
+    fn shutdown(&self, graceful: bool) {
+        let inner = &self.inner;
+        let running = inner.running.lock().take();
+        let inputs = inner.graph.lock().inputs.clone();
+        let timeout = inner.config.effective_graceful_stop_timeout().to_std();
+        // 1. Receivers: stop and flush.
+        for i in &inputs {
+            i.stop();
+        }
+        let Some(mut running) = running else {
+            inner.bus.stop();
+            return;
+        };
+        if graceful {
+            // 2. Wait until all received blocks are allocated.
+            let deadline = Instant::now() + timeout;
+            while inner.tracker.lock().has_unallocated_blocks() && Instant::now() < deadline {
+                std::thread::sleep(POLL);
+            }
+            if inner.tracker.lock().has_unallocated_blocks() {
+                tracing::warn!("graceful stop: received blocks still unallocated after timeout");
+            }
+            // 3. One last tick.
+            inner.gen_stop_after_tick.store(true, Ordering::Release);
+            if let Some(g) = running.generator.take() {
+                let deadline = Instant::now() + timeout;
+                while !g.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(POLL);
+                }
+                if !g.is_finished() {
+                    tracing::warn!("graceful stop: timer did not tick before timeout");
+                    inner.gen_stop_now.store(true, Ordering::Release);
+                }
+                let _ = g.join();
+            }
+            // 4. Wait for the last batch.
+            let stop_time = inner.gen_stop_time.load(Ordering::Acquire);
+            if stop_time != 0 {
+                let mut p = inner.progress.lock();
+                let deadline = Instant::now() + timeout;
+                while p.last_processed.is_none_or(|l| l.0 < stop_time) {
+                    if inner.progress_cv.wait_until(&mut p, deadline).timed_out() {
+                        tracing::warn!(
+                            stop_time,
+                            "graceful stop: last batch not processed before timeout"
+                        );
+                        break;
+                    }
+                }
+            }
+            drop(running.jobs_tx.take());
+        } else {
+            inner.gen_stop_now.store(true, Ordering::Release);
+            if let Some(g) = running.generator.take() {
+                let _ = g.join();
+            }
+            drop(running.jobs_tx.take());
+        }
+        inner.gen_stop_now.store(true, Ordering::Release);
+        for w in running.workers.drain(..) {
+            let _ = w.join();
+        }
+        for id in running.signal_ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+        inner.bus.stop();
+    }
+
+    /// Blocks until the context is stopped or a batch fails (Spark's `awaitTermination`).
+    ///
+    /// # Errors
+    /// The first job or input failure ([`StreamingError::JobFailed`], [`StreamingError::Source`],
+    /// ...), once; later calls return [`StreamingError::Failed`] with its message.
+    pub fn await_termination(&self) -> Result<()> {
+        let mut p = self.inner.progress.lock();
+        loop {
+            if let Some(r) = take_failure(&mut p) {
+                return r;
+            }
+            if p.terminated {
+                return Ok(());
+            }
+            self.inner.progress_cv.wait(&mut p);
+        }
+    }
+
+    /// As [`await_termination`](Self::await_termination) for at most `timeout` (real time):
+    /// `Ok(true)` if terminated, `Ok(false)` on timeout.
+    ///
+    /// # Errors
+    /// As [`await_termination`](Self::await_termination).
+    pub fn await_termination_timeout(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.inner.progress.lock();
+        loop {
+            if let Some(r) = take_failure(&mut p) {
+                return r.map(|()| true);
+            }
+            if p.terminated {
+                return Ok(true);
+            }
+            if self
+                .inner
+                .progress_cv
+                .wait_until(&mut p, deadline)
+                .timed_out()
+            {
+                return Ok(p.terminated);
+            }
+        }
+    }
+
+    /// Blocks until batch `time` has been processed (all its jobs ran) or `timeout` (real time)
+    /// passes; `Ok(false)` on timeout. Used by tests driving a `ManualClock`.
+    ///
+    /// # Errors
+    /// The first failure, as [`await_termination`](Self::await_termination).
+    pub fn await_batch_completed(&self, time: BatchTime, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.inner.progress.lock();
+        loop {
+            if let Some(r) = take_failure(&mut p) {
+                return r.map(|()| false);
+            }
+            if p.processed.contains(&time)
+                || p.last_processed
+                    .is_some_and(|l| l > time && self.inner.config.concurrent_jobs == 1)
+            {
+                return Ok(true);
+            }
+            if p.terminated {
+                return Ok(false);
+            }
+            if self
+                .inner
+                .progress_cv
+                .wait_until(&mut p, deadline)
+                .timed_out()
+            {
+                return Ok(p.processed.contains(&time));
+            }
+        }
+    }
+
+    /// The batch times operator `op` currently memoises (Spark's `generatedRDDs` keys); empty for
+    /// an unknown id. Shows the effect of remember durations.
+    pub fn remembered_batches(&self, op: OperatorId) -> Vec<BatchTime> {
+        let g = self.inner.graph.lock();
+        g.nodes
+            .get(op.0 as usize)
+            .map(|n| n.generated_times())
+            .unwrap_or_default()
+    }
+
+    /// The most recent batch whose jobs all ran.
+    pub fn last_processed_batch(&self) -> Option<BatchTime> {
+        self.inner.progress.lock().last_processed
+    }
+}
+
+fn take_failure(p: &mut Progress) -> Option<Result<()>> {
+    if let Some(e) = p.error.take() {
+        return Some(Err(e));
+    }
+    p.error_text
+        .as_ref()
+        .map(|m| Err(StreamingError::Failed { message: m.clone() }))
+}
+
+impl Inner {
+    fn mark_terminated(&self) {
+        let mut p = self.progress.lock();
+        p.terminated = true;
+        self.progress_cv.notify_all();
+    }
+
+    pub(crate) fn record_failure(&self, e: StreamingError) {
+        tracing::error!("streaming failure: {e}");
+        let mut p = self.progress.lock();
+        if p.error_text.is_none() {
+            p.error_text = Some(e.to_string());
+            p.error = Some(e);
+        }
+        self.progress_cv.notify_all();
+    }
+
+    fn run_generator(self: Arc<Self>, start: BatchTime, jobs_tx: &Sender<JobSet>) {
+        let batch = self.config.batch_interval;
+        let mut next = start;
+        loop {
+            loop {
+                if self.gen_stop_now.load(Ordering::Acquire) {
+                    return;
+                }
+                if self.clock.wait_till_timeout(next.0, POLL).is_some() {
+                    break;
+                }
+            }
+            if self.gen_stop_now.load(Ordering::Acquire) {
+                return;
+            }
+            let last = self.gen_stop_after_tick.load(Ordering::Acquire);
+            self.generate_batch(next, jobs_tx);
+            if last {
+                self.gen_stop_time.store(next.0, Ordering::Release);
+                return;
+            }
+            next = next.plus(batch);
+        }
+    }
+
+    /// Spark's `JobGenerator.generateJobs(time)`: allocate blocks, fix every input, create the jobs.
+    fn generate_batch(&self, t: BatchTime, jobs_tx: &Sender<JobSet>) {
+        let allocated = {
+            let mut tr = self.tracker.lock();
+            tr.allocate_blocks_to_batch(t);
+            tr.blocks_of_batch(t).num_records()
+        };
+        let (inputs, outputs) = {
+            let g = self.graph.lock();
+            (g.inputs.clone(), g.outputs.clone())
+        };
+        let mut records = 0;
+        let _ = allocated;
+        for i in &inputs {
+            match i.generate(t) {
+                Ok(n) => records += n,
+                Err(e) => {
+                    // Spark: a job-generation failure is reported and the batch gets no jobs.
+                    self.record_failure(e);
+                    self.mark_processed(t);
+                    return;
+                }
+            }
+        }
+        self.batch_records.lock().insert(t, records);
+        let jobs: Vec<Arc<OutputOp>> = outputs
+            .into_iter()
+            .filter(|o| o.meta.meta.is_time_valid(t))
+            .collect();
+        let info = BatchInfo {
+            batch_time: t,
+            num_records: records,
+            submission_time_ms: self.clock.now_ms(),
+            processing_start_ms: None,
+            processing_end_ms: None,
+            output_operations: Vec::new(),
+        };
+        self.bus.post(Event::BatchSubmitted(info.clone()));
+        let _ = jobs_tx.send(JobSet {
+            time: t,
+            info,
+            jobs,
+        });
+    }
+
+    fn run_job_set(&self, js: JobSet) {
+        if self.gen_stop_now.load(Ordering::Acquire) {
+            // Non-graceful stop: queued batches are dropped.
+            return;
+        }
+        let JobSet {
+            time,
+            mut info,
+            jobs,
+        } = js;
+        info.processing_start_ms = Some(self.clock.now_ms());
+        self.bus.post(Event::BatchStarted(info.clone()));
+        for op in &jobs {
+            let meta = &op.meta.meta;
+            let description = match &*meta.name.lock() {
+                Some(n) => format!("{} {n:?}", meta.kind),
+                None => meta.kind.to_owned(),
+            };
+            let mut oi = OutputOperationInfo {
+                batch_time: time,
+                operator: meta.id,
+                description,
+                start_ms: self.clock.now_ms(),
+                end_ms: None,
+                failure: None,
+            };
+            self.bus.post(Event::OutputStarted(oi.clone()));
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.pool.install(|| (op.run)(time))
+            }));
+            let failure = match res {
+                Ok(Ok(())) => None,
+                Ok(Err(m)) => Some(m),
+                Err(panic) => Some(format!("panicked: {}", panic_message(&*panic))),
+            };
+            if let Some(m) = &failure {
+                self.record_failure(StreamingError::JobFailed {
+                    time,
+                    operator: meta.id,
+                    kind: meta.kind.to_owned(),
+                    message: m.clone(),
+                });
+            }
+            oi.end_ms = Some(self.clock.now_ms());
+            oi.failure = failure;
+            self.bus.post(Event::OutputCompleted(oi.clone()));
+            info.output_operations.push(oi);
+        }
+        info.num_records = self
+            .batch_records
+            .lock()
+            .remove(&time)
+            .unwrap_or(info.num_records);
+        info.processing_end_ms = Some(self.clock.now_ms());
+        self.bus.post(Event::BatchCompleted(info));
+        self.clear_metadata(time);
+        self.mark_processed(time);
+    }
+
+    /// Spark's `ClearMetadata(time)`: forget old batches, old allocations and their blocks.
+    fn clear_metadata(&self, t: BatchTime) {
+        let (nodes, inputs) = {
+            let g = self.graph.lock();
+            (g.nodes.clone(), g.inputs.clone())
+        };
+        let mut max_remember = 0;
+        for n in &nodes {
+            n.clear_metadata(t);
+            max_remember = max_remember.max(n.meta().remember.load(Ordering::Acquire));
+        }
+        let before = BatchTime(t.0.saturating_sub(max_remember));
+        let (_, removed) = self.tracker.lock().cleanup_old_batches(before);
+        for i in &inputs {
+            i.clear(before, &removed);
+        }
+    }
+
+    fn mark_processed(&self, t: BatchTime) {
+        let mut p = self.progress.lock();
+        p.processed.insert(t);
+        while p.processed.len() > 1024 {
+            p.processed.pop_first();
+        }
+        if p.last_processed.is_none_or(|l| t > l) {
+            p.last_processed = Some(t);
+        }
+        self.progress_cv.notify_all();
+    }
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

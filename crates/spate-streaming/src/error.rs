@@ -1,0 +1,158 @@
+//! Errors of the engine.
+
+use spate_sources::SourceError;
+use spate_types::{BatchTime, BlockId, DurationMs, OperatorId};
+use std::path::PathBuf;
+
+/// A boxed error returned by user functions (`try_foreach_batch`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors of the streaming engine. Variants are named by outcome and carry coordinates (operator,
+/// batch time, path).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamingError {
+    /// An operator or output was added after `start` (Spark: "Adding new inputs, transformations,
+    /// and output operations after starting a context is not supported").
+    #[error("cannot add {kind}: the streaming context has already been started")]
+    AlreadyStarted {
+        /// The operator kind that was refused.
+        kind: &'static str,
+    },
+    /// `start` was called on a context that has been stopped (Spark: a stopped context cannot be
+    /// restarted; create a new one).
+    #[error("the streaming context has been stopped and cannot be restarted")]
+    AlreadyStopped,
+    /// `start` was called on a context that is already running.
+    #[error("the streaming context is already active")]
+    AlreadyActive,
+    /// Another context is active in this process (Spark allows one active context per JVM).
+    #[error("another streaming context is already active in this process (app {app_name:?})")]
+    AnotherContextActive {
+        /// The application name of the active context.
+        app_name: String,
+    },
+    /// `start` was called on a graph without output operations (Spark: "No output operations
+    /// registered, so nothing to execute").
+    #[error("no output operations registered, so nothing to execute")]
+    NoOutputOperations,
+    /// A window or slide is not a positive multiple of the parent's slide.
+    #[error(
+        "{kind} on {parent}: {reason} (window {window}, slide {slide}, parent slide {parent_slide})"
+    )]
+    InvalidWindow {
+        /// The windowed operator kind.
+        kind: &'static str,
+        /// The parent operator.
+        parent: OperatorId,
+        /// The requested window length.
+        window: DurationMs,
+        /// The requested slide.
+        slide: DurationMs,
+        /// The parent's slide.
+        parent_slide: DurationMs,
+        /// Which rule was violated.
+        reason: &'static str,
+    },
+    /// Two inputs of a multi-input operator have different slides (Spark: "Slide duration of the
+    /// given DStream is not the same").
+    #[error("{kind}: {left} has slide {left_slide} but {right} has slide {right_slide}")]
+    SlideMismatch {
+        /// The operator kind.
+        kind: &'static str,
+        /// Left input.
+        left: OperatorId,
+        /// Left input's slide.
+        left_slide: DurationMs,
+        /// Right input.
+        right: OperatorId,
+        /// Right input's slide.
+        right_slide: DurationMs,
+    },
+    /// A stream of another context was combined with this one.
+    #[error("{kind}: the streams belong to different streaming contexts")]
+    DifferentContext {
+        /// The operator kind.
+        kind: &'static str,
+    },
+    /// An argument is out of range (zero partitions, ...).
+    #[error("{kind}: invalid argument: {reason}")]
+    InvalidArgument {
+        /// The operator kind or API.
+        kind: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An output operation (job) failed or panicked for a batch (Spark's job failure, rethrown from
+    /// `awaitTermination`).
+    #[error("output operation {operator} ({kind}) failed at batch {time}: {message}")]
+    JobFailed {
+        /// The batch time.
+        time: BatchTime,
+        /// The output operation's id.
+        operator: OperatorId,
+        /// The output operation's kind.
+        kind: String,
+        /// The error or panic message.
+        message: String,
+    },
+    /// A replayable source failed to select or read the input of a batch.
+    #[error("input {operator} at batch {time}: {source}")]
+    Source {
+        /// The input operator.
+        operator: OperatorId,
+        /// The batch time.
+        time: BatchTime,
+        /// The source's error.
+        #[source]
+        source: SourceError,
+    },
+    /// A block allocated to a batch could not be read from the block store.
+    #[error("block {block} of batch {time}: {reason}")]
+    BlockUnavailable {
+        /// The block.
+        block: BlockId,
+        /// The batch it was allocated to.
+        time: BatchTime,
+        /// Why it is unavailable.
+        reason: String,
+    },
+    /// Writing an output file failed.
+    #[error("writing output {path}: {source}")]
+    OutputIo {
+        /// The file being written.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure already returned by an earlier `await_termination` call, repeated.
+    #[error("the streaming context failed: {message}")]
+    Failed {
+        /// The original error's message.
+        message: String,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A thread or thread pool could not be created.
+    #[error("cannot start {what}: {reason}")]
+    Spawn {
+        /// What was being started.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+impl StreamingError {
+    pub(crate) fn spawn(what: &'static str, e: impl std::fmt::Display) -> Self {
+        StreamingError::Spawn {
+            what,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Result alias of the engine.
+pub type Result<T, E = StreamingError> = std::result::Result<T, E>;

@@ -1,0 +1,441 @@
+//! The receiver supervisor (Spark's `ReceiverSupervisorImpl`): runs one [`Receiver`], implements
+//! [`ReceiverSink`] with a **block generator** (records are buffered and cut into a block every
+//! block interval, Spark's `BlockGenerator`), a rate limiter (Spark's `RateLimiter`), restarts with
+//! a delay, and `on_stop` on stop.
+//!
+//! `store_many` returns once the block holding its records has been stored by the
+//! [`BlockHandler`] and added to the [`ReceivedBlockTracker`] (DESIGN.md §4 step 1): with a
+//! WAL-backed handler that means written and synced, so reliable sources may acknowledge then.
+
+use crate::listener::{Event, ListenerBus, ReceiverInfo};
+use crate::tracker::{BlockHandler, ReceivedBlockTracker};
+use crossbeam_channel::{Receiver as ChanRx, Sender};
+use parking_lot::{Condvar, Mutex};
+use spate_io::Clock;
+use spate_sources::{Receiver, ReceiverContext, ReceiverError, ReceiverSink, StoreError};
+use spate_types::{BlockId, DurationMs, OperatorId, ReceiverId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Poll period for stoppable clock waits (real time).
+const POLL: Duration = Duration::from_millis(20);
+
+/// Spark's `RateLimiter` (Guava semantics): each request is admitted at the earliest time the
+/// previous requests' permits allow, so the long-run rate is at most `rate` records per second.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    rate: u64,
+    next_free_us: Mutex<u64>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(rate: u64) -> Self {
+        RateLimiter {
+            rate: rate.max(1),
+            next_free_us: Mutex::new(0),
+        }
+    }
+
+    /// Blocks (on `clock`) until `n` permits are available; returns false if `stopped` was raised
+    /// while waiting.
+    pub(crate) fn acquire(&self, n: usize, clock: &dyn Clock, stopped: &AtomicBool) -> bool {
+        let start_us = {
+            let mut nf = self.next_free_us.lock();
+            let now_us = clock.now_ms().saturating_mul(1000);
+            let start = now_us.max(*nf);
+            let cost = (n as u64).saturating_mul(1_000_000) / self.rate;
+            *nf = start.saturating_add(cost);
+            start
+        };
+        let target_ms = start_us.div_ceil(1000);
+        loop {
+            if clock.wait_till_timeout(target_ms, POLL).is_some() {
+                return true;
+            }
+            if stopped.load(Ordering::Acquire) {
+                return false;
+            }
+        }
+    }
+}
+
+struct GenState<T> {
+    buffer: Vec<T>,
+    /// (ticket, record count) of the `store_many` calls in `buffer`, in order.
+    tickets: Vec<(u64, usize)>,
+    next_ticket: u64,
+    /// The number of the cut that will take the current buffer.
+    next_cut: u64,
+    /// Cuts completed (stored or failed).
+    completed_cuts: u64,
+    next_seq: u64,
+    failed: HashMap<u64, (Vec<T>, String)>,
+    closed: bool,
+}
+
+enum Control {
+    Restart {
+        reason: String,
+        delay: Option<Duration>,
+    },
+    Stop,
+}
+
+/// Settings of a supervisor (from the context's config).
+#[derive(Clone, Debug)]
+pub(crate) struct SupervisorConfig {
+    pub(crate) block_interval: DurationMs,
+    pub(crate) restart_delay: DurationMs,
+    pub(crate) max_rate: Option<u64>,
+}
+
+pub(crate) struct Supervisor<T> {
+    id: ReceiverId,
+    operator: OperatorId,
+    description: String,
+    clock: Arc<dyn Clock>,
+    cfg: SupervisorConfig,
+    limiter: Option<RateLimiter>,
+    gen: Mutex<GenState<T>>,
+    cut_done: Condvar,
+    /// Receivers must exit their loops (stopping or restarting).
+    stopped: AtomicBool,
+    /// The supervisor is shutting down: no more restarts.
+    shutdown: AtomicBool,
+    gen_stop: AtomicBool,
+    handler: Arc<dyn BlockHandler<T>>,
+    tracker: Arc<Mutex<ReceivedBlockTracker>>,
+    bus: Arc<ListenerBus>,
+    control: Mutex<Option<Sender<Control>>>,
+    receiver: Mutex<Option<Box<dyn Receiver<T>>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    last_error: Mutex<Option<String>>,
+    pub(crate) records_received: AtomicU64,
+    pub(crate) blocks_stored: AtomicU64,
+    pub(crate) starts: AtomicU64,
+}
+
+impl<T> std::fmt::Debug for Supervisor<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("id", &self.id)
+            .field("description", &self.description)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Supervisor<T> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: ReceiverId,
+        operator: OperatorId,
+        receiver: Box<dyn Receiver<T>>,
+        clock: Arc<dyn Clock>,
+        cfg: SupervisorConfig,
+        handler: Arc<dyn BlockHandler<T>>,
+        tracker: Arc<Mutex<ReceivedBlockTracker>>,
+        bus: Arc<ListenerBus>,
+    ) -> Arc<Self> {
+        let description = receiver.describe();
+        Arc::new(Supervisor {
+            id,
+            operator,
+            description,
+            clock,
+            limiter: cfg.max_rate.filter(|r| *r > 0).map(RateLimiter::new),
+            cfg,
+            gen: Mutex::new(GenState {
+                buffer: Vec::new(),
+                tickets: Vec::new(),
+                next_ticket: 0,
+                next_cut: 0,
+                completed_cuts: 0,
+                next_seq: 0,
+                failed: HashMap::new(),
+                closed: false,
+            }),
+            cut_done: Condvar::new(),
+            stopped: AtomicBool::new(true),
+            shutdown: AtomicBool::new(false),
+            gen_stop: AtomicBool::new(false),
+            handler,
+            tracker,
+            bus,
+            control: Mutex::new(None),
+            receiver: Mutex::new(Some(receiver)),
+            threads: Mutex::new(Vec::new()),
+            last_error: Mutex::new(None),
+            records_received: AtomicU64::new(0),
+            blocks_stored: AtomicU64::new(0),
+            starts: AtomicU64::new(0),
+        })
+    }
+
+    fn info(&self, active: bool) -> ReceiverInfo {
+        ReceiverInfo {
+            receiver: self.id,
+            operator: self.operator,
+            description: self.description.clone(),
+            active,
+            last_error: self.last_error.lock().clone(),
+            time_ms: self.clock.now_ms(),
+        }
+    }
+
+    /// Starts the block generator and the control thread, which calls `on_start`.
+    pub(crate) fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        *self.control.lock() = Some(tx);
+        let me = Arc::clone(self);
+        let g = std::thread::Builder::new()
+            .name(format!("spate-blockgen-{}", self.id.0))
+            .spawn(move || me.run_block_generator())?;
+        let me = Arc::clone(self);
+        let c = std::thread::Builder::new()
+            .name(format!("spate-receiver-{}", self.id.0))
+            .spawn(move || me.run_control(&rx))?;
+        let mut th = self.threads.lock();
+        th.push(c);
+        th.push(g);
+        Ok(())
+    }
+
+    /// Stops the receiver (`on_stop`), then flushes the block generator's buffer into a last block
+    /// and stops it. Blocks until both threads have exited.
+    pub(crate) fn stop(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.stopped.store(true, Ordering::Release);
+        if let Some(tx) = self.control.lock().take() {
+            let _ = tx.send(Control::Stop);
+        }
+        let threads: Vec<JoinHandle<()>> = self.threads.lock().drain(..).collect();
+        let mut threads = threads.into_iter();
+        // Control thread first (runs on_stop), then the generator (final flush).
+        if let Some(c) = threads.next() {
+            let _ = c.join();
+        }
+        self.gen_stop.store(true, Ordering::Release);
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    fn ctx(self: &Arc<Self>) -> ReceiverContext<T> {
+        let sink: Arc<dyn ReceiverSink<T>> = Arc::clone(self) as Arc<dyn ReceiverSink<T>>;
+        ReceiverContext::new(sink)
+    }
+
+    fn run_control(self: Arc<Self>, rx: &ChanRx<Control>) {
+        let mut running = self.start_receiver();
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Control::Stop => break,
+                Control::Restart { reason, delay } => {
+                    // Coalesce queued restart requests; a queued stop wins.
+                    let mut stop = false;
+                    while let Ok(m) = rx.try_recv() {
+                        if matches!(m, Control::Stop) {
+                            stop = true;
+                        }
+                    }
+                    if stop || self.shutdown.load(Ordering::Acquire) {
+                        break;
+                    }
+                    *self.last_error.lock() = Some(format!("restarting receiver: {reason}"));
+                    self.bus.post(Event::ReceiverError(self.info(false)));
+                    self.stop_receiver(&mut running);
+                    let delay = delay.unwrap_or(self.cfg.restart_delay.to_std());
+                    let target = self
+                        .clock
+                        .now_ms()
+                        .saturating_add(DurationMs::from(delay).0);
+                    let mut interrupted = false;
+                    while self.clock.wait_till_timeout(target, POLL).is_none() {
+                        if self.shutdown.load(Ordering::Acquire) {
+                            interrupted = true;
+                            break;
+                        }
+                    }
+                    if interrupted || self.shutdown.load(Ordering::Acquire) {
+                        break;
+                    }
+                    running = self.start_receiver();
+                }
+            }
+        }
+        self.stop_receiver(&mut running);
+        // Drop the receiver (and the contexts it holds) now that it is stopped for good.
+        drop(self.receiver.lock().take());
+        self.bus.post(Event::ReceiverStopped(self.info(false)));
+    }
+
+    fn start_receiver(self: &Arc<Self>) -> bool {
+        if self.shutdown.load(Ordering::Acquire) {
+            return false;
+        }
+        self.stopped.store(false, Ordering::Release);
+        let ctx = self.ctx();
+        let res = match self.receiver.lock().as_mut() {
+            Some(r) => r.on_start(ctx),
+            None => return false,
+        };
+        match res {
+            Ok(()) => {
+                self.starts.fetch_add(1, Ordering::AcqRel);
+                self.bus.post(Event::ReceiverStarted(self.info(true)));
+                true
+            }
+            Err(e) => {
+                self.stopped.store(true, Ordering::Release);
+                let fatal = matches!(e, ReceiverError::Start { fatal: true, .. });
+                *self.last_error.lock() = Some(e.to_string());
+                self.bus.post(Event::ReceiverError(self.info(false)));
+                if !fatal {
+                    if let Some(tx) = &*self.control.lock() {
+                        let _ = tx.send(Control::Restart {
+                            reason: e.to_string(),
+                            delay: None,
+                        });
+                    }
+                } else {
+                    tracing::error!(receiver = self.id.0, "receiver failed fatally: {e}");
+                }
+                false
+            }
+        }
+    }
+
+    fn stop_receiver(&self, running: &mut bool) {
+        self.stopped.store(true, Ordering::Release);
+        if *running {
+            if let Some(r) = self.receiver.lock().as_mut() {
+                r.on_stop();
+            }
+            *running = false;
+        }
+    }
+
+    fn run_block_generator(self: Arc<Self>) {
+        let interval = self.cfg.block_interval.0.max(1);
+        let mut next = (self.clock.now_ms() / interval + 1) * interval;
+        loop {
+            if self.gen_stop.load(Ordering::Acquire) {
+                self.cut(true);
+                return;
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                // Stopping: cut eagerly so callers blocked in `store_many` return and the
+                // receiver's threads can exit without waiting for the (possibly manual) clock.
+                self.cut(false);
+                std::thread::sleep(POLL);
+                continue;
+            }
+            if let Some(now) = self.clock.wait_till_timeout(next, POLL) {
+                self.cut(false);
+                next = (now / interval + 1) * interval;
+            }
+        }
+    }
+
+    /// Cuts the buffer into a block, stores it and adds it to the tracker (Spark's
+    /// `BlockGenerator.updateCurrentBuffer` + `pushBlock`).
+    fn cut(&self, close: bool) {
+        let (records, tickets, seq) = {
+            let mut g = self.gen.lock();
+            if close {
+                g.closed = true;
+            }
+            if g.buffer.is_empty() {
+                return;
+            }
+            let records = std::mem::take(&mut g.buffer);
+            let tickets = std::mem::take(&mut g.tickets);
+            let seq = g.next_seq;
+            g.next_seq += 1;
+            g.next_cut += 1;
+            (records, tickets, seq)
+        };
+        let block = BlockId {
+            receiver: self.id,
+            seq,
+        };
+        let outcome = self.handler.store_block(block, records);
+        let mut g = self.gen.lock();
+        match outcome {
+            Ok(info) => {
+                self.blocks_stored.fetch_add(1, Ordering::AcqRel);
+                self.tracker.lock().add_block(info);
+            }
+            Err((e, mut records)) => {
+                let reason = e.to_string();
+                *self.last_error.lock() = Some(reason.clone());
+                self.bus.post(Event::ReceiverError(self.info(true)));
+                // Hand each caller its own records back, in order.
+                for (ticket, len) in tickets.iter().rev() {
+                    let at = records.len().saturating_sub(*len);
+                    let mine = records.split_off(at);
+                    g.failed.insert(*ticket, (mine, reason.clone()));
+                }
+            }
+        }
+        g.completed_cuts += 1;
+        self.cut_done.notify_all();
+    }
+}
+
+impl<T: Send + 'static> ReceiverSink<T> for Supervisor<T> {
+    fn store_many(&self, items: Vec<T>) -> Result<(), StoreError<T>> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(StoreError::Stopped(items));
+        }
+        if let Some(l) = &self.limiter {
+            if !l.acquire(items.len(), self.clock.as_ref(), &self.stopped) {
+                return Err(StoreError::Stopped(items));
+            }
+        }
+        let mut g = self.gen.lock();
+        if g.closed || self.stopped.load(Ordering::Acquire) {
+            return Err(StoreError::Stopped(items));
+        }
+        let ticket = g.next_ticket;
+        g.next_ticket += 1;
+        let my_cut = g.next_cut;
+        self.records_received
+            .fetch_add(items.len() as u64, Ordering::AcqRel);
+        g.tickets.push((ticket, items.len()));
+        g.buffer.extend(items);
+        while g.completed_cuts <= my_cut {
+            self.cut_done.wait(&mut g);
+        }
+        match g.failed.remove(&ticket) {
+            Some((items, reason)) => Err(StoreError::Failed { items, reason }),
+            None => Ok(()),
+        }
+    }
+
+    fn restart(&self, reason: &str, delay: Option<Duration>) {
+        // Receive loops must exit promptly, as in Spark's restart (stop, delay, start).
+        self.stopped.store(true, Ordering::Release);
+        if let Some(tx) = &*self.control.lock() {
+            let _ = tx.send(Control::Restart {
+                reason: reason.to_owned(),
+                delay,
+            });
+        }
+    }
+
+    fn report_error(&self, message: &str) {
+        *self.last_error.lock() = Some(message.to_owned());
+        self.bus.post(Event::ReceiverError(self.info(true)));
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
