@@ -22,6 +22,9 @@ fn opts(policy: SyncPolicy, segment_bytes: u64) -> WalOptions {
     }
 }
 
+/// Records (lsn, payload) and the report, or the error.
+type Replayed = Result<(Vec<(u64, Vec<u8>)>, RecoveryReport), WalError>;
+
 fn replay(wal: &Wal, from: u64) -> Vec<(u64, Vec<u8>)> {
     let mut r = wal.replay_from(Lsn(from)).expect("replay");
     let mut out = Vec::new();
@@ -31,11 +34,7 @@ fn replay(wal: &Wal, from: u64) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
-fn read_dir(
-    fs: Arc<dyn FileSystem>,
-    dir: &Path,
-    mode: RecoveryMode,
-) -> Result<(Vec<(u64, Vec<u8>)>, RecoveryReport), WalError> {
+fn read_dir(fs: Arc<dyn FileSystem>, dir: &Path, mode: RecoveryMode) -> Replayed {
     let mut r = WalReader::open(fs, dir, mode, Lsn(0), 1 << 20)?;
     let mut out = Vec::new();
     while let Some(rec) = r.next()? {
@@ -244,10 +243,7 @@ fn small_segment() -> (Vec<u8>, Vec<u64>) {
     (bytes, offs)
 }
 
-fn read_bytes(
-    bytes: &[u8],
-    mode: RecoveryMode,
-) -> Result<(Vec<(u64, Vec<u8>)>, RecoveryReport), WalError> {
+fn read_bytes(bytes: &[u8], mode: RecoveryMode) -> Replayed {
     let fs = SimFs::new(2);
     let dir = PathBuf::from("/w");
     fs.create_dir_all(&dir).unwrap();

@@ -1,4 +1,71 @@
-//! Segmented, checksummed write-ahead log with group commit and explicit recovery modes.
+//! # spate-wal
+//!
+//! A segmented, checksummed write-ahead log with group commit and explicit recovery modes. Receiver
+//! blocks and block-tracker events are written through it (DESIGN.md §4 step 1), so its contract is:
+//! **a record is durable iff `append` + `sync` returned `Ok`; replay yields exactly the synced
+//! prefix** (plus, after a crash, possibly some records that were written but not yet synced, in
+//! order, never anything invented).
+//!
+//! ## A guided tour
+//!
+//! 1. **Open.** [`Wal::open`] lists the directory, verifies every segment frame by frame, repairs a
+//!    torn tail according to the [`RecoveryMode`] and returns a [`RecoveryReport`] (segments,
+//!    [`TornTail`] with segment, offset and dropped bytes, [`SkippedRange`]s, ignored files).
+//!    Nothing is created until the first append (as Spark's `FileBasedWriteAheadLog`).
+//! 2. **Append.** [`Wal::append`]`(kind, payload) -> Lsn` frames the record (length, a check on the
+//!    length, crc32 over kind, LSN, time and payload) into an in-memory buffer; LSNs are dense.
+//!    [`Wal::append_with_handle`] also returns a [`RecordHandle`] (segment, offset, length), and
+//!    [`Wal::append_at`] takes the record time explicitly (Spark's `write(record, time)`).
+//! 3. **Sync (group commit).** [`Wal::sync`] makes everything appended before it durable. The
+//!    first caller becomes the *leader*: it takes the whole buffer, issues **one `pwrite` per
+//!    segment touched and one `fdatasync`**, while other threads keep appending into a fresh buffer
+//!    and followers wait; the next leader takes everything that accumulated. Appends are never
+//!    serialized behind an fsync. [`SyncPolicy`] chooses who syncs: every append (default; the
+//!    append returns once durable), a background thread every N ms or every N bytes, or manual.
+//! 4. **Read.** [`Wal::read_at`] reads one record by handle (Spark's
+//!    `FileBasedWriteAheadLogRandomReader`, with the length *and* crc checked);
+//!    [`Wal::replay_from`] and [`WalReader`] replay sequentially from an LSN;
+//!    `WalReader::next() -> Result<Option<Record>, WalError>`.
+//! 5. **Roll and truncate.** Segments roll by size (`segment_bytes`, preallocated and zero-filled)
+//!    and by time (`roll_interval_ms`, Spark's `rollingIntervalSecs`). [`Wal::truncate_before`]
+//!    removes segments whose records all precede an LSN; [`Wal::clean`] removes segments whose
+//!    records are all older than a time (Spark's `clean(threshTime)`), both oldest first with a
+//!    directory fsync after each removal.
+//!
+//! ## Durability contract
+//!
+//! * `append` under [`SyncPolicy::EveryAppend`]: once it returns `Ok`, the record survives a crash.
+//! * `sync`: once it returns `Ok`, every record appended before the call survives a crash.
+//! * Segments are created as `.tmp`, synced, renamed and the directory fsynced; a segment is
+//!   `fdatasync`ed before the next is created, so only the last segment can have a torn tail.
+//! * After any failed write or `fdatasync` the WAL is poisoned ([`WalError::Poisoned`]): Linux may
+//!   have dropped the dirty pages, so the only safe continuation is to reopen, which re-reads the
+//!   disk and truncates what did not make it.
+//! * Dropping a [`Wal`] does not sync (for the contract it is a crash); [`Wal::close`] does.
+//!
+//! ## Recovery modes
+//!
+//! Damage in the last segment with no valid frame after it is a **torn tail**; anything else is
+//! **mid-log corruption** ([`WalError::Corrupt`] with the segment path and byte offset).
+//! [`RecoveryMode::TolerateTornTail`] (default) truncates a torn tail, reports exactly what was
+//! dropped and keeps a copy in `<segment>.torn-<offset>`; [`RecoveryMode::AbsoluteConsistency`]
+//! turns any damage into an error (`spate wal verify`); [`RecoveryMode::SkipCorrupt`] salvages by
+//! skipping damaged ranges and reporting them. The byte format is specified in
+//! `docs/format/wal.md` and pinned by golden files.
+//!
+//! ## Why not Spark's WAL
+//!
+//! Spark's `FileBasedWriteAheadLog` frames records as a bare 4-byte length with no checksum, magic
+//! or version, `hflush`es instead of `hsync`, and silently ends a file at any `EOFException`; its
+//! `BatchedWriteAheadLog` batches only the driver log. Here every record is checksummed, a torn
+//! length is never trusted, damage is reported with coordinates, and group commit applies to every
+//! writer.
+//!
+//! ## Testing
+//!
+//! Everything goes through [`spate_io::FileSystem`], so the same code runs on
+//! [`spate_io::SimFs`], which separates written from synced bytes and directory entries, crashes,
+//! tears writes and injects EIO/ENOSPC/short writes (see `tests/it/wal.rs`).
 
 mod error;
 pub mod format;
