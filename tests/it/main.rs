@@ -1,4 +1,6 @@
 //! spate integration tests. One module per area; see `tests/README.md`.
+mod engine;
+mod engine_runtime;
 mod feed;
 mod sources;
 mod wal;
