@@ -1,1 +1,62 @@
-//! Checkpoint store over object_store: envelopes, manifests, conditional commit, fencing, retention.
+//! # spate-checkpoint
+//!
+//! The checkpoint store: metadata and data checkpoints on local disk (the embedded default) or any
+//! S3-compatible object store, through `object_store`, with a commit protocol that is crash-safe on
+//! both **without relying on rename**.
+//!
+//! ## Guarantee
+//!
+//! A checkpoint exists iff its manifest exists and everything it references verifies (size, envelope,
+//! crc32). Nothing else makes a checkpoint visible; a crash at any instant leaves either the previous
+//! set of checkpoints or that set plus the new one.
+//!
+//! ## Protocol (DESIGN.md §4 step 5; names in [`paths`])
+//!
+//! 1. **Open** ([`CheckpointStore::open_committer`]): probe conditional create (a store that accepts a
+//!    second create-only PUT of one key — garage, s3rver — is refused), claim generation `N` (first
+//!    `N` above every listed claim for which a create-only `generations/<N>` succeeds), write the
+//!    *floor* `generations/<N>.floor` (newest manifest visible after the claim).
+//! 2. **Commit** ([`Committer::commit`]): check no newer generation; write each data object
+//!    (`data/<key>/<label>`, immutable, unique, create-only); check the fence again; publish
+//!    `manifests/<key>.manifest` with `PutMode::Create`; check the fence a third time (a writer that
+//!    finds itself fenced after publishing is told `Fenced { published: true }` and must not act on
+//!    the checkpoint — resolvers ignore it, see [`protocol`]).
+//! 3. **Resolve** ([`CheckpointStore::resolve_latest`]): newest manifest that verifies; every newer
+//!    candidate rejected with a typed [`protocol::RejectReason`] (Spark's `CheckpointReader` falls
+//!    back silently and only logs).
+//! 4. **GC** ([`CheckpointStore::gc`]): classify first, delete only unreferenced objects older than
+//!    the oldest retained manifest; manifests before data.
+//!
+//! ## Why not rename (Spark's temp file + rename)
+//!
+//! On S3, rename is copy + delete: not atomic, and two writers clobber each other's fixed file name
+//! (Spark's `checkpoint-<t>` / `.bk`). A create-only PUT of a unique name is atomic on LocalFS (hard
+//! link) and on conforming S3 servers (`If-None-Match: *`), which the open-time probe checks.
+//!
+//! ## Modules
+//!
+//! * [`envelope`] — the 28-byte header every object carries; [`manifest`] — the manifest;
+//! * [`paths`] — [`CheckpointPaths`]: every name, built and parsed in one place;
+//! * [`protocol`] — pure decisions: [`protocol::resolve_latest`], [`protocol::plan_gc`];
+//! * [`store`] — the async shell; [`writer`] — async writer with a bounded queue, blocking facade;
+//! * `testing` (feature `testing`) — the conformance suite and the seeded fault-injecting store.
+
+pub mod envelope;
+mod error;
+pub mod manifest;
+pub mod paths;
+pub mod protocol;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod writer;
+
+pub use error::{CheckpointError, CorruptReason, Determinacy, Result};
+pub use manifest::{CheckpointKind, DataObjectRef, GraphDescriptionBlob, Manifest};
+pub use paths::{CheckpointKey, CheckpointPaths};
+pub use protocol::{GcPlan, RejectReason, Rejection, Retention};
+pub use store::{
+    AlreadyPublished, CheckpointDraft, CheckpointStatus, CheckpointStore, Committer, Resolved,
+    RetryPolicy, S3Options, StoreOptions, VerifyLevel,
+};
+pub use writer::{BlockingCheckpointStore, CheckpointWriter, CommitTicket, WriterConfig};

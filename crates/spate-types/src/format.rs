@@ -9,6 +9,10 @@
 /// integers), serde data model.
 pub const CODEC_BINCODE2: u8 = 1;
 
+/// Codec id of uninterpreted bytes: the payload is opaque to the container (for example a checkpoint
+/// data object whose bytes the engine encoded itself).
+pub const CODEC_RAW: u8 = 0;
+
 /// Magic of a WAL segment file.
 pub const WAL_MAGIC: [u8; 8] = *b"SPATEWAL";
 /// Current WAL segment format version.

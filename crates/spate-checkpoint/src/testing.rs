@@ -1,0 +1,760 @@
+//! Test support (feature `testing`): the seeded fault-injecting [`FlakyObjectStore`], a store that
+//! ignores conditional create ([`OverwritingStore`], modelling garage/s3rver), and the conformance
+//! [`suite`] every backend runs (memory, local disk, moto, s3s-fs).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Probabilities (0.0..=1.0) of each fault per request.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FaultConfig {
+    /// Fail before reaching the inner store (determinate).
+    pub fail_before: f64,
+    /// Apply the request, then report an error as if the response was lost (indeterminate).
+    pub succeed_then_timeout: f64,
+    /// Delay the request by up to `max_latency`.
+    pub latency: f64,
+    /// Maximum injected latency.
+    pub max_latency: Duration,
+}
+
+/// What happened to one request (the schedule, printed with the seed on failure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Passed through.
+    None,
+    /// Failed before reaching the store.
+    FailBefore,
+    /// Applied, then reported as failed.
+    SucceedThenTimeout,
+    /// Delayed, then passed through.
+    Latency(Duration),
+}
+
+/// A seeded fault-injecting `ObjectStore` decorator (as Materialize persist's `UnreliableHandle`):
+/// for writes (`put_opts`, `delete`) it can fail before, succeed, succeed then "time out", or add
+/// latency; reads and listings can fail before or be delayed. Deterministic for a given seed and
+/// request order.
+pub struct FlakyObjectStore {
+    inner: Arc<dyn ObjectStore>,
+    config: parking_free::Mutex<FaultConfig>,
+    rng: AtomicU64,
+    seed: u64,
+    enabled: AtomicBool,
+    log: parking_free::Mutex<Vec<(String, Fault)>>,
+}
+
+mod parking_free {
+    /// A std mutex that ignores poisoning (tests must not cascade panics).
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(std::sync::Mutex<T>);
+    impl<T> Mutex<T> {
+        pub(crate) fn new(v: T) -> Self {
+            Mutex(std::sync::Mutex::new(v))
+        }
+        pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+}
+
+impl fmt::Debug for FlakyObjectStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlakyObjectStore")
+            .field("seed", &self.seed)
+            .field("config", &*self.config.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for FlakyObjectStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Flaky(seed={}, {})", self.seed, self.inner)
+    }
+}
+
+fn injected(what: &str) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "flaky",
+        source: what.to_owned().into(),
+    }
+}
+
+impl FlakyObjectStore {
+    /// Wraps `inner`; faults start enabled.
+    #[must_use]
+    pub fn new(inner: Arc<dyn ObjectStore>, seed: u64, config: FaultConfig) -> Self {
+        FlakyObjectStore {
+            inner,
+            config: parking_free::Mutex::new(config),
+            rng: AtomicU64::new(seed ^ 0x9E37_79B9_7F4A_7C15),
+            seed,
+            enabled: AtomicBool::new(true),
+            log: parking_free::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The seed.
+    #[must_use]
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Turns faults on or off.
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// Replaces the fault probabilities (`FaultConfig { fail_before: 1.0, .. }` = totally unavailable).
+    pub fn set_config(&self, c: FaultConfig) {
+        *self.config.lock() = c;
+    }
+
+    /// The faults injected so far, per request (`op path`).
+    #[must_use]
+    pub fn schedule(&self) -> Vec<(String, Fault)> {
+        self.log.lock().clone()
+    }
+
+    fn next_f64(&self) -> f64 {
+        // splitmix64
+        let mut z = self
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn pick(&self, op: &str, path: &Path, write: bool) -> Fault {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return Fault::None;
+        }
+        let c = *self.config.lock();
+        let r = self.next_f64();
+        let f = if r < c.fail_before {
+            Fault::FailBefore
+        } else if write && r < c.fail_before + c.succeed_then_timeout {
+            Fault::SucceedThenTimeout
+        } else if r < c.fail_before + c.succeed_then_timeout + c.latency {
+            let ms = (self.next_f64() * c.max_latency.as_millis() as f64) as u64;
+            Fault::Latency(Duration::from_millis(ms))
+        } else {
+            Fault::None
+        };
+        if f != Fault::None {
+            self.log.lock().push((format!("{op} {path}"), f));
+        }
+        f
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FlakyObjectStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        match self.pick("put", location, true) {
+            Fault::FailBefore => Err(injected("injected failure before put")),
+            Fault::SucceedThenTimeout => {
+                self.inner.put_opts(location, payload, opts).await?;
+                Err(injected("injected timeout after a successful put"))
+            }
+            Fault::Latency(d) => {
+                tokio::time::sleep(d).await;
+                self.inner.put_opts(location, payload, opts).await
+            }
+            Fault::None => self.inner.put_opts(location, payload, opts).await,
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        match self.pick("put_multipart", location, false) {
+            Fault::FailBefore => Err(injected("injected failure before multipart")),
+            _ => self.inner.put_multipart_opts(location, opts).await,
+        }
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        match self.pick("get", location, false) {
+            Fault::FailBefore => Err(injected("injected failure before get")),
+            Fault::Latency(d) => {
+                tokio::time::sleep(d).await;
+                self.inner.get_opts(location, options).await
+            }
+            _ => self.inner.get_opts(location, options).await,
+        }
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let fail = matches!(
+            self.pick("delete", &Path::from("*"), true),
+            Fault::FailBefore
+        );
+        if fail {
+            return futures::stream::once(async {
+                Err(injected("injected failure before delete"))
+            })
+            .boxed();
+        }
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let p = prefix.cloned().unwrap_or_default();
+        if matches!(self.pick("list", &p, false), Fault::FailBefore) {
+            return futures::stream::once(async { Err(injected("injected failure before list")) })
+                .boxed();
+        }
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let p = prefix.cloned().unwrap_or_default();
+        if matches!(self.pick("list", &p, false), Fault::FailBefore) {
+            return futures::stream::once(async { Err(injected("injected failure before list")) })
+                .boxed();
+        }
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// A store that ignores `PutMode::Create` and overwrites (as garage 2.5.0 and s3rver 3.7.1 do); the
+/// capability probe must refuse it.
+#[derive(Debug)]
+pub struct OverwritingStore(pub Arc<dyn ObjectStore>);
+
+impl fmt::Display for OverwritingStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Overwriting({})", self.0)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for OverwritingStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        mut opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        opts.mode = PutMode::Overwrite;
+        self.0.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.0.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.0.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.0.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+/// Writes raw bytes at a relative name, bypassing the protocol (to plant damage in tests).
+///
+/// # Panics
+/// If the store refuses the write (test helper).
+pub async fn plant(store: &crate::CheckpointStore, rel: &str, bytes: Vec<u8>) {
+    use object_store::ObjectStoreExt;
+    let (s, _) = store.raw();
+    s.put(&store.full_path(rel), Bytes::from(bytes).into())
+        .await
+        .unwrap_or_else(|e| panic!("planting {rel}: {e}"));
+}
+
+/// Reads raw bytes at a relative name.
+///
+/// # Panics
+/// If the read fails (test helper).
+pub async fn raw_get(store: &crate::CheckpointStore, rel: &str) -> Vec<u8> {
+    use object_store::ObjectStoreExt;
+    let (s, _) = store.raw();
+    s.get(&store.full_path(rel))
+        .await
+        .unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+        .to_vec()
+}
+
+/// Deletes a relative name (missing is fine).
+pub async fn raw_delete(store: &crate::CheckpointStore, rel: &str) {
+    use object_store::ObjectStoreExt;
+    let (s, _) = store.raw();
+    let _ = s.delete(&store.full_path(rel)).await;
+}
+
+pub mod suite {
+    //! The conformance suite: each function takes a fresh, empty [`CheckpointStore`] and panics
+    //! with a message naming the backend on a violation. Run every function against every backend
+    //! (`tests/it/checkpoint.rs`); [`concurrent_claims_get_distinct_generations`] only where the
+    //! server's conditional create is atomic (LocalFS, memory, moto — not s3s-fs, whose
+    //! `If-None-Match` is check-then-write).
+
+    use super::{plant, raw_delete, raw_get};
+    use crate::protocol::{GcClass, RejectReason, Retention};
+    use crate::store::{CheckpointDraft, CheckpointStore, VerifyLevel};
+    use crate::{
+        CheckpointError, CheckpointKind, CheckpointPaths, DataObjectRef, GraphDescriptionBlob,
+        Manifest,
+    };
+    use bytes::Bytes;
+    use spate_types::{BatchTime, DurationMs, Lsn};
+
+    /// A data draft for batch `t` with `n` objects of `size` bytes.
+    #[must_use]
+    pub fn data_draft(t: u64, n: usize, size: usize) -> CheckpointDraft {
+        let mut d = CheckpointDraft::new(
+            CheckpointKind::Data,
+            BatchTime(t),
+            BatchTime(1_000),
+            DurationMs(1_000),
+        );
+        d.graph = GraphDescriptionBlob {
+            fingerprint: "fp-1".into(),
+            bytes: b"graph".to_vec(),
+        };
+        d.pending_batches = vec![BatchTime(t)];
+        d.source_positions
+            .insert("socket-0".into(), t.to_le_bytes().to_vec());
+        d.wal_position = Some(Lsn(t / 10));
+        d.conf.insert("spate.batch.interval".into(), "1000".into());
+        for i in 0..n {
+            let payload: Vec<u8> = (0..size).map(|j| (j as u64 ^ t ^ i as u64) as u8).collect();
+            d.new_objects
+                .push((format!("state-op{i}"), Bytes::from(payload)));
+        }
+        d
+    }
+
+    async fn commit(c: &mut crate::Committer, d: CheckpointDraft) -> Manifest {
+        c.commit(d)
+            .await
+            .unwrap_or_else(|e| panic!("{}: commit failed: {e}", c.store().url()))
+            .unwrap_or_else(|e| panic!("{}: already published: {e:?}", c.store().url()))
+    }
+
+    async fn latest(s: &CheckpointStore) -> crate::Resolved {
+        s.resolve_latest()
+            .await
+            .unwrap_or_else(|e| panic!("{}: resolve failed: {e}", s.url()))
+            .unwrap_or_else(|| panic!("{}: no checkpoint", s.url()))
+    }
+
+    /// put/get/list: a data checkpoint's objects read back byte-exact, names are the protocol's.
+    pub async fn put_get_list(s: CheckpointStore) {
+        assert!(
+            s.resolve_latest().await.unwrap().is_none(),
+            "{}: empty store resolves",
+            s.url()
+        );
+        let mut c = s.open_committer().await.unwrap();
+        let d = data_draft(5_000, 2, 1000);
+        let expect: Vec<Bytes> = d.new_objects.iter().map(|(_, b)| b.clone()).collect();
+        let m = commit(&mut c, d).await;
+        assert_eq!(m.objects.len(), 2);
+        for (r, want) in m.objects.iter().zip(&expect) {
+            assert_eq!(&s.read_object(r).await.unwrap(), want, "{}", s.url());
+        }
+        let l = s.listing().await.unwrap();
+        assert_eq!(l.manifests, vec![m.key], "{}", s.url());
+        assert_eq!(l.data.len(), 2);
+        assert!(l.unknown.is_empty(), "{}: {:?}", s.url(), l.unknown);
+        assert!(l.probes.is_empty(), "{}: probe left behind", s.url());
+        assert_eq!(l.generations, vec![c.generation()]);
+    }
+
+    /// commit then resolve: newest wins, every field round-trips, names never go backwards.
+    pub async fn commit_and_resolve(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        let a = commit(&mut c, data_draft(2_000, 1, 10)).await;
+        let mut meta = CheckpointDraft::new(
+            CheckpointKind::Generated,
+            BatchTime(3_000),
+            BatchTime(1_000),
+            DurationMs(1_000),
+        );
+        meta.carried_objects = a.objects.clone();
+        meta.pending_batches = vec![BatchTime(3_000)];
+        let b = commit(&mut c, meta).await;
+        // An older batch's completion after a newer generation checkpoint (SPARK-11267): the name
+        // still moves forward.
+        let mut done = CheckpointDraft::new(
+            CheckpointKind::Completed,
+            BatchTime(2_000),
+            BatchTime(1_000),
+            DurationMs(1_000),
+        );
+        done.carried_objects = a.objects.clone();
+        let c3 = commit(&mut c, done).await;
+        assert!(
+            a.key < b.key && b.key < c3.key,
+            "{}: names went backwards",
+            s.url()
+        );
+        assert_eq!(c3.batch_time, BatchTime(2_000));
+        let r = latest(&s).await;
+        assert_eq!(r.manifest, c3, "{}", s.url());
+        assert!(r.resolution.rejected.is_empty());
+        assert_eq!(
+            s.read_object(&r.manifest.objects[0]).await.unwrap().len(),
+            10
+        );
+    }
+
+    /// Fallback: each kind of damage to the newest checkpoint makes resolve fall back to the previous
+    /// one and name the damaged object in a typed reason.
+    pub async fn fallback_on_damage(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        let good = commit(&mut c, data_draft(1_000, 1, 64)).await;
+        type Damage = fn(Vec<u8>) -> Vec<u8>;
+        let cases: [(&str, Damage); 3] = [
+            ("bitflip", |mut b| {
+                let i = b.len() - 3;
+                b[i] ^= 0x10;
+                b
+            }),
+            ("truncate", |mut b| {
+                b.truncate(b.len() / 2);
+                b
+            }),
+            ("newer-version", |mut b| {
+                b[8] = 0xFF;
+                b
+            }),
+        ];
+        for (name, damage) in cases {
+            let bad = commit(&mut c, data_draft(9_000, 1, 64)).await;
+            let obj = &bad.objects[0].path;
+            let bytes = raw_get(&s, obj).await;
+            plant(&s, obj, damage(bytes)).await;
+            let r = latest(&s).await;
+            assert_eq!(r.manifest.key, good.key, "{}: {name}", s.url());
+            let rej = &r.resolution.rejected[0];
+            assert_eq!(rej.key, bad.key);
+            assert!(
+                matches!(&rej.reason, RejectReason::CorruptObject { object, .. } if object == obj),
+                "{}: {name}: {:?}",
+                s.url(),
+                rej.reason
+            );
+            raw_delete(&s, &CheckpointPaths::manifest(bad.key)).await;
+        }
+        // Missing object.
+        let bad = commit(&mut c, data_draft(9_000, 1, 64)).await;
+        raw_delete(&s, &bad.objects[0].path).await;
+        let r = latest(&s).await;
+        assert_eq!(r.manifest.key, good.key);
+        assert!(
+            matches!(&r.resolution.rejected[0].reason, RejectReason::MissingObject { object } if *object == bad.objects[0].path)
+        );
+        raw_delete(&s, &CheckpointPaths::manifest(bad.key)).await;
+        // Damaged manifest.
+        let bad = commit(&mut c, data_draft(9_000, 1, 64)).await;
+        let rel = CheckpointPaths::manifest(bad.key);
+        let mut bytes = raw_get(&s, &rel).await;
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        plant(&s, &rel, bytes).await;
+        let r = latest(&s).await;
+        assert_eq!(r.manifest.key, good.key);
+        assert!(
+            matches!(&r.resolution.rejected[0].reason, RejectReason::ManifestUnreadable { error } if error.contains(&rel))
+        );
+        // Everything damaged: a typed error listing every candidate, never a silently wrong one.
+        let g = raw_get(&s, &good.objects[0].path).await;
+        plant(&s, &good.objects[0].path, g[..10].to_vec()).await;
+        match s.resolve_latest().await {
+            Err(CheckpointError::NoValidCheckpoint { rejected }) => assert_eq!(rejected.len(), 2),
+            other => panic!("{}: {other:?}", s.url()),
+        }
+        // verify reports both problems.
+        let v = s.verify_all(VerifyLevel::Full).await.unwrap();
+        assert!(v.iter().all(|c| c.problem.is_some()), "{}", s.url());
+    }
+
+    /// Garbage in the location (foreign files, junk under `manifests/` and `data/`) is reported,
+    /// never chosen, never deleted.
+    pub async fn garbage_is_ignored(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        let good = commit(&mut c, data_draft(1_000, 1, 8)).await;
+        plant(&s, "README.txt", b"hello".to_vec()).await;
+        plant(&s, "manifests/junk.manifest", b"junk".to_vec()).await;
+        plant(&s, "data/xyz/state", b"junk".to_vec()).await;
+        let r = latest(&s).await;
+        assert_eq!(r.manifest.key, good.key);
+        let l = s.listing().await.unwrap();
+        assert_eq!(l.unknown.len(), 3, "{}: {:?}", s.url(), l.unknown);
+        let plan = s.gc(&Retention::default()).await.unwrap();
+        assert!(plan
+            .objects
+            .iter()
+            .filter(|(p, _)| p.contains("junk") || p.contains("README") || p.contains("xyz"))
+            .all(|(_, c)| *c == GcClass::Kept));
+        assert_eq!(s.listing().await.unwrap().unknown.len(), 3);
+    }
+
+    /// Retention/GC: keep the newest N valid plus pinned; unreferenced older objects are deleted,
+    /// carried (still referenced) ones are not; dry run deletes nothing.
+    pub async fn gc_retention(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        let first = commit(&mut c, data_draft(1_000, 1, 8)).await;
+        let mut keys = vec![first.key];
+        for t in 2..=6u64 {
+            let mut d = data_draft(t * 1_000, 1, 8);
+            if t == 6 {
+                // A metadata checkpoint carrying the first checkpoint's object.
+                d = CheckpointDraft::new(
+                    CheckpointKind::Completed,
+                    BatchTime(6_000),
+                    BatchTime(1_000),
+                    DurationMs(1_000),
+                );
+                d.carried_objects = first.objects.clone();
+            }
+            keys.push(commit(&mut c, d).await.key);
+        }
+        let pinned_key = keys[1];
+        let retention = Retention {
+            keep: 3,
+            pinned: [pinned_key].into_iter().collect(),
+        };
+        let before = s.list_raw(None).await.unwrap().len();
+        let plan = s.plan_gc(&retention).await.unwrap();
+        assert_eq!(
+            s.list_raw(None).await.unwrap().len(),
+            before,
+            "{}: dry run deleted",
+            s.url()
+        );
+        let dels: Vec<&str> = plan.deletions().collect();
+        assert!(
+            dels.contains(&CheckpointPaths::manifest(keys[0]).as_str()),
+            "{}: {dels:?}",
+            s.url()
+        );
+        assert!(dels.contains(&CheckpointPaths::manifest(keys[2]).as_str()));
+        assert!(
+            !dels.contains(&first.objects[0].path.as_str()),
+            "{}: carried object deleted",
+            s.url()
+        );
+        assert!(
+            !dels.iter().any(|p| p.contains(&pinned_key.to_string())),
+            "{}: pinned deleted",
+            s.url()
+        );
+        s.gc(&retention).await.unwrap();
+        let l = s.listing().await.unwrap();
+        assert_eq!(
+            l.manifests,
+            vec![keys[1], keys[3], keys[4], keys[5]],
+            "{}",
+            s.url()
+        );
+        let r = latest(&s).await;
+        assert_eq!(r.manifest.key, keys[5]);
+        s.read_object(&r.manifest.objects[0]).await.unwrap();
+        assert!(s
+            .verify_all(VerifyLevel::Full)
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.problem.is_none()));
+    }
+
+    /// Fencing: a second writer fences the first before it publishes; a zombie manifest published
+    /// after the newer writer's floor is rejected by resolve.
+    pub async fn fencing(s: CheckpointStore) {
+        let mut a = s.open_committer().await.unwrap();
+        let a1 = commit(&mut a, data_draft(1_000, 1, 8)).await;
+        let mut b = s.open_committer().await.unwrap();
+        assert!(b.generation() > a.generation());
+        match a.commit(data_draft(2_000, 1, 8)).await {
+            Err(CheckpointError::Fenced {
+                ours,
+                newer,
+                published: false,
+            }) => {
+                assert_eq!((ours, newer), (a.generation(), b.generation()));
+            }
+            other => panic!("{}: old writer not fenced: {other:?}", s.url()),
+        }
+        // Zombie: a manifest of the old generation that sorts above the new writer's floor.
+        let zombie_key = crate::CheckpointKey {
+            time: BatchTime(9_000),
+            generation: a.generation(),
+            seq: 0,
+        };
+        let zombie = Manifest {
+            key: zombie_key,
+            generation: a.generation(),
+            ..a1.clone()
+        };
+        plant(
+            &s,
+            &CheckpointPaths::manifest(zombie_key),
+            zombie.to_bytes().unwrap(),
+        )
+        .await;
+        let r = latest(&s).await;
+        assert_eq!(
+            r.manifest.key,
+            a1.key,
+            "{}: zombie manifest chosen",
+            s.url()
+        );
+        assert!(matches!(
+            r.resolution.rejected[0].reason,
+            RejectReason::FencedPublish { .. }
+        ));
+        let b1 = commit(&mut b, data_draft(3_000, 1, 8)).await;
+        assert!(
+            b1.key > zombie_key,
+            "{}: new writer's names must pass the zombie's",
+            s.url()
+        );
+        assert_eq!(latest(&s).await.manifest.key, b1.key);
+    }
+
+    /// Bad input to the manifest decoder: a manifest referencing something outside `data/` is
+    /// corrupt, not followed.
+    pub async fn manifest_with_foreign_reference_is_rejected(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        let good = commit(&mut c, data_draft(1_000, 1, 8)).await;
+        let key = crate::CheckpointKey {
+            time: BatchTime(5_000),
+            generation: c.generation(),
+            seq: 0,
+        };
+        let mut m = Manifest {
+            key,
+            ..good.clone()
+        };
+        m.objects.push(DataObjectRef {
+            path: "generations/00000000000000000001".into(),
+            size: 1,
+            crc32: 0,
+        });
+        plant(&s, &CheckpointPaths::manifest(key), m.to_bytes().unwrap()).await;
+        let r = latest(&s).await;
+        assert_eq!(r.manifest.key, good.key);
+        assert!(matches!(
+            &r.resolution.rejected[0].reason,
+            RejectReason::ManifestUnreadable { .. }
+        ));
+    }
+
+    /// Concurrent openers each get a distinct generation (needs atomic conditional create).
+    pub async fn concurrent_claims_get_distinct_generations(s: CheckpointStore) {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.open_committer().await.map(|c| c.generation())
+            }));
+        }
+        let mut gens = Vec::new();
+        for t in tasks {
+            gens.push(t.await.unwrap().unwrap());
+        }
+        let n = gens.len();
+        gens.sort();
+        gens.dedup();
+        assert_eq!(
+            gens.len(),
+            n,
+            "{}: two writers claimed one generation",
+            s.url()
+        );
+    }
+
+    /// Runs every backend-independent function on fresh stores from `fresh`.
+    pub async fn run_all<F, Fut>(mut fresh: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = CheckpointStore>,
+    {
+        put_get_list(fresh().await).await;
+        commit_and_resolve(fresh().await).await;
+        fallback_on_damage(fresh().await).await;
+        garbage_is_ignored(fresh().await).await;
+        gc_retention(fresh().await).await;
+        fencing(fresh().await).await;
+        manifest_with_foreign_reference_is_rejected(fresh().await).await;
+    }
+}

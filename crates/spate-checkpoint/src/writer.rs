@@ -1,0 +1,227 @@
+//! The async checkpoint writer (as Spark's `CheckpointWriter`, but failures surface) and blocking
+//! conveniences for the engine's batch threads.
+//!
+//! Spark serializes on the event-loop thread and hands the bytes to a single-threaded executor with a
+//! bounded queue of 1000; a full queue or three failed attempts are *logged and dropped*. Here:
+//! * the queue is bounded ([`WriterConfig::capacity`]); a full queue is
+//!   [`CheckpointError::QueueFull`] returned to the submitter;
+//! * each request retries transient failures with exponential backoff (inside [`Committer::commit`],
+//!   per request), and a manifest PUT whose outcome is unknown is re-read before deciding;
+//! * every outcome is delivered to the submitter through its [`CommitTicket`]; after a fencing error
+//!   the writer stops and later submissions fail with [`CheckpointError::WriterStopped`].
+
+use crate::error::{CheckpointError, Result};
+use crate::manifest::Manifest;
+use crate::protocol::Retention;
+use crate::store::{
+    AlreadyPublished, CheckpointDraft, CheckpointStore, Committer, Resolved, StoreOptions,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Configuration of [`CheckpointWriter`].
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Maximum queued requests (default 16; Spark uses 1000 but drops silently).
+    pub capacity: usize,
+    /// Retention applied after each `Completed`/`Data` commit; `None` disables automatic GC.
+    pub retention: Option<Retention>,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            capacity: 16,
+            retention: None,
+        }
+    }
+}
+
+type Outcome = Result<Result<Manifest, AlreadyPublished>>;
+
+struct Request {
+    draft: CheckpointDraft,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The pending result of one submitted checkpoint.
+#[derive(Debug)]
+pub struct CommitTicket {
+    rx: oneshot::Receiver<Outcome>,
+}
+
+impl CommitTicket {
+    /// Waits for the commit's outcome.
+    ///
+    /// # Errors
+    /// The commit's error, or [`CheckpointError::WriterStopped`] if the writer died first.
+    pub async fn wait(self) -> Outcome {
+        self.rx.await.unwrap_or(Err(CheckpointError::WriterStopped))
+    }
+
+    /// Blocking variant of [`CommitTicket::wait`] (call from a non-async thread only).
+    ///
+    /// # Errors
+    /// As [`CommitTicket::wait`].
+    pub fn wait_blocking(self) -> Outcome {
+        self.rx
+            .blocking_recv()
+            .unwrap_or(Err(CheckpointError::WriterStopped))
+    }
+}
+
+/// A background task that commits checkpoints in submission order.
+#[derive(Debug)]
+pub struct CheckpointWriter {
+    tx: mpsc::Sender<Request>,
+    capacity: usize,
+    stopped: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("batch_time", &self.draft.batch_time)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckpointWriter {
+    /// Spawns the writer on `handle`.
+    #[must_use]
+    pub fn spawn(
+        mut committer: Committer,
+        config: WriterConfig,
+        handle: &tokio::runtime::Handle,
+    ) -> Self {
+        let capacity = config.capacity.max(1);
+        let (tx, mut rx) = mpsc::channel::<Request>(capacity);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let flag = stopped.clone();
+        let task = handle.spawn(async move {
+            while let Some(req) = rx.recv().await {
+                if flag.load(Ordering::Acquire) {
+                    let _ = req.reply.send(Err(CheckpointError::WriterStopped));
+                    continue;
+                }
+                let kind = req.draft.kind;
+                let outcome = committer.commit(req.draft).await;
+                match &outcome {
+                    Err(e @ CheckpointError::Fenced { .. }) => {
+                        tracing::error!(error = %e, "checkpoint writer fenced; stopping");
+                        flag.store(true, Ordering::Release);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "checkpoint commit failed"),
+                    Ok(Ok(m)) => {
+                        if let (Some(r), true) = (
+                            &config.retention,
+                            kind != crate::manifest::CheckpointKind::Generated,
+                        ) {
+                            if let Err(e) = committer.store().gc(r).await {
+                                tracing::warn!(error = %e, key = %m.key, "checkpoint GC failed");
+                            }
+                        }
+                    }
+                    Ok(Err(_)) => {}
+                }
+                let _ = req.reply.send(outcome);
+            }
+        });
+        CheckpointWriter {
+            tx,
+            capacity,
+            stopped,
+            task,
+        }
+    }
+
+    /// Queues a checkpoint; returns at once.
+    ///
+    /// # Errors
+    /// [`CheckpointError::QueueFull`] if `capacity` requests are pending;
+    /// [`CheckpointError::WriterStopped`] after a fencing error or shutdown.
+    pub fn submit(&self, draft: CheckpointDraft) -> Result<CommitTicket> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(CheckpointError::WriterStopped);
+        }
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Request { draft, reply }) {
+            Ok(()) => Ok(CommitTicket { rx }),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(CheckpointError::QueueFull {
+                capacity: self.capacity,
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(CheckpointError::WriterStopped),
+        }
+    }
+
+    /// Stops accepting requests, waits for queued ones to finish.
+    pub async fn shutdown(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
+/// A blocking facade over [`CheckpointStore`] owning a small tokio runtime, for threads that are not
+/// async (the engine's batch threads, the CLI).
+#[derive(Debug)]
+pub struct BlockingCheckpointStore {
+    rt: tokio::runtime::Runtime,
+    store: CheckpointStore,
+}
+
+impl BlockingCheckpointStore {
+    /// Opens `url` (see [`CheckpointStore::open`]) with a dedicated 1-worker runtime.
+    ///
+    /// # Errors
+    /// [`CheckpointError::InvalidLocation`] for a bad URL or if the runtime cannot start.
+    pub fn open(url: &str, opts: StoreOptions) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("spate-checkpoint")
+            .build()
+            .map_err(|e| CheckpointError::InvalidLocation {
+                url: url.to_owned(),
+                reason: format!("cannot start runtime: {e}"),
+            })?;
+        let store = CheckpointStore::open(url, opts)?;
+        Ok(BlockingCheckpointStore { rt, store })
+    }
+
+    /// The async store (for use with [`BlockingCheckpointStore::runtime`]).
+    #[must_use]
+    pub fn store(&self) -> &CheckpointStore {
+        &self.store
+    }
+
+    /// The runtime handle (to spawn a [`CheckpointWriter`] on).
+    #[must_use]
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        self.rt.handle()
+    }
+
+    /// Runs any future of the store to completion on the owned runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Blocking [`CheckpointStore::resolve_latest`].
+    ///
+    /// # Errors
+    /// As the async method.
+    pub fn resolve_latest(&self) -> Result<Option<Resolved>> {
+        self.rt.block_on(self.store.resolve_latest())
+    }
+
+    /// Blocking [`CheckpointStore::open_committer`], then spawns a [`CheckpointWriter`] on the owned
+    /// runtime.
+    ///
+    /// # Errors
+    /// As [`CheckpointStore::open_committer`].
+    pub fn open_writer(&self, config: WriterConfig) -> Result<CheckpointWriter> {
+        let c = self.rt.block_on(self.store.open_committer())?;
+        Ok(CheckpointWriter::spawn(c, config, self.rt.handle()))
+    }
+}
