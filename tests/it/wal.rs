@@ -195,12 +195,21 @@ fn golden_segment_decodes() {
     );
     assert_eq!(
         &bytes[40..44],
-        &crc32fast::hash(&bytes[44..32 + 29 + 5]).to_le_bytes()
+        &crc32fast::hash(&bytes[44..32 + 30 + 5]).to_le_bytes()
     );
-    assert_eq!(bytes[44], 1, "kind");
-    assert_eq!(&bytes[45..53], &0u64.to_le_bytes(), "lsn");
-    assert_eq!(&bytes[53..61], &1_700_000_000_000u64.to_le_bytes(), "time");
-    assert_eq!(&bytes[61..66], b"hello");
+    assert_eq!(
+        bytes[44], 1,
+        "flags: the first frame of the group is a sync point"
+    );
+    assert_eq!(bytes[45], 1, "kind");
+    assert_eq!(&bytes[46..54], &0u64.to_le_bytes(), "lsn");
+    assert_eq!(&bytes[54..62], &1_700_000_000_000u64.to_le_bytes(), "time");
+    assert_eq!(&bytes[62..67], b"hello");
+    assert_eq!(
+        bytes[67 + 12],
+        0,
+        "second frame of the same group: no flags"
+    );
 }
 
 #[test]
@@ -236,6 +245,7 @@ fn small_segment() -> (Vec<u8>, Vec<u64>) {
             .append_with_handle(1 + i as u8, &payload(i as u64, len))
             .unwrap();
         offs.push(h.offset);
+        wal.sync().unwrap(); // one group per record: each frame is a sync point
     }
     wal.close().unwrap();
     let bytes = fs.read_file(&dir.join(segment_file_name(0))).unwrap();
@@ -431,6 +441,58 @@ fn open_truncates_a_torn_tail_keeps_a_copy_and_appends_after_it() {
         1,
         "appends continue in the repaired segment"
     );
+}
+
+#[test]
+fn damage_in_the_last_group_is_a_torn_tail_damage_before_a_later_sync_point_is_corruption() {
+    let fs = SimFs::new(11);
+    let dir = PathBuf::from("/s");
+    let mut o = opts(SyncPolicy::Manual, 1 << 20);
+    o.preallocate = false;
+    let (mut wal, _) = Wal::open(Arc::new(fs.clone()), &dir, o).unwrap();
+    let mut offs = Vec::new();
+    for i in 0..6u64 {
+        offs.push(wal.append_with_handle(1, &payload(i, 20)).unwrap().offset);
+        if i < 3 {
+            wal.sync().unwrap(); // records 0, 1, 2: one group each
+        }
+    }
+    wal.close().unwrap(); // records 3, 4, 5: one group (only 3 is a sync point)
+    let bytes = fs.read_file(&dir.join(segment_file_name(0))).unwrap();
+    let end = bytes.len() as u64;
+    // Damage in record 3 or 4 with valid frames after it but no later sync point: what a crash
+    // during the last group write leaves if the disk persisted its pages out of order.
+    for k in [3usize, 4] {
+        let mut b = bytes.clone();
+        b[offs[k] as usize + 20] ^= 0x40;
+        let (recs, rep) = read_bytes(&b, RecoveryMode::TolerateTornTail).unwrap();
+        assert_eq!(recs.len(), k, "record {k}");
+        let t = rep.torn_tail.unwrap();
+        assert_eq!((t.offset, t.dropped_bytes), (offs[k], end - offs[k]));
+        assert!(matches!(
+            read_bytes(&b, RecoveryMode::AbsoluteConsistency),
+            Err(WalError::Corrupt { reason: CorruptReason::TornTail(_), offset, .. }) if offset == offs[k]
+        ));
+        let (recs, rep) = read_bytes(&b, RecoveryMode::SkipCorrupt).unwrap();
+        assert_eq!(
+            recs.len(),
+            5,
+            "salvage keeps the valid frames after the damage"
+        );
+        assert_eq!(rep.skipped[0].offset, offs[k]);
+    }
+    // Damage in an earlier group, followed by a sync point: corruption of synced data.
+    for k in [0usize, 1, 2] {
+        let mut b = bytes.clone();
+        b[offs[k] as usize + 20] ^= 0x40;
+        assert!(
+            matches!(
+                read_bytes(&b, RecoveryMode::TolerateTornTail),
+                Err(WalError::Corrupt { offset, .. }) if offset == offs[k]
+            ),
+            "record {k}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -846,19 +908,34 @@ fn interval_and_bytes_policies_sync_in_the_background() {
 // The `spate wal` CLI.
 
 fn spate_bin() -> PathBuf {
-    // target/<profile>/deps/it-<hash> -> target/<profile>/spate
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = profile_dir.join("spate");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = std::process::Command::new(cargo)
-            .args(["build", "-p", "spate-cli", "--bin", "spate"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "building the spate binary failed");
-    }
-    bin
+    // target/<profile>/deps/it-<hash> -> target/<profile>/spate. The binary belongs to another
+    // package, so (re)build it: a no-op when fresh, and never a stale binary from an older format.
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let target_dir = profile_dir.parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.args([
+                "build",
+                "-q",
+                "-p",
+                "spate-cli",
+                "--bin",
+                "spate",
+                "--target-dir",
+            ])
+            .arg(target_dir);
+            if profile_dir.ends_with("release") {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().unwrap();
+            assert!(st.success(), "building the spate binary failed");
+            profile_dir.join("spate")
+        })
+        .clone()
 }
 
 #[test]

@@ -28,6 +28,12 @@ pub enum CorruptReason {
         /// crc32 of the bytes read.
         computed: u32,
     },
+    /// A frame whose crc matches but which has flag bits this version does not know.
+    #[error("unknown frame flags {flags:#04x}")]
+    UnknownFlags {
+        /// The flags byte.
+        flags: u8,
+    },
     /// A frame whose crc matches but whose kind is 0 (reserved: never written).
     #[error("record kind 0 is reserved")]
     ZeroKind,

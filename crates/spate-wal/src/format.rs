@@ -11,15 +11,21 @@
 //!  20  created ms   u64      ms since the Unix epoch
 //!  28  header crc   u32      crc32 of bytes 0..28
 //!
-//! record frame (29-byte frame header + payload)
+//! record frame (30-byte frame header + payload)
 //!   0  len          u32      payload length in bytes
 //!   4  len check    u32      crc32 of the 4 bytes of `len` (a torn length is never trusted)
-//!   8  crc          u32      crc32 of bytes 12..29 and the payload
-//!  12  kind         u8       1..=255 (0 is reserved)
-//!  13  lsn          u64
-//!  21  time ms      u64      the record's time (for clean-by-time)
-//!  29  payload      [u8; len]
+//!   8  crc          u32      crc32 of bytes 12..30 and the payload
+//!  12  flags        u8       bit 0: sync point (first frame of a group write); others 0
+//!  13  kind         u8       1..=255 (0 is reserved)
+//!  14  lsn          u64
+//!  22  time ms      u64      the record's time (for clean-by-time)
+//!  30  payload      [u8; len]
 //! ```
+//!
+//! A **sync point** frame is the first frame of a group write: every byte before it in its segment
+//! was durable (`fdatasync`ed) before it was written. Recovery uses this to tell a torn in-flight
+//! group (damage with no later sync point) from corruption of synced data (a valid sync point after
+//! the damage).
 //!
 //! Eight zero bytes where a frame would start mean **end of data** (the zero-filled, preallocated
 //! tail); since crc32 of a zero length is not zero, a real frame never starts with eight zeros.
@@ -30,7 +36,10 @@ use spate_types::format::{CODEC_BINCODE2, WAL_FORMAT_VERSION, WAL_MAGIC};
 /// Length of the segment header in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Length of a frame header in bytes (before the payload).
-pub const FRAME_HEADER_LEN: usize = 29;
+pub const FRAME_HEADER_LEN: usize = 30;
+/// Frame flag: the first frame of a group write (everything before it in the segment was durable
+/// when it was written).
+pub const FLAG_SYNC_POINT: u8 = 1;
 /// File-name suffix of a segment.
 pub const SEGMENT_SUFFIX: &str = ".wal";
 /// File-name suffix of a segment being created (removed on recovery).
@@ -150,13 +159,21 @@ pub fn decode_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
 }
 
 /// Appends the frame for one record to `out`; returns the frame length in bytes.
-pub fn encode_frame(out: &mut Vec<u8>, kind: u8, lsn: u64, time_ms: u64, payload: &[u8]) -> usize {
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    flags: u8,
+    kind: u8,
+    lsn: u64,
+    time_ms: u64,
+    payload: &[u8],
+) -> usize {
     let len = u32::try_from(payload.len()).expect("caller checks max_record_bytes");
     let start = out.len();
     let len_bytes = len.to_le_bytes();
     out.extend_from_slice(&len_bytes);
     out.extend_from_slice(&crc32fast::hash(&len_bytes).to_le_bytes());
     out.extend_from_slice(&[0u8; 4]);
+    out.push(flags);
     out.push(kind);
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(&time_ms.to_le_bytes());
@@ -166,9 +183,21 @@ pub fn encode_frame(out: &mut Vec<u8>, kind: u8, lsn: u64, time_ms: u64, payload
     out.len() - start
 }
 
+/// Sets the sync-point flag on the frame at the start of `frame` (a complete frame produced by
+/// [`encode_frame`]) and recomputes its crc.
+pub fn mark_sync_point(frame: &mut [u8]) {
+    let len = u32_at(frame, 0) as usize;
+    let end = FRAME_HEADER_LEN + len;
+    frame[12] |= FLAG_SYNC_POINT;
+    let crc = crc32fast::hash(&frame[12..end]);
+    frame[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// A frame decoded in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameRef<'a> {
+    /// Whether this frame is a sync point ([`FLAG_SYNC_POINT`]).
+    pub sync_point: bool,
     /// Record kind (1..=255).
     pub kind: u8,
     /// LSN.
@@ -232,14 +261,19 @@ pub fn decode_frame(buf: &[u8], max_payload: u32) -> Result<Decoded<'_>, Corrupt
     if stored != computed {
         return Err(CorruptReason::Crc { stored, computed });
     }
-    let kind = buf[12];
+    let flags = buf[12];
+    if flags & !FLAG_SYNC_POINT != 0 {
+        return Err(CorruptReason::UnknownFlags { flags });
+    }
+    let kind = buf[13];
     if kind == 0 {
         return Err(CorruptReason::ZeroKind);
     }
     Ok(Decoded::Frame(FrameRef {
+        sync_point: flags & FLAG_SYNC_POINT != 0,
         kind,
-        lsn: u64_at(buf, 13),
-        time_ms: u64_at(buf, 21),
+        lsn: u64_at(buf, 14),
+        time_ms: u64_at(buf, 22),
         payload: &buf[FRAME_HEADER_LEN..needed],
         frame_len: needed,
     }))
@@ -268,24 +302,34 @@ mod tests {
     #[test]
     fn frame_round_trip_and_zero_is_end() {
         let mut b = Vec::new();
-        let n = encode_frame(&mut b, 7, 3, 1000, b"abc");
+        let n = encode_frame(&mut b, 0, 7, 3, 1000, b"abc");
         assert_eq!(n, FRAME_HEADER_LEN + 3);
         let Decoded::Frame(f) = decode_frame(&b, 100).unwrap() else {
             panic!()
         };
         assert_eq!(
-            (f.kind, f.lsn, f.time_ms, f.payload),
-            (7, 3, 1000, &b"abc"[..])
+            (f.kind, f.lsn, f.time_ms, f.payload, f.sync_point),
+            (7, 3, 1000, &b"abc"[..], false)
         );
+        mark_sync_point(&mut b);
+        let Decoded::Frame(f) = decode_frame(&b, 100).unwrap() else {
+            panic!()
+        };
+        assert!(f.sync_point);
+        b[12] |= 2;
+        assert!(matches!(
+            decode_frame(&b, 100),
+            Err(CorruptReason::Crc { .. })
+        ));
         assert_eq!(decode_frame(&[0u8; 40], 100).unwrap(), Decoded::End);
         assert_eq!(decode_frame(&[], 100).unwrap(), Decoded::End);
         assert!(matches!(
             decode_frame(&b[..10], 100).unwrap(),
-            Decoded::Incomplete { needed: 32 }
+            Decoded::Incomplete { needed: 33 }
         ));
         // An empty payload is a valid frame, and never looks like end of data.
         let mut e = Vec::new();
-        encode_frame(&mut e, 1, 0, 0, b"");
+        encode_frame(&mut e, 0, 1, 0, 0, b"");
         assert!(matches!(decode_frame(&e, 0).unwrap(), Decoded::Frame(_)));
     }
 

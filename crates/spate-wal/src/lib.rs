@@ -45,8 +45,11 @@
 //!
 //! ## Recovery modes
 //!
-//! Damage in the last segment with no valid frame after it is a **torn tail**; anything else is
-//! **mid-log corruption** ([`WalError::Corrupt`] with the segment path and byte offset).
+//! The first frame of every group write is flagged as a *sync point* (everything before it in its
+//! segment was durable when it was written). Damage in the last segment with no valid sync point
+//! after it is a **torn tail** (only the last group can be in flight at a crash, and its pages may
+//! land out of order); anything else is **mid-log corruption** ([`WalError::Corrupt`] with the
+//! segment path and byte offset).
 //! [`RecoveryMode::TolerateTornTail`] (default) truncates a torn tail, reports exactly what was
 //! dropped and keeps a copy in `<segment>.torn-<offset>`; [`RecoveryMode::AbsoluteConsistency`]
 //! turns any damage into an error (`spate wal verify`); [`RecoveryMode::SkipCorrupt`] salvages by

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What to do with damaged bytes (as RocksDB's `WALRecoveryMode` and raft-engine's
-/// `RecoveryMode`). Damage is *tail* damage when it is in the last segment and no valid frame
-/// follows it; any other damage is *mid-log corruption*.
+/// `RecoveryMode`). Damage is *tail* damage when it is in the last segment and no valid sync-point
+/// frame (the start of a later group write) follows it; any other damage is *mid-log corruption*.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub enum RecoveryMode {
     /// Default. A torn tail (what a crash during an unsynced write leaves) is truncated, reported
@@ -468,12 +468,20 @@ impl WalReader {
                 },
                 Err(reason) => reason,
             };
-            // Damage at `pos`: is a valid frame further on (mid-log corruption) or not (torn)?
-            let resync = find_valid_frame(&cur.bytes, pos + 1, cur.expected, self.max_payload);
+            // Damage at `pos`. In the last segment it is a torn tail unless a valid *sync point*
+            // follows (a later group write, issued only after this one was fdatasynced: then the
+            // damaged bytes had been durable and this is corruption). In a sealed segment (fully
+            // synced before the next was created) any damage is corruption.
             let is_last = self.next_segment == self.segments.len();
+            let later =
+                find_valid_frame(&cur.bytes, pos + 1, cur.expected, self.max_payload, false);
+            let torn = is_last
+                && find_valid_frame(&cur.bytes, pos + 1, cur.expected, self.max_payload, true)
+                    .is_none();
             let path = cur.path.clone();
-            match (self.mode, resync, is_last) {
-                (RecoveryMode::SkipCorrupt, Some(q), _) => {
+            match self.mode {
+                RecoveryMode::SkipCorrupt if later.is_some() => {
+                    let q = later.expect("checked");
                     self.report.skipped.push(SkippedRange {
                         segment: path,
                         offset: pos as u64,
@@ -483,7 +491,7 @@ impl WalReader {
                     cur.pos = q;
                     cur.allow_gap = true;
                 }
-                (RecoveryMode::SkipCorrupt | RecoveryMode::TolerateTornTail, None, true) => {
+                RecoveryMode::SkipCorrupt | RecoveryMode::TolerateTornTail if torn => {
                     self.report.torn_tail = Some(TornTail {
                         segment: path,
                         offset: pos as u64,
@@ -494,7 +502,7 @@ impl WalReader {
                     self.done = true;
                     return Ok(None);
                 }
-                (RecoveryMode::SkipCorrupt, None, false) => {
+                RecoveryMode::SkipCorrupt => {
                     self.report.skipped.push(SkippedRange {
                         segment: path,
                         offset: pos as u64,
@@ -504,19 +512,17 @@ impl WalReader {
                     self.expected_next = None;
                     self.cur = None;
                 }
-                (RecoveryMode::AbsoluteConsistency, None, true) => {
-                    return Err(WalError::Corrupt {
-                        segment: path,
-                        offset: pos as u64,
-                        reason: CorruptReason::TornTail(Box::new(damage)),
-                    })
-                }
                 _ => {
+                    let reason = if torn {
+                        CorruptReason::TornTail(Box::new(damage))
+                    } else {
+                        damage
+                    };
                     return Err(WalError::Corrupt {
                         segment: path,
                         offset: pos as u64,
-                        reason: damage,
-                    })
+                        reason,
+                    });
                 }
             }
         }
@@ -531,8 +537,15 @@ fn data_end(bytes: &[u8], from: usize) -> usize {
         .map_or(from, |i| from + i + 1)
 }
 
-/// The offset of the first valid frame at or after `from` whose LSN is ≥ `min_lsn`.
-fn find_valid_frame(bytes: &[u8], from: usize, min_lsn: u64, max_payload: u32) -> Option<usize> {
+/// The offset of the first valid frame at or after `from` whose LSN is ≥ `min_lsn` (and which is a
+/// sync point, if `sync_point`).
+fn find_valid_frame(
+    bytes: &[u8],
+    from: usize,
+    min_lsn: u64,
+    max_payload: u32,
+    sync_point: bool,
+) -> Option<usize> {
     let mut q = from;
     while q + FRAME_HEADER_LEN <= bytes.len() {
         let b = &bytes[q..];
@@ -540,7 +553,7 @@ fn find_valid_frame(bytes: &[u8], from: usize, min_lsn: u64, max_payload: u32) -
             && crc32fast::hash(&b[0..4]) == u32::from_le_bytes([b[4], b[5], b[6], b[7]])
         {
             if let Ok(Decoded::Frame(f)) = decode_frame(b, max_payload) {
-                if f.lsn >= min_lsn {
+                if f.lsn >= min_lsn && (f.sync_point || !sync_point) {
                     return Some(q);
                 }
             }

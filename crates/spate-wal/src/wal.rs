@@ -2,8 +2,8 @@
 
 use crate::error::WalError;
 use crate::format::{
-    decode_frame, encode_frame, encode_header, segment_file_name, Decoded, FRAME_HEADER_LEN,
-    HEADER_LEN, TEMP_SUFFIX,
+    decode_frame, encode_frame, encode_header, mark_sync_point, segment_file_name, Decoded,
+    FRAME_HEADER_LEN, HEADER_LEN, TEMP_SUFFIX,
 };
 use crate::reader::{list_dir, Record, RecordHandle, RecoveryMode, RecoveryReport, WalReader};
 use parking_lot::{Condvar, Mutex};
@@ -374,11 +374,11 @@ impl Wal {
         meta.max_time_ms = Some(meta.max_time_ms.map_or(time_ms, |t| t.max(time_ms)));
         match st.pending.last_mut() {
             Some(c) if c.segment == segment => {
-                encode_frame(&mut c.bytes, kind, lsn, time_ms, payload);
+                encode_frame(&mut c.bytes, 0, kind, lsn, time_ms, payload);
             }
             _ => {
                 let mut bytes = Vec::with_capacity(frame_len as usize);
-                encode_frame(&mut bytes, kind, lsn, time_ms, payload);
+                encode_frame(&mut bytes, 0, kind, lsn, time_ms, payload);
                 st.pending.push(Chunk {
                     segment,
                     offset,
@@ -705,7 +705,9 @@ impl Inner {
         created_ms: u64,
     ) -> Result<(), WalError> {
         let mut dirty = false;
-        for chunk in chunks {
+        for mut chunk in chunks {
+            // Everything before this chunk in its segment is durable: mark a sync point.
+            mark_sync_point(&mut chunk.bytes);
             if current.as_ref().is_none_or(|(s, _)| *s != chunk.segment) {
                 if let Some((s, f)) = current.take() {
                     if dirty {
