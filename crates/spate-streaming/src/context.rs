@@ -657,8 +657,7 @@ impl Inner {
             let g = self.graph.lock();
             (g.inputs.clone(), g.outputs.clone())
         };
-        let mut records = 0;
-        let _ = allocated;
+        let mut records = allocated;
         for i in &inputs {
             match i.generate(t) {
                 Ok(n) => records += n,
