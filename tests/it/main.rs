@@ -3,4 +3,5 @@ mod engine;
 mod engine_runtime;
 mod feed;
 mod sources;
+mod sources_engine;
 mod wal;

@@ -33,6 +33,8 @@ use spate_types::{codec, BatchTime, DurationMs};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Default minimum remember duration: 60 s (Spark's `minRememberDuration`).
@@ -138,6 +140,45 @@ fn mtime_ms(meta: &std::fs::Metadata) -> Option<u64> {
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64)
 }
 
+/// Live counters of a [`TextFileSource`] (selections and successful reads; a replayed read counts
+/// again).
+#[derive(Debug, Default)]
+pub struct FileSourceStats {
+    files_selected: AtomicU64,
+    bytes_selected: AtomicU64,
+    lines: AtomicU64,
+    invalid_utf8: AtomicU64,
+    too_long: AtomicU64,
+}
+
+/// A point-in-time copy of [`FileSourceStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileSourceStatsSnapshot {
+    /// Files selected by batches.
+    pub files_selected: u64,
+    /// Bytes of the selected files.
+    pub bytes_selected: u64,
+    /// Lines delivered by reads.
+    pub lines: u64,
+    /// Lines that were not valid UTF-8 (replaced or skipped).
+    pub invalid_utf8: u64,
+    /// Lines dropped as longer than the limit.
+    pub too_long: u64,
+}
+
+impl FileSourceStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> FileSourceStatsSnapshot {
+        FileSourceStatsSnapshot {
+            files_selected: self.files_selected.load(Ordering::Relaxed),
+            bytes_selected: self.bytes_selected.load(Ordering::Relaxed),
+            lines: self.lines.load(Ordering::Relaxed),
+            invalid_utf8: self.invalid_utf8.load(Ordering::Relaxed),
+            too_long: self.too_long.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A directory of text files as a replayable source; see the [module docs](self).
 #[derive(Debug)]
 pub struct TextFileSource {
@@ -146,6 +187,7 @@ pub struct TextFileSource {
     initial_threshold_ms: u64,
     /// Files selected per batch time within the remember window.
     batches: BTreeMap<u64, Vec<SelectedFile>>,
+    stats: Arc<FileSourceStats>,
 }
 
 impl TextFileSource {
@@ -166,7 +208,18 @@ impl TextFileSource {
             config,
             initial_threshold_ms,
             batches: BTreeMap::new(),
+            stats: Arc::new(FileSourceStats::default()),
         }
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> Arc<FileSourceStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FileSourceConfig {
+        &self.config
     }
 
     /// The directory.
@@ -211,6 +264,11 @@ impl TextFileSource {
                 },
             })?;
         }
+        let st = &self.stats;
+        st.lines.fetch_add(counts.lines, Ordering::Relaxed);
+        st.invalid_utf8
+            .fetch_add(counts.invalid_utf8, Ordering::Relaxed);
+        st.too_long.fetch_add(counts.too_long, Ordering::Relaxed);
         Ok((out, counts))
     }
 
@@ -348,6 +406,12 @@ impl ReplayableSource<String> for TextFileSource {
             what: "file selection",
             reason: e.to_string(),
         })?;
+        self.stats
+            .files_selected
+            .fetch_add(enc.files.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes_selected
+            .fetch_add(bytes, Ordering::Relaxed);
         self.batches.insert(t, enc.files);
         Ok(Selection {
             time,

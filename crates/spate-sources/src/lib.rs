@@ -23,7 +23,9 @@ mod receiver;
 pub mod socket;
 pub mod testing;
 
-pub use file::{FileSourceConfig, SelectedFile, TextFileSource};
+pub use file::{
+    FileSourceConfig, FileSourceStats, FileSourceStatsSnapshot, SelectedFile, TextFileSource,
+};
 pub use lines::{InvalidUtf8Policy, LineCounts, LinePolicy, OverlongPolicy};
 pub use receiver::{
     Receiver, ReceiverContext, ReceiverError, ReceiverSink, ReplayableSource, Selection,
