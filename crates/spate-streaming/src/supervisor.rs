@@ -439,3 +439,160 @@ impl<T: Send + 'static> ReceiverSink<T> for Supervisor<T> {
         self.stopped.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::MemoryBlockHandler;
+    use spate_io::ManualClock;
+    use std::time::Instant;
+
+    struct Idle;
+    impl Receiver<u32> for Idle {
+        fn on_start(&mut self, _ctx: ReceiverContext<u32>) -> Result<(), ReceiverError> {
+            Ok(())
+        }
+        fn on_stop(&mut self) {}
+        fn describe(&self) -> String {
+            "idle".into()
+        }
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn supervisor(
+        clock: &ManualClock,
+        max_rate: Option<u64>,
+    ) -> (Arc<Supervisor<u32>>, Arc<Mutex<ReceivedBlockTracker>>) {
+        let tracker = Arc::new(Mutex::new(ReceivedBlockTracker::new()));
+        let sup = Supervisor::new(
+            ReceiverId(3),
+            OperatorId(0),
+            Box::new(Idle),
+            Arc::new(clock.clone()),
+            SupervisorConfig {
+                block_interval: DurationMs(200),
+                restart_delay: DurationMs(1000),
+                max_rate,
+            },
+            Arc::new(MemoryBlockHandler::<u32>::default()),
+            Arc::clone(&tracker),
+            Arc::new(ListenerBus::new()),
+        );
+        sup.start().unwrap();
+        wait_for("start", || sup.starts.load(Ordering::Acquire) == 1);
+        (sup, tracker)
+    }
+
+    #[test]
+    fn stores_between_ticks_form_one_block_and_return_after_the_cut() {
+        let clock = ManualClock::new(0);
+        let (sup, tracker) = supervisor(&clock, None);
+        let hs: Vec<_> = (0..3u32)
+            .map(|i| {
+                let s = Arc::clone(&sup);
+                std::thread::spawn(move || s.store_many(vec![i * 10, i * 10 + 1]))
+            })
+            .collect();
+        wait_for("appends", || sup.records_received.load(Ordering::Acquire) == 6);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(hs.iter().all(|h| !h.is_finished()), "store returned before its block was stored");
+        assert_eq!(sup.blocks_stored.load(Ordering::Acquire), 0);
+        clock.set_time(200);
+        for h in hs {
+            h.join().unwrap().unwrap();
+        }
+        assert_eq!(sup.blocks_stored.load(Ordering::Acquire), 1);
+        let mut t = tracker.lock();
+        t.allocate_blocks_to_batch(spate_types::BatchTime(1000));
+        let a = t.blocks_of_batch(spate_types::BatchTime(1000));
+        let blocks = &a.blocks[&ReceiverId(3)];
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].num_records, 6);
+        assert_eq!(blocks[0].block.seq, 0);
+        drop(t);
+        // An empty interval makes no block.
+        clock.set_time(400);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(sup.blocks_stored.load(Ordering::Acquire), 1);
+        sup.stop();
+        assert!(matches!(sup.store_many(vec![1]), Err(StoreError::Stopped(v)) if v == vec![1]));
+        assert!(sup.is_stopped());
+    }
+
+    #[test]
+    fn rate_limit_holds_stores_until_the_clock_allows() {
+        let clock = ManualClock::new(0);
+        let (sup, _tracker) = supervisor(&clock, Some(10));
+        let s = Arc::clone(&sup);
+        let h = std::thread::spawn(move || {
+            s.store_many(vec![0; 10])?;
+            s.store_many(vec![1; 10])
+        });
+        wait_for("first store", || sup.records_received.load(Ordering::Acquire) == 10);
+        clock.set_time(200); // cut: the first store returns; the second needs 10 more permits
+        std::thread::sleep(Duration::from_millis(50));
+        clock.set_time(900);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(sup.records_received.load(Ordering::Acquire), 10, "rate limit not enforced");
+        clock.set_time(1000);
+        wait_for("second store admitted", || sup.records_received.load(Ordering::Acquire) == 20);
+        clock.set_time(1200);
+        h.join().unwrap().unwrap();
+        sup.stop();
+    }
+
+    #[test]
+    fn rate_limiter_admits_at_most_rate_per_second_and_yields_on_stop() {
+        let clock = ManualClock::new(0);
+        let rl = RateLimiter::new(100);
+        let stopped = AtomicBool::new(false);
+        // 100 records/s in requests of 10: one request per 100 ms of clock time.
+        assert!(rl.acquire(10, &clock, &stopped));
+        let rl = Arc::new(rl);
+        let (rl2, c2) = (Arc::clone(&rl), clock.clone());
+        let admitted = Arc::new(AtomicU64::new(0));
+        let a2 = Arc::clone(&admitted);
+        let h = std::thread::spawn(move || {
+            let stopped = AtomicBool::new(false);
+            for _ in 0..10 {
+                rl2.acquire(10, &c2, &stopped);
+                a2.fetch_add(10, Ordering::AcqRel);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(admitted.load(Ordering::Acquire), 0);
+        // At 500 ms the pending request (reserved for 100 ms) and the next one (now) pass; the
+        // one after is reserved for 600 ms. Idle time does not accumulate permits.
+        clock.set_time(500);
+        wait_for("2 requests", || admitted.load(Ordering::Acquire) == 20);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(admitted.load(Ordering::Acquire), 20);
+        clock.set_time(600);
+        wait_for("3 requests", || admitted.load(Ordering::Acquire) == 30);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(admitted.load(Ordering::Acquire), 30);
+        // From here one request per 100 ms of clock time.
+        let mut t = 600;
+        while !h.is_finished() {
+            let before = admitted.load(Ordering::Acquire);
+            t += 100;
+            clock.set_time(t);
+            wait_for("one more request", || {
+                h.is_finished() || admitted.load(Ordering::Acquire) == before + 10
+            });
+        }
+        h.join().unwrap();
+        assert_eq!(admitted.load(Ordering::Acquire), 100);
+        assert_eq!(t, 1300);
+        // A waiting acquire gives up when the receiver stops.
+        let stop = AtomicBool::new(true);
+        assert!(!rl.acquire(1000, &clock, &stop));
+    }
+}
