@@ -1,7 +1,9 @@
 //! spate integration tests. One module per area; see `tests/README.md`.
+mod checkpoint;
 mod engine;
 mod engine_runtime;
 mod feed;
+mod jobs;
 mod sources;
 mod sources_engine;
 mod wal;

@@ -32,6 +32,10 @@ enum Command {
     Feed(feed::FeedArgs),
     /// Generate a deterministic corpus (words: byte-identical to the Spark harness; clicks).
     Gen(jobs::gen::GenArgs),
+    /// Word count over a socket or a directory (per-batch counts; --checkpoint not used yet).
+    Wordcount(jobs::wordcount::WordcountArgs),
+    /// Clicks per device type over a sliding window (malformed lines counted, never fatal).
+    Clicks(jobs::clicks::ClicksArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,5 +54,7 @@ fn main() -> ExitCode {
         }
         Command::Feed(args) => feed::run(args),
         Command::Gen(args) => jobs::report(jobs::gen::run(args)),
+        Command::Wordcount(args) => jobs::report(jobs::wordcount::run(args)),
+        Command::Clicks(args) => jobs::report(jobs::clicks::run(args)),
     }
 }

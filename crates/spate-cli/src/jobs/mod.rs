@@ -1,12 +1,11 @@
 //! The main jobs (`spate wordcount`, `spate clicks`) and the corpus generator (`spate gen`).
 
-// Used by the `clicks` job once the engine API lands; parse rules are tested now.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod clicks;
 pub(crate) mod gen;
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod output;
 mod pyrand;
+pub(crate) mod run;
+pub(crate) mod wordcount;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,412 @@
+//! What `spate wordcount` and `spate clicks` share: input and engine flags, the input stream
+//! (socket or directory), the live status line, `--output`, and the stop conditions.
+
+use super::output::write_batch;
+use clap::{Args, ValueEnum};
+use spate_sources::file::{FileSourceConfig, FileSourceStats};
+use spate_sources::lines::{InvalidUtf8Policy, LinePolicy, OverlongPolicy};
+use spate_sources::socket::{SocketConfig, SocketStats, SocketTextReceiver};
+use spate_streaming::{
+    BatchInfo, DStream, DurationMs, ReceiverInfo, StreamingConfig, StreamingContext,
+    StreamingListener,
+};
+use std::fmt::Display;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn parse_duration(s: &str) -> Result<DurationMs, String> {
+    let t = s.trim();
+    if let Ok(ms) = t.parse::<u64>() {
+        return Ok(DurationMs::from_millis(ms));
+    }
+    humantime::parse_duration(t)
+        .map(DurationMs::from)
+        .map_err(|e| format!("{s:?} is not a duration (e.g. 1s, 500ms, 2m): {e}"))
+}
+
+/// Invalid UTF-8 policy flag values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Utf8Flag {
+    /// Replace invalid sequences with U+FFFD and keep the line.
+    Replace,
+    /// Drop the line (counted).
+    Skip,
+    /// Socket: drop the connection and reconnect; directory: fail the batch.
+    Error,
+}
+
+/// Overlong-line policy flag values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum OverlongFlag {
+    /// Drop the line (counted).
+    Skip,
+    /// Socket: drop the connection and reconnect; directory: fail the batch.
+    Error,
+}
+
+/// Input, engine, output and stop flags shared by the jobs.
+#[derive(Debug, Args)]
+pub(crate) struct JobArgs {
+    /// Read lines from a TCP server at HOST:PORT (spate connects as a client, as Spark's
+    /// socketTextStream connects to `nc -lk PORT`); reconnects after the restart delay.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "dir",
+        conflicts_with = "dir"
+    )]
+    pub(crate) socket: Option<String>,
+    /// Read new text files moved atomically into this directory (Spark's textFileStream rules;
+    /// see docs/sources.md).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) dir: Option<PathBuf>,
+    /// With --dir: also read the files already in the directory at start (Spark's
+    /// newFilesOnly = false; files older than the remember window, 60 s, stay ignored).
+    #[arg(long, requires = "dir")]
+    pub(crate) existing_files: bool,
+    /// Batch interval (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub(crate) batch: DurationMs,
+    /// Block interval of the socket receiver (default: the engine's, 200 ms).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) block_interval: Option<DurationMs>,
+    /// Delay before the socket receiver reconnects (default: the engine's, 2 s).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) restart_delay: Option<DurationMs>,
+    /// Maximum lines/s of the socket receiver (default: unlimited).
+    #[arg(long)]
+    pub(crate) max_rate: Option<u64>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub(crate) parallelism: Option<usize>,
+    /// Engine configuration file (TOML; SPATE_* environment variables override it, these flags
+    /// override both).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Checkpoint location (file:///path, a bare path, s3://bucket/prefix). ACCEPTED BUT NOT USED
+    /// YET: this version keeps no checkpoint and no WAL, so a restart starts from scratch and
+    /// socket lines received but not processed are lost on a crash. Fault tolerance comes next.
+    #[arg(long, value_name = "URL")]
+    pub(crate) checkpoint: Option<String>,
+    /// Write each batch's result to DIR/<name>-<batch ms>.txt (key<TAB>value lines, sorted by
+    /// key, written atomically).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) output: Option<PathBuf>,
+    /// Name of the output files (default: the job's name).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Elements printed per batch in Spark's format (0: print nothing).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) print: usize,
+    /// Stop (gracefully) after at least this many batches completed.
+    #[arg(long)]
+    pub(crate) batches: Option<u64>,
+    /// Stop (gracefully) after this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) duration: Option<DurationMs>,
+    /// Stop (gracefully) once no input arrived for this long (counted from start or from the last
+    /// batch with records).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) idle: Option<DurationMs>,
+    /// Invalid UTF-8 in a line.
+    #[arg(long, value_enum, default_value = "replace")]
+    pub(crate) invalid_utf8: Utf8Flag,
+    /// Longest accepted line, bytes.
+    #[arg(long, default_value_t = spate_sources::lines::DEFAULT_MAX_LINE_BYTES)]
+    pub(crate) max_line_bytes: usize,
+    /// Lines longer than --max-line-bytes.
+    #[arg(long, value_enum, default_value = "skip")]
+    pub(crate) overlong: OverlongFlag,
+    /// No live status line on stderr.
+    #[arg(long)]
+    pub(crate) no_status: bool,
+}
+
+impl JobArgs {
+    fn line_policy(&self) -> LinePolicy {
+        LinePolicy {
+            max_line_bytes: self.max_line_bytes,
+            invalid_utf8: match self.invalid_utf8 {
+                Utf8Flag::Replace => InvalidUtf8Policy::Replace,
+                Utf8Flag::Skip => InvalidUtf8Policy::Skip,
+                Utf8Flag::Error => InvalidUtf8Policy::Error,
+            },
+            overlong: match self.overlong {
+                OverlongFlag::Skip => OverlongPolicy::Skip,
+                OverlongFlag::Error => OverlongPolicy::Error,
+            },
+        }
+    }
+
+    /// Validates the flags that the engine would only reject later.
+    fn check(&self) -> Result<(), String> {
+        if let Some(addr) = &self.socket {
+            let ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(format!("--socket {addr:?}: expected HOST:PORT"));
+            }
+        }
+        if let Some(d) = &self.dir {
+            if !d.is_dir() {
+                return Err(format!("--dir {}: not a directory", d.display()));
+            }
+        }
+        if let Some(o) = &self.output {
+            std::fs::create_dir_all(o).map_err(|e| format!("--output {}: {e}", o.display()))?;
+        }
+        if self.max_line_bytes == 0 {
+            return Err("--max-line-bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Live counters of the job's input.
+#[derive(Debug, Clone)]
+pub(crate) enum InputStats {
+    /// Socket receiver counters.
+    Socket(Arc<SocketStats>),
+    /// Directory source counters.
+    Files(Arc<FileSourceStats>),
+}
+
+impl InputStats {
+    fn status(&self) -> String {
+        match self {
+            InputStats::Socket(s) => {
+                let s = s.snapshot();
+                format!(
+                    "socket: {} lines, {} bytes, {} reconnects, {} invalid utf-8, {} too long",
+                    s.lines, s.bytes, s.reconnects, s.invalid_utf8, s.too_long
+                )
+            }
+            InputStats::Files(s) => {
+                let s = s.snapshot();
+                format!(
+                    "files: {} selected, {} bytes, {} lines, {} invalid utf-8, {} too long",
+                    s.files_selected, s.bytes_selected, s.lines, s.invalid_utf8, s.too_long
+                )
+            }
+        }
+    }
+}
+
+/// Builds the context from defaults, `--config`, `SPATE_*` and the flags.
+pub(crate) fn context(args: &JobArgs, app: &str) -> Result<StreamingContext, String> {
+    args.check()?;
+    let mut cfg = StreamingConfig::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+    cfg.app_name = app.to_owned();
+    cfg.batch_interval = args.batch;
+    if let Some(b) = args.block_interval {
+        cfg.block_interval = b;
+    }
+    if let Some(d) = args.restart_delay {
+        cfg.receiver_restart_delay = d;
+    }
+    if let Some(r) = args.max_rate {
+        cfg.max_rate_per_receiver = Some(r);
+    }
+    if let Some(p) = args.parallelism {
+        cfg.parallelism = p;
+        cfg.default_partitions = p;
+    }
+    if args.checkpoint.is_some() {
+        cfg.checkpoint.clone_from(&args.checkpoint);
+    }
+    cfg.stop_gracefully_on_signal = true;
+    cfg.validate().map_err(|e| e.to_string())?;
+    StreamingContext::new(cfg).map_err(|e| e.to_string())
+}
+
+/// The input lines of the job.
+pub(crate) fn input(
+    ctx: &StreamingContext,
+    args: &JobArgs,
+) -> Result<(DStream<String>, InputStats), String> {
+    let lines = args.line_policy();
+    if let Some(addr) = &args.socket {
+        let rx = SocketTextReceiver::with_config(
+            addr.clone(),
+            SocketConfig {
+                lines,
+                ..SocketConfig::default()
+            },
+        );
+        let stats = rx.stats();
+        let s = ctx.receiver_stream(rx).map_err(|e| e.to_string())?;
+        Ok((s, InputStats::Socket(stats)))
+    } else if let Some(dir) = &args.dir {
+        let mut fc = FileSourceConfig::new(args.batch);
+        fc.lines = lines;
+        fc.new_files_only = !args.existing_files;
+        let src = ctx.text_file_source(dir.clone(), fc);
+        let stats = src.stats();
+        let s = ctx.replayable_stream(src).map_err(|e| e.to_string())?;
+        Ok((s, InputStats::Files(stats)))
+    } else {
+        Err("one of --socket or --dir is required".into())
+    }
+}
+
+/// Registers `--print` (Spark's format, `(key,value)`) and `--output` on a keyed result.
+pub(crate) fn outputs<K, V>(
+    stream: &DStream<(K, V)>,
+    args: &JobArgs,
+    default_name: &str,
+) -> Result<(), String>
+where
+    K: Ord + Display + Clone + Send + Sync + 'static,
+    V: Display + Clone + Send + Sync + 'static,
+{
+    if args.print > 0 {
+        stream
+            .print_with(args.print, |(k, v)| format!("({k},{v})"))
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(dir) = args.output.clone() {
+        let name = args.name.clone().unwrap_or_else(|| default_name.to_owned());
+        stream
+            .try_foreach_batch(move |t, batch| {
+                let mut items = batch.to_vec();
+                write_batch(&dir, &name, t.as_millis(), &mut items)?;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Prints the status line and tracks what the stop conditions need.
+struct Status {
+    start: Instant,
+    batches: AtomicU64,
+    records: AtomicU64,
+    last_input: Mutex<Instant>,
+    input: InputStats,
+    extra: Box<dyn Fn() -> String + Send + Sync>,
+    enabled: bool,
+    tty: bool,
+}
+
+impl std::fmt::Debug for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Status")
+            .field("batches", &self.batches)
+            .finish()
+    }
+}
+
+impl StreamingListener for Status {
+    fn on_batch_completed(&self, info: &BatchInfo) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(info.num_records, Ordering::Relaxed);
+        if info.num_records > 0 {
+            if let Ok(mut g) = self.last_input.lock() {
+                *g = Instant::now();
+            }
+        }
+        if !self.enabled {
+            return;
+        }
+        let line = format!(
+            "batch {} ms: {} records, processing {} ms, scheduling delay {} ms, total delay {} ms | {}{}",
+            info.batch_time.as_millis(),
+            info.num_records,
+            info.processing_delay_ms().unwrap_or(0),
+            info.scheduling_delay_ms().unwrap_or(0),
+            info.total_delay_ms().unwrap_or(0),
+            self.input.status(),
+            (self.extra)(),
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = if self.tty {
+            write!(err, "\r\x1b[2K{line}")
+        } else {
+            writeln!(err, "{line}")
+        };
+        let _ = err.flush();
+    }
+
+    fn on_receiver_error(&self, info: &ReceiverInfo) {
+        if let Some(e) = &info.last_error {
+            let mut err = std::io::stderr().lock();
+            let nl = if self.tty { "\n" } else { "" };
+            let _ = writeln!(err, "{nl}receiver {}: {e}", info.description);
+        }
+    }
+}
+
+/// Starts the context and runs until a stop condition, SIGTERM/SIGINT (graceful, by the engine)
+/// or a failed batch. Prints a summary to stderr; `summary_extra` adds job-specific lines.
+pub(crate) fn run(
+    ctx: &StreamingContext,
+    args: &JobArgs,
+    input: InputStats,
+    extra: Box<dyn Fn() -> String + Send + Sync>,
+    summary_extra: &dyn Fn() -> String,
+) -> Result<(), String> {
+    let now = Instant::now();
+    let status = Arc::new(Status {
+        start: now,
+        batches: AtomicU64::new(0),
+        records: AtomicU64::new(0),
+        last_input: Mutex::new(now),
+        input,
+        extra,
+        enabled: !args.no_status,
+        tty: std::io::stderr().is_terminal(),
+    });
+    ctx.add_listener(Arc::clone(&status) as Arc<dyn StreamingListener>);
+    ctx.start().map_err(|e| e.to_string())?;
+    let mut reason = "stopped by signal";
+    let result = loop {
+        match ctx.await_termination_timeout(Duration::from_millis(100)) {
+            Ok(true) => break Ok(()),
+            Ok(false) => {}
+            Err(e) => break Err(e.to_string()),
+        }
+        let done = status.batches.load(Ordering::Relaxed);
+        if args.batches.is_some_and(|n| done >= n) {
+            reason = "batch limit reached";
+        } else if args
+            .duration
+            .is_some_and(|d| status.start.elapsed() >= d.to_std())
+        {
+            reason = "duration reached";
+        } else if args.idle.is_some_and(|d| {
+            status
+                .last_input
+                .lock()
+                .map(|t| t.elapsed() >= d.to_std())
+                .unwrap_or(false)
+        }) {
+            reason = "input idle";
+        } else {
+            continue;
+        }
+        break ctx.stop(true).map_err(|e| e.to_string());
+    };
+    // A batch may have failed during the graceful stop.
+    let result = result.and_then(|()| ctx.await_termination().map_err(|e| e.to_string()));
+    let _ = ctx.stop(false);
+    let mut err = std::io::stderr().lock();
+    if status.tty && status.enabled {
+        let _ = writeln!(err);
+    }
+    let _ = writeln!(
+        err,
+        "spate: {} after {} batches, {} records in {:.1} s | {}{}",
+        if result.is_ok() { reason } else { "failed" },
+        status.batches.load(Ordering::Relaxed),
+        status.records.load(Ordering::Relaxed),
+        status.start.elapsed().as_secs_f64(),
+        status.input.status(),
+        summary_extra(),
+    );
+    result
+}
