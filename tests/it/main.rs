@@ -1,5 +1,4 @@
 //! spate integration tests. One module per area; see `tests/README.md`.
-mod checkpoint;
 mod engine;
 mod engine_runtime;
 mod feed;
