@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spate_wal::format::{decode_frame, decode_header, encode_frame, Decoded};
+use spate_wal::format::{decode_frame, decode_header, encode_frame, Decoded, FLAG_SYNC_POINT};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_header(data);
@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
         match decode_frame(&data[pos..], 1 << 16) {
             Ok(Decoded::Frame(f)) => {
                 let mut again = Vec::new();
-                encode_frame(&mut again, f.kind, f.lsn, f.time_ms, f.payload);
+                let flags = if f.sync_point { FLAG_SYNC_POINT } else { 0 };
+                encode_frame(&mut again, flags, f.kind, f.lsn, f.time_ms, f.payload);
                 assert_eq!(&again[..], &data[pos..pos + f.frame_len]);
                 pos += f.frame_len;
             }

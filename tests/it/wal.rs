@@ -72,7 +72,10 @@ fn payload(lsn: u64, len: usize) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(96),
+        ..ProptestConfig::default()
+    })]
 
     /// After every crash, replay yields exactly the synced records, then possibly a prefix of the
     /// unsynced ones (those that reached the disk in order), and nothing else: no record invented,

@@ -525,7 +525,9 @@ impl Wal {
         Ok(WalReader::over(
             Arc::clone(&self.inner.fs),
             segs,
-            RecoveryMode::AbsoluteConsistency,
+            // The log was verified (and its tail repaired) by `open`; the configured mode only
+            // matters for ranges a `SkipCorrupt` open skipped.
+            self.inner.opts.recovery,
             from.0,
             Some(end),
             self.inner.opts.max_record_bytes,
