@@ -1,4 +1,5 @@
 //! spate integration tests. One module per area; see `tests/README.md`.
+mod checkpoint;
 mod engine;
 mod engine_runtime;
 mod feed;

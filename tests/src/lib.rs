@@ -1,5 +1,7 @@
 //! Shared helpers for spate's integration tests (`tests/it`).
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

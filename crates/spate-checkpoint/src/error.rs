@@ -234,6 +234,34 @@ impl CheckpointError {
         }
     }
 
+    /// Marks a request error as indeterminate (used once an earlier attempt of the same write may
+    /// have taken effect, so a later read failure cannot prove it did not).
+    #[must_use]
+    pub fn into_indeterminate(self) -> Self {
+        match self {
+            CheckpointError::Store {
+                op, object, source, ..
+            } => CheckpointError::Store {
+                op,
+                object,
+                source,
+                determinacy: Determinacy::Indeterminate,
+            },
+            CheckpointError::Timeout {
+                op,
+                object,
+                after_ms,
+                ..
+            } => CheckpointError::Timeout {
+                op,
+                object,
+                after_ms,
+                determinacy: Determinacy::Indeterminate,
+            },
+            other => other,
+        }
+    }
+
     /// Whether retrying the same request may succeed (timeouts and generic server/connection errors).
     #[must_use]
     pub fn is_transient(&self) -> bool {

@@ -91,6 +91,15 @@ impl Default for StoreOptions {
     }
 }
 
+fn writer_nonce() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (n << 48) ^ u64::from(std::process::id()).rotate_left(24)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -384,7 +393,11 @@ impl CheckpointStore {
                     // but whose response was lost: read and compare.
                     // Identical bytes (which embed a creation time and writer identity for
                     // manifests and claims) mean the object is ours.
-                    let existing = self.get_opt(rel).await?;
+                    let existing = match self.get_opt(rel).await {
+                        Ok(x) => x,
+                        Err(e) if maybe_ours => return Err(e.into_indeterminate()),
+                        Err(e) => return Err(e),
+                    };
                     return Ok(existing.as_ref() == Some(&bytes));
                 }
                 Err(e) if e.is_transient() => {
@@ -400,11 +413,16 @@ impl CheckpointStore {
                                 }
                             }
                         }
-                        return Err(e);
+                        return Err(if maybe_ours {
+                            e.into_indeterminate()
+                        } else {
+                            e
+                        });
                     }
                     self.backoff(attempt).await;
                     attempt += 1;
                 }
+                Err(e) if maybe_ours => return Err(e.into_indeterminate()),
                 Err(e) => return Err(e),
             }
         }
@@ -779,13 +797,15 @@ impl CheckpointStore {
             .map_or(Generation(1), Generation::next);
         loop {
             let rel = CheckpointPaths::generation(g);
+            // The nonce makes every claim's bytes unique, so "AlreadyExists with identical bytes"
+            // (our own earlier attempt whose response was lost) is never confused with a
+            // concurrent claimer in the same process and millisecond.
             let claim =
-                spate_types::codec::encode(&(g, now_ms(), std::process::id())).map_err(|e| {
-                    CheckpointError::Encode {
+                spate_types::codec::encode(&(g, now_ms(), std::process::id(), writer_nonce()))
+                    .map_err(|e| CheckpointError::Encode {
                         what: "generation claim",
                         reason: e.to_string(),
-                    }
-                })?;
+                    })?;
             if self
                 .create(
                     &rel,
@@ -1062,7 +1082,11 @@ impl Committer {
         if !created {
             return Ok(Err(AlreadyPublished::Different { manifest: rel }));
         }
-        self.store.check_fence(self.generation, true).await?;
+        // The manifest is published: a failure to check the fence now cannot say "not committed".
+        self.store
+            .check_fence(self.generation, true)
+            .await
+            .map_err(CheckpointError::into_indeterminate)?;
         Ok(Ok(manifest))
     }
 }
