@@ -32,7 +32,7 @@ use crate::receiver::{Receiver, ReceiverContext, ReceiverError, StoreError};
 use std::io::{self, Read};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,11 @@ pub struct SocketConfig {
     pub poll_interval: Duration,
     /// Delay before reconnecting; `None` uses the supervisor's configured restart delay.
     pub restart_delay: Option<Duration>,
+    /// Bound on decoded lines waiting to be stored, in bytes of input (default 256 MiB). The
+    /// engine's `store_many` blocks until its block is cut (every block interval), so a separate
+    /// store thread hands over everything decoded meanwhile in one call while the receive thread
+    /// keeps reading; beyond this bound the receive thread stops reading (TCP back-pressure).
+    pub max_pending_bytes: usize,
     /// Maximum lines per second this receiver stores (`None`: unlimited). Spark's
     /// `spark.streaming.receiver.maxRate`; the receiver stops reading (TCP back-pressure reaches
     /// the sender) while it is ahead of the rate.
@@ -64,6 +69,7 @@ impl Default for SocketConfig {
             connect_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(100),
             restart_delay: None,
+            max_pending_bytes: 256 << 20,
             max_rate_lines_per_sec: None,
         }
     }
@@ -320,7 +326,42 @@ impl ConnectionRun {
         }))
     }
 
-    fn receive(&self, mut stream: TcpStream) -> End {
+    /// Runs the receive loop with a store thread (see [`SocketConfig::max_pending_bytes`]).
+    fn receive(&self, stream: TcpStream) -> End {
+        let cap = (self.config.max_pending_bytes / self.config.read_buffer_bytes.max(1)).max(1);
+        let (tx, rx) = mpsc::sync_channel::<Vec<String>>(cap);
+        let failed: Arc<Mutex<Option<End>>> = Arc::new(Mutex::new(None));
+        let (ctx, stats, f2) = (
+            self.ctx.clone(),
+            Arc::clone(&self.stats),
+            Arc::clone(&failed),
+        );
+        let storer = match std::thread::Builder::new()
+            .name(format!("spate-socket-store-{}", self.addr))
+            .spawn(move || store_loop(&rx, &ctx, &stats, &f2))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                return End::Restart {
+                    reason: format!("cannot spawn store thread: {e}"),
+                    error: true,
+                }
+            }
+        };
+        let end = self.receive_loop(
+            stream,
+            Pipe {
+                tx,
+                failed: Arc::clone(&failed),
+            },
+        );
+        // The sender is dropped: the store thread stores what is queued, then exits.
+        let _ = storer.join();
+        let stored_failure = failed.lock().ok().and_then(|mut g| g.take());
+        stored_failure.unwrap_or(end)
+    }
+
+    fn receive_loop(&self, mut stream: TcpStream, pipe: Pipe) -> End {
         add(&self.stats.connections, 1);
         if let Err(e) = stream.set_read_timeout(Some(
             self.config.poll_interval.max(Duration::from_millis(1)),
@@ -361,7 +402,9 @@ impl ConnectionRun {
                     let r = asm.finish(&mut pending);
                     self.account(&mut asm);
                     // Lines before a faulty one are delivered.
-                    if let Some(end) = self.flush(&mut pending, &mut stored_this_conn, started) {
+                    if let Some(end) =
+                        self.flush(&mut pending, &pipe, &mut stored_this_conn, started)
+                    {
                         return end;
                     }
                     if let Err(f) = r {
@@ -376,7 +419,9 @@ impl ConnectionRun {
                     add(&self.stats.bytes, n as u64);
                     let r = asm.drain(&mut pending);
                     self.account(&mut asm);
-                    if let Some(end) = self.flush(&mut pending, &mut stored_this_conn, started) {
+                    if let Some(end) =
+                        self.flush(&mut pending, &pipe, &mut stored_this_conn, started)
+                    {
                         return end;
                     }
                     if let Err(f) = r {
@@ -396,7 +441,9 @@ impl ConnectionRun {
                         return End::Stopped;
                     }
                     // Lines completed before the error are delivered; the cut line is not.
-                    if let Some(end) = self.flush(&mut pending, &mut stored_this_conn, started) {
+                    if let Some(end) =
+                        self.flush(&mut pending, &pipe, &mut stored_this_conn, started)
+                    {
                         return end;
                     }
                     return End::Restart {
@@ -421,30 +468,30 @@ impl ConnectionRun {
         }
     }
 
-    /// Stores `pending`; `Some(end)` if the receive loop must end.
-    fn flush(&self, pending: &mut Vec<String>, stored: &mut u64, started: Instant) -> Option<End> {
+    /// Hands `pending` to the store thread; `Some(end)` if the receive loop must end.
+    fn flush(
+        &self,
+        pending: &mut Vec<String>,
+        pipe: &Pipe,
+        stored: &mut u64,
+        started: Instant,
+    ) -> Option<End> {
         if pending.is_empty() {
             return None;
         }
         let items = std::mem::take(pending);
         let n = items.len() as u64;
-        match self.ctx.store_many(items) {
-            Ok(()) => {
-                add(&self.stats.lines, n);
-                *stored += n;
-            }
-            Err(StoreError::Stopped(items)) => {
-                add(&self.stats.lost_lines, items.len() as u64);
-                return Some(End::Stopped);
-            }
-            Err(StoreError::Failed { items, reason }) => {
-                add(&self.stats.lost_lines, items.len() as u64);
-                return Some(End::Restart {
-                    reason: format!("storing {} lines failed: {reason}", items.len()),
-                    error: true,
-                });
-            }
+        if pipe.tx.send(items).is_err() {
+            // The store thread ended (store refused): it recorded why.
+            return Some(
+                pipe.failed
+                    .lock()
+                    .ok()
+                    .and_then(|mut g| g.take())
+                    .unwrap_or(End::Stopped),
+            );
         }
+        *stored += n;
         if let Some(rate) = self.config.max_rate_lines_per_sec {
             // Stay at or below `rate` lines/s since the connection started.
             let due = Duration::from_secs_f64(*stored as f64 / rate as f64);
@@ -457,6 +504,58 @@ impl ConnectionRun {
             }
         }
         None
+    }
+}
+
+/// The receive thread's side of the hand-over to the store thread.
+struct Pipe {
+    tx: mpsc::SyncSender<Vec<String>>,
+    failed: Arc<Mutex<Option<End>>>,
+}
+
+/// Most lines handed to one `store_many` call (coalesced from several reads).
+const MAX_LINES_PER_STORE: usize = 1 << 20;
+
+/// The store thread: coalesces everything queued into one `store_many` call at a time. On a
+/// refused store it records why in `failed`, counts what is left as lost and exits.
+fn store_loop(
+    rx: &mpsc::Receiver<Vec<String>>,
+    ctx: &ReceiverContext<String>,
+    stats: &SocketStats,
+    failed: &Mutex<Option<End>>,
+) {
+    while let Ok(mut all) = rx.recv() {
+        while all.len() < MAX_LINES_PER_STORE {
+            match rx.try_recv() {
+                Ok(more) => all.extend(more),
+                Err(_) => break,
+            }
+        }
+        let n = all.len() as u64;
+        let end = match ctx.store_many(all) {
+            Ok(()) => {
+                add(&stats.lines, n);
+                continue;
+            }
+            Err(StoreError::Stopped(items)) => {
+                add(&stats.lost_lines, items.len() as u64);
+                End::Stopped
+            }
+            Err(StoreError::Failed { items, reason }) => {
+                add(&stats.lost_lines, items.len() as u64);
+                End::Restart {
+                    reason: format!("storing {} lines failed: {reason}", items.len()),
+                    error: true,
+                }
+            }
+        };
+        for rest in rx.try_iter() {
+            add(&stats.lost_lines, rest.len() as u64);
+        }
+        if let Ok(mut g) = failed.lock() {
+            *g = Some(end);
+        }
+        return;
     }
 }
 
