@@ -20,6 +20,10 @@
 #[allow(dead_code, unreachable_pub, unused_imports)]
 mod pyrand;
 
+#[path = "../../crates/spate-cli/src/jobs/words.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod words;
+
 use spate_sources::socket::{SocketConfig, SocketTextReceiver};
 use spate_sources::{Receiver, ReceiverContext, ReceiverSink, StoreError};
 use std::io::Write;
@@ -221,18 +225,7 @@ mod pipeline {
         } else {
             // `spate wordcount`'s shape: per-partition combine on borrowed words, then reduce.
             lines
-                .map_partitions(|part: Vec<String>| {
-                    let mut m: rustc_hash::FxHashMap<&str, u64> =
-                        rustc_hash::FxHashMap::default();
-                    for l in &part {
-                        for w in l.split_whitespace() {
-                            *m.entry(w).or_insert(0) += 1;
-                        }
-                    }
-                    m.into_iter()
-                        .map(|(w, c)| (w.to_owned(), c))
-                        .collect::<Vec<_>>()
-                })
+                .map_partitions(|part: Vec<String>| words::count_words(&part))
                 .unwrap()
         };
         pairs

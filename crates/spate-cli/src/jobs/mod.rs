@@ -6,6 +6,7 @@ pub(crate) mod output;
 mod pyrand;
 pub(crate) mod run;
 pub(crate) mod wordcount;
+pub(crate) mod words;
 
 use std::process::ExitCode;
 

@@ -25,44 +25,10 @@ pub(crate) fn run(args: WordcountArgs) -> Result<(), String> {
         // Map-side combine within each partition (a block of lines): count words as borrowed
         // `&str` and allocate one `String` per distinct word, not per occurrence. Same result as
         // flat_map(split_whitespace) -> map((w, 1)) -> reduce_by_key(+), several times cheaper.
-        .map_partitions(|part: Vec<String>| count_words(&part))
+        .map_partitions(|part: Vec<String>| super::words::count_words(&part))
         .and_then(|p| p.reduce_by_key(|a, b| a + b))
         .and_then(|c| c.name("counts"))
         .map_err(|e| e.to_string())?;
     run::outputs(&counts, &args, "wordcount")?;
     run::run(&ctx, &args, stats, Box::new(String::new), &String::new)
-}
-
-/// Counts the words (`split_whitespace`) of `lines`.
-pub(crate) fn count_words(lines: &[String]) -> Vec<(String, u64)> {
-    let mut m: rustc_hash::FxHashMap<&str, u64> = rustc_hash::FxHashMap::default();
-    for l in lines {
-        for w in l.split_whitespace() {
-            *m.entry(w).or_insert(0) += 1;
-        }
-    }
-    m.into_iter().map(|(w, c)| (w.to_owned(), c)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn words_are_maximal_non_whitespace_runs_case_sensitive() {
-        let lines = vec![
-            "The the  THE\tthe\u{a0}x".to_string(),
-            String::new(),
-            " caf\u{e9}, caf\u{e9}\r".to_string(),
-        ];
-        let mut got = super::count_words(&lines);
-        got.sort();
-        let want: Vec<(String, u64)> = vec![
-            ("THE".into(), 1),
-            ("The".into(), 1),
-            ("caf\u{e9}".into(), 1),
-            ("caf\u{e9},".into(), 1),
-            ("the".into(), 2),
-            ("x".into(), 1),
-        ];
-        assert_eq!(got, want);
-    }
 }
