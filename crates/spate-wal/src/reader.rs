@@ -5,7 +5,7 @@ use crate::format::{
     decode_frame, decode_header, parse_segment_file_name, Decoded, HeaderError, FRAME_HEADER_LEN,
     HEADER_LEN, TEMP_SUFFIX,
 };
-use spate_io::FileSystem;
+use spate_io::{FileSystem, SharedFile};
 use spate_types::format::WAL_FORMAT_VERSION;
 use spate_types::Lsn;
 use std::path::{Path, PathBuf};
@@ -165,8 +165,16 @@ pub(crate) fn list_dir(fs: &dyn FileSystem, dir: &Path) -> Result<Listing, WalEr
     Ok(l)
 }
 
+/// First read of a segment (bytes); later reads double it. Recovery reads a sealed segment only up
+/// to its end-of-data marker, so preallocated zeros are not read.
+const INITIAL_READ: usize = 256 << 10;
+
 struct Loaded {
     path: PathBuf,
+    file: SharedFile,
+    /// File length in bytes.
+    file_len: usize,
+    /// The prefix `0..bytes.len()` of the file read so far.
     bytes: Vec<u8>,
     pos: usize,
     expected: u64,
@@ -277,7 +285,10 @@ impl WalReader {
             let (name_lsn, path) = self.segments[self.next_segment].clone();
             self.next_segment += 1;
             let file = self.fs.open(&path).map_err(|e| WalError::io(&path, e))?;
-            let bytes = file.read_all().map_err(|e| WalError::io(&path, e))?;
+            let file_len = file.len().map_err(|e| WalError::io(&path, e))?;
+            let file_len = usize::try_from(file_len).unwrap_or(usize::MAX);
+            let mut bytes = Vec::new();
+            fill(&file, &path, file_len, &mut bytes, INITIAL_READ)?;
             let header = match decode_header(&bytes) {
                 Ok(h) => h,
                 Err(HeaderError::BadMagic(m)) => {
@@ -300,6 +311,7 @@ impl WalReader {
                     })
                 }
                 Err(e) => {
+                    fill(&file, &path, file_len, &mut bytes, usize::MAX)?;
                     let reason = match e {
                         HeaderError::Damaged(d) => CorruptReason::BadHeader { detail: d },
                         _ => CorruptReason::BadHeader {
@@ -380,6 +392,8 @@ impl WalReader {
             });
             self.cur = Some(Loaded {
                 path,
+                file,
+                file_len,
                 bytes,
                 pos: HEADER_LEN,
                 expected: header.first_lsn,
@@ -422,6 +436,40 @@ impl WalReader {
                 return Ok(None);
             }
             let pos = cur.pos;
+            let is_last = self.next_segment == self.segments.len();
+            let decoded = decode_frame(&cur.bytes[pos..], self.max_payload);
+            if let Ok(Decoded::Incomplete { needed }) = decoded {
+                if cur.bytes.len() < cur.file_len {
+                    // Not a short frame: only the part read so far ends here. Read more.
+                    let want = (pos + needed).max(cur.bytes.len().saturating_mul(2));
+                    fill(&cur.file, &cur.path, cur.file_len, &mut cur.bytes, want)?;
+                    continue;
+                }
+            }
+            if let Ok(Decoded::End) = decoded {
+                let rest_zero = cur.bytes[pos..].iter().all(|&b| b == 0);
+                if rest_zero && !is_last && cur.bytes.len() < cur.file_len {
+                    // A sealed segment (fully synced before the next one was created) ends at its
+                    // end-of-data marker; the preallocated zeros after it are not read. Records
+                    // lost after a marker in a sealed segment cannot go unnoticed: the next
+                    // segment's first LSN would not be the expected one (`LsnGap`).
+                    self.expected_next = Some(cur.expected);
+                    self.cur = None;
+                    continue;
+                }
+            }
+            // From here on (end marker of the last segment, damage) the whole file is needed:
+            // the last segment's look-ahead for a later sync point, `dropped_bytes`, skipping.
+            if cur.bytes.len() < cur.file_len && !matches!(decoded, Ok(Decoded::Frame(_))) {
+                fill(
+                    &cur.file,
+                    &cur.path,
+                    cur.file_len,
+                    &mut cur.bytes,
+                    usize::MAX,
+                )?;
+                continue;
+            }
             let damage = match decode_frame(&cur.bytes[pos..], self.max_payload) {
                 Ok(Decoded::Frame(f)) => {
                     if f.lsn == cur.expected || (cur.allow_gap && f.lsn > cur.expected) {
@@ -472,7 +520,6 @@ impl WalReader {
             // follows (a later group write, issued only after this one was fdatasynced: then the
             // damaged bytes had been durable and this is corruption). In a sealed segment (fully
             // synced before the next was created) any damage is corruption.
-            let is_last = self.next_segment == self.segments.len();
             let later =
                 find_valid_frame(&cur.bytes, pos + 1, cur.expected, self.max_payload, false);
             let torn = is_last
@@ -527,6 +574,24 @@ impl WalReader {
             }
         }
     }
+}
+
+/// Extends `bytes` (a prefix of `file`) to `min(upto, file_len)` bytes.
+fn fill(
+    file: &SharedFile,
+    path: &Path,
+    file_len: usize,
+    bytes: &mut Vec<u8>,
+    upto: usize,
+) -> Result<(), WalError> {
+    let upto = upto.min(file_len);
+    let have = bytes.len();
+    if upto <= have {
+        return Ok(());
+    }
+    bytes.resize(upto, 0);
+    file.read_exact_at(have as u64, &mut bytes[have..])
+        .map_err(|e| WalError::io(path, e))
 }
 
 /// One past the last non-zero byte at or after `from` (or `from` if the rest is zero).
