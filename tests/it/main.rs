@@ -1,5 +1,6 @@
 //! spate integration tests. One module per area; see `tests/README.md`.
 mod checkpoint;
+mod checkpoint_cli;
 mod engine;
 mod engine_runtime;
 mod feed;

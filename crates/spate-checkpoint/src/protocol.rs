@@ -422,3 +422,208 @@ pub fn plan_gc(
         objects,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{CheckpointKind, DataObjectRef, GraphDescriptionBlob};
+    use spate_types::{BatchTime, DurationMs};
+
+    fn key(t: u64, g: u64) -> CheckpointKey {
+        CheckpointKey {
+            time: BatchTime(t),
+            generation: Generation(g),
+            seq: 0,
+        }
+    }
+
+    fn manifest(k: CheckpointKey, objs: &[&str]) -> Manifest {
+        Manifest {
+            key: k,
+            kind: CheckpointKind::Data,
+            batch_time: k.time,
+            zero_time: BatchTime(0),
+            batch_interval: DurationMs(1000),
+            generation: k.generation,
+            created_at_ms: 0,
+            graph: GraphDescriptionBlob::default(),
+            pending_batches: vec![],
+            source_positions: BTreeMap::new(),
+            wal_position: None,
+            conf: BTreeMap::new(),
+            objects: objs
+                .iter()
+                .map(|p| DataObjectRef {
+                    path: (*p).to_owned(),
+                    size: 1,
+                    crc32: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn listed(path: String) -> ListedObject {
+        ListedObject {
+            path,
+            size: 1,
+            last_modified_ms: 0,
+        }
+    }
+
+    fn read(m: Manifest, checks: &[(&str, ObjectCheck)]) -> ManifestFact {
+        ManifestFact::Read {
+            manifest: Box::new(m),
+            checks: checks
+                .iter()
+                .map(|(p, c)| ((*p).to_owned(), c.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn resolve_table() {
+        let (a, b, c) = (key(1000, 1), key(2000, 1), key(3000, 1));
+        let listing = Listing::classify([a, b, c].map(|k| listed(CheckpointPaths::manifest(k))));
+        let da = CheckpointPaths::data(a, "s");
+        let dc = CheckpointPaths::data(c, "s");
+        // Newest verifies: chosen, nothing rejected, two not examined.
+        let mut f = Facts::default();
+        f.manifests
+            .insert(c, read(manifest(c, &[&dc]), &[(&dc, ObjectCheck::Ok)]));
+        let r = resolve_latest(&listing, &f);
+        assert_eq!(
+            (r.chosen, r.rejected.len(), r.not_examined),
+            (Some(c), 0, 2)
+        );
+        // Newest missing an object, middle unreadable, oldest fine: falls back twice with reasons.
+        let mut f = Facts::default();
+        f.manifests
+            .insert(c, read(manifest(c, &[&dc]), &[(&dc, ObjectCheck::Missing)]));
+        f.manifests
+            .insert(b, ManifestFact::Unreadable("bad crc".into()));
+        f.manifests
+            .insert(a, read(manifest(a, &[&da]), &[(&da, ObjectCheck::Ok)]));
+        let r = resolve_latest(&listing, &f);
+        assert_eq!(r.chosen, Some(a));
+        assert!(matches!(
+            r.rejected[0].reason,
+            RejectReason::MissingObject { .. }
+        ));
+        assert!(matches!(
+            r.rejected[1].reason,
+            RejectReason::ManifestUnreadable { .. }
+        ));
+        // Facts missing for a candidate: stop, choose nothing yet.
+        let mut f = Facts::default();
+        f.manifests.insert(c, ManifestFact::Unreadable("x".into()));
+        let r = resolve_latest(&listing, &f);
+        assert_eq!((r.chosen, r.rejected.len(), r.not_examined), (None, 1, 2));
+        // Corrupt object: reason names it.
+        let mut f = Facts::default();
+        f.manifests.insert(
+            c,
+            read(
+                manifest(c, &[&dc]),
+                &[(&dc, ObjectCheck::Corrupt("crc".into()))],
+            ),
+        );
+        f.manifests.insert(b, read(manifest(b, &[]), &[]));
+        let r = resolve_latest(&listing, &f);
+        assert_eq!(r.chosen, Some(b));
+        assert!(
+            matches!(&r.rejected[0].reason, RejectReason::CorruptObject { object, .. } if *object == dc)
+        );
+    }
+
+    #[test]
+    fn fenced_publish_after_newer_floor_is_rejected() {
+        let old_ok = key(1000, 1);
+        let zombie = key(5000, 1);
+        let newer = key(2000, 2);
+        let listing = Listing::classify(
+            [old_ok, zombie, newer].map(|k| listed(CheckpointPaths::manifest(k))),
+        );
+        let mut f = Facts::default();
+        f.floors.insert(Generation(2), Some(old_ok));
+        for k in [old_ok, zombie, newer] {
+            f.manifests.insert(k, read(manifest(k, &[]), &[]));
+        }
+        let r = resolve_latest(&listing, &f);
+        assert_eq!(r.chosen, Some(newer));
+        assert!(matches!(
+            r.rejected[0].reason,
+            RejectReason::FencedPublish {
+                generation: Generation(1),
+                fenced_by: Generation(2),
+                floor: Some(_)
+            }
+        ));
+        // Visible to generation 2 when it opened (at or below its floor): accepted.
+        assert_eq!(judge(old_ok, &f), Verdict::Accept);
+        // A floor of None (saw nothing) fences every older manifest.
+        f.floors.insert(Generation(2), None);
+        assert!(matches!(
+            judge(old_ok, &f),
+            Verdict::Reject(RejectReason::FencedPublish { .. })
+        ));
+        // A generation without a floor (crashed before writing it) fences nothing.
+        f.floors.clear();
+        assert_eq!(judge(zombie, &f), Verdict::Accept);
+    }
+
+    #[test]
+    fn gc_table() {
+        let ks: Vec<_> = (1..=5).map(|t| key(t * 1000, 1)).collect();
+        let mut objs: Vec<ListedObject> = ks
+            .iter()
+            .map(|k| listed(CheckpointPaths::manifest(*k)))
+            .collect();
+        let data: Vec<String> = ks.iter().map(|k| CheckpointPaths::data(*k, "s")).collect();
+        objs.extend(data.iter().cloned().map(listed));
+        let inflight = CheckpointPaths::data(key(9000, 1), "s");
+        objs.push(listed(inflight.clone()));
+        objs.push(listed("junk".into()));
+        let listing = Listing::classify(objs);
+        let mut refs = BTreeMap::new();
+        for (i, k) in ks.iter().enumerate() {
+            // checkpoint 5 carries checkpoint 1's object
+            let mut r = vec![data[i].clone()];
+            if i == 4 {
+                r.push(data[0].clone());
+            }
+            refs.insert(*k, r);
+        }
+        // ks[4] invalid (damaged): keep 2 valid → ks[3], ks[2]; ks[4] kept (newer than horizon).
+        let valid: BTreeSet<_> = ks[..4].iter().copied().collect();
+        let plan = plan_gc(
+            &listing,
+            &valid,
+            &refs,
+            &Retention {
+                keep: 2,
+                pinned: BTreeSet::new(),
+            },
+        );
+        assert_eq!(plan.horizon, Some(ks[2]));
+        let dels: BTreeSet<&str> = plan.deletions().collect();
+        let want: BTreeSet<String> = [
+            CheckpointPaths::manifest(ks[0]),
+            CheckpointPaths::manifest(ks[1]),
+            data[1].clone(),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(dels, want.iter().map(String::as_str).collect());
+        assert!(!dels.contains(inflight.as_str()));
+        assert!(!dels.contains(data[0].as_str()), "carried object deleted");
+        // Nothing valid: nothing deleted.
+        let plan = plan_gc(&listing, &BTreeSet::new(), &refs, &Retention::default());
+        assert_eq!(plan.deletions().count(), 0);
+        // Pinned survives with its objects.
+        let pinned: BTreeSet<_> = [ks[1]].into_iter().collect();
+        let plan = plan_gc(&listing, &valid, &refs, &Retention { keep: 2, pinned });
+        assert!(!plan
+            .deletions()
+            .any(|p| p == data[1] || p == CheckpointPaths::manifest(ks[1])));
+    }
+}

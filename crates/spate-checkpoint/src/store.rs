@@ -77,6 +77,9 @@ pub struct StoreOptions {
     pub retry: RetryPolicy,
     /// Verification used by [`CheckpointStore::resolve_latest`].
     pub verify: VerifyLevel,
+    /// Create a local checkpoint directory that does not exist (default true; read-only tools such
+    /// as `spate checkpoint ls` set it false so a typo is an error, not a new empty directory).
+    pub create_local_dir: bool,
 }
 
 impl Default for StoreOptions {
@@ -87,6 +90,7 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             verify: VerifyLevel::Full,
+            create_local_dir: true,
         }
     }
 }
@@ -140,12 +144,20 @@ pub fn open_object_store(url: &str, opts: &StoreOptions) -> Result<(Arc<dyn Obje
                 max_retries: 1,
                 retry_timeout: opts.request_timeout,
             });
-        if let Some(e) = &opts.s3.endpoint {
-            if e.starts_with("http://") {
-                client = client.with_allow_http(true);
-            }
+        let endpoint = opts
+            .s3
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        if let Some(e) = &endpoint {
             b = b.with_endpoint(e);
-        } else if std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true") {
+        }
+        if endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+            || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true")
+        {
             client = client.with_allow_http(true);
         }
         b = b.with_region(
@@ -180,7 +192,11 @@ pub fn open_object_store(url: &str, opts: &StoreOptions) -> Result<(Arc<dyn Obje
     if dir.is_empty() {
         return Err(invalid("empty path".into()));
     }
-    std::fs::create_dir_all(&dir).map_err(|e| invalid(format!("cannot create {dir}: {e}")))?;
+    if opts.create_local_dir {
+        std::fs::create_dir_all(&dir).map_err(|e| invalid(format!("cannot create {dir}: {e}")))?;
+    } else if !std::path::Path::new(&dir).is_dir() {
+        return Err(invalid(format!("{dir} is not a directory")));
+    }
     let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
         .map_err(|e| invalid(e.to_string()))?
         .with_fsync(true);
@@ -680,7 +696,13 @@ impl CheckpointStore {
         Ok(out)
     }
 
-    /// Plans GC: classifies every object as referenced/unreferenced under `retention`.
+    /// Plans GC: classifies every object as referenced/unreferenced under `retention` (a dry run:
+    /// deletes nothing).
+    ///
+    /// "Valid" is decided with a **full** verification (every referenced object read and its crc
+    /// checked), newest first, until `retention.keep` valid checkpoints are found: a size-only check
+    /// would count a bit-flipped checkpoint as valid and let GC delete the last good one. Older
+    /// manifests are only read if pinned (for their references).
     ///
     /// # Errors
     /// Request errors.
@@ -690,10 +712,19 @@ impl CheckpointStore {
             floors: self.read_floors(&listing).await?,
             ..Facts::default()
         };
+        let keep = retention.keep.max(1);
         let mut valid = BTreeSet::new();
         let mut refs = BTreeMap::new();
         for key in listing.manifests.iter().rev() {
-            let fact = self.gather(*key, VerifyLevel::Size).await?;
+            if valid.len() >= keep {
+                if retention.pinned.contains(key) {
+                    if let Ok(m) = self.read_manifest(*key).await {
+                        refs.insert(*key, m.objects.iter().map(|o| o.path.clone()).collect());
+                    }
+                }
+                continue;
+            }
+            let fact = self.gather(*key, VerifyLevel::Full).await?;
             if let ManifestFact::Read { manifest, .. } = &fact {
                 refs.insert(
                     *key,
@@ -708,9 +739,9 @@ impl CheckpointStore {
         Ok(protocol::plan_gc(&listing, &valid, &refs, retention))
     }
 
-    /// Plans and executes GC: deletes only the plan's `Delete` objects, data objects before
-    /// manifests... after the manifests that referenced them are gone: manifests first, so a
-    /// checkpoint never loses an object while its manifest is still visible.
+    /// Plans and executes GC: deletes only the plan's `Delete` objects, manifests first and then
+    /// data objects, so a checkpoint never loses an object while its manifest is still visible.
+    /// Re-running after a failure is safe.
     ///
     /// # Errors
     /// Request errors (the plan is partially executed; rerunning is safe).

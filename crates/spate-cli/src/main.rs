@@ -3,6 +3,7 @@
 //! Every subcommand answers bad input (missing paths, damaged files, unreachable stores) with a
 //! one-line error on stderr and a non-zero exit code; it never panics on input.
 
+mod checkpoint;
 mod feed;
 mod jobs;
 
@@ -28,6 +29,9 @@ enum Command {
     /// Inspect a write-ahead log directory (`dump`, `verify`).
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// Inspect a checkpoint location (`ls`, `show`, `verify`, `gc`).
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
     /// Serve a corpus over TCP at a fixed or stepped rate, with exact accounting and optional acks.
     Feed(feed::FeedArgs),
     /// Generate a deterministic corpus (words: byte-identical to the Spark harness; clicks).
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Wal(cmd) => wal::run(cmd),
+        Command::Checkpoint(cmd) => checkpoint::run(cmd),
         Command::Info => {
             println!(
                 "spate {} (wal format {}, checkpoint format {}, codec {})",
