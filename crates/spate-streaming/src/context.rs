@@ -3,7 +3,9 @@
 
 use crate::config::StreamingConfig;
 use crate::error::{Result, StreamingError};
-use crate::graph::{plan_remember, ComputeFn, GraphDescription, GraphNode, Node, NodeMeta};
+use crate::graph::{
+    plan_remember, ComputeFn, GraphDescription, GraphNode, NarrowFn, Node, NodeMeta,
+};
 use crate::listener::{BatchInfo, Event, ListenerBus, OutputOperationInfo, StreamingListener};
 use crate::tracker::{ReceivedBlockInfo, ReceivedBlockTracker};
 use crossbeam_channel::Sender;
@@ -213,6 +215,29 @@ impl StreamingContext {
         kind: &'static str,
         build: impl FnOnce(OperatorId) -> (NodeMeta, ComputeFn<T>),
     ) -> Result<Arc<Node<T>>> {
+        self.register_node(kind, |id| {
+            let (meta, compute) = build(id);
+            Node::new(meta, compute)
+        })
+    }
+
+    /// Registers a fused element-wise operator (map, flat_map, filter).
+    pub(crate) fn register_narrow<T: Clone + Send + Sync + 'static>(
+        &self,
+        kind: &'static str,
+        build: impl FnOnce(OperatorId) -> (NodeMeta, NarrowFn<T>),
+    ) -> Result<Arc<Node<T>>> {
+        self.register_node(kind, |id| {
+            let (meta, narrow) = build(id);
+            Node::new_narrow(meta, narrow)
+        })
+    }
+
+    fn register_node<T: Send + Sync + 'static>(
+        &self,
+        kind: &'static str,
+        build: impl FnOnce(OperatorId) -> Node<T>,
+    ) -> Result<Arc<Node<T>>> {
         let mut g = self.inner.graph.lock();
         match *self.inner.state.lock() {
             ContextState::Initialized => {}
@@ -221,13 +246,12 @@ impl StreamingContext {
             }
         }
         let id = OperatorId(u32::try_from(g.nodes.len()).unwrap_or(u32::MAX));
-        let (meta, compute) = build(id);
-        for p in &meta.inputs {
+        let node = Arc::new(build(id));
+        for p in &node.meta.inputs {
             if let Some(pn) = g.nodes.get(p.0 as usize) {
                 pn.meta().consumers.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let node = Arc::new(Node::new(meta, compute));
         g.nodes.push(Arc::clone(&node) as Arc<dyn GraphNode>);
         Ok(node)
     }

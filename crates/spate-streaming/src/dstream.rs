@@ -3,7 +3,7 @@
 use crate::batch::Batch;
 use crate::context::StreamingContext;
 use crate::error::{Result, StreamingError};
-use crate::graph::{Node, NodeMeta};
+use crate::graph::{NarrowFn, Node, NodeMeta, Producer};
 use spate_types::{BatchTime, DurationMs, OperatorId};
 use std::fmt;
 use std::hash::Hash;
@@ -120,12 +120,49 @@ impl<T: Data> DStream<T> {
         )
     }
 
+    /// An element-wise operator fused with its parent's producers.
+    fn fused<U: Data>(
+        &self,
+        kind: &'static str,
+        stage: impl Fn(T, &mut dyn FnMut(U)) + Send + Sync + 'static,
+    ) -> Result<DStream<U>> {
+        let parent = Arc::clone(&self.node);
+        let stage = Arc::new(stage);
+        let slide = self.slide();
+        let input = self.id();
+        let node = self.ctx.register_narrow::<U>(kind, |id| {
+            let m = NodeMeta::new(
+                id,
+                kind,
+                vec![input],
+                slide,
+                None,
+                None,
+                std::any::type_name::<U>(),
+            );
+            let f: NarrowFn<U> = Box::new(move |t| {
+                Ok(parent.producers(t)?.map(|ps| {
+                    ps.into_iter()
+                        .map(|pp| {
+                            let st = Arc::clone(&stage);
+                            Box::new(move |sink: &mut dyn FnMut(U)| {
+                                pp(&mut |x| st(x, &mut *sink));
+                            }) as Producer<U>
+                        })
+                        .collect()
+                }))
+            });
+            (m, f)
+        })?;
+        Ok(DStream::from_node(self.ctx.clone(), node))
+    }
+
     /// Applies `f` to every element.
     ///
     /// # Errors
     /// [`StreamingError::AlreadyStarted`].
     pub fn map<U: Data>(&self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Result<DStream<U>> {
-        self.narrow("map", move |p| p.into_iter().map(&f).collect())
+        self.fused("map", move |x, sink| sink(f(x)))
     }
 
     /// Maps every element to zero or more elements.
@@ -139,7 +176,11 @@ impl<T: Data> DStream<T> {
     where
         I: IntoIterator<Item = U>,
     {
-        self.narrow("flat_map", move |p| p.into_iter().flat_map(&f).collect())
+        self.fused("flat_map", move |x, sink| {
+            for y in f(x) {
+                sink(y);
+            }
+        })
     }
 
     /// Keeps the elements for which `f` is true.
@@ -147,9 +188,10 @@ impl<T: Data> DStream<T> {
     /// # Errors
     /// [`StreamingError::AlreadyStarted`].
     pub fn filter(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Result<DStream<T>> {
-        self.narrow("filter", move |mut p| {
-            p.retain(|x| f(x));
-            p
+        self.fused("filter", move |x, sink| {
+            if f(&x) {
+                sink(x);
+            }
         })
     }
 

@@ -96,11 +96,53 @@ impl NodeMeta {
 /// The computation of one operator's batch from its parents.
 pub(crate) type ComputeFn<T> = Box<dyn Fn(BatchTime) -> Result<Option<Batch<T>>> + Send + Sync>;
 
+/// One partition of a batch as a push producer: calling it pushes every element into the sink.
+/// Chains of element-wise operators compose producers, so map → flat_map → filter → the map side
+/// of a shuffle run as one loop per partition without intermediate vectors (Spark's pipelining of
+/// narrow dependencies within a stage).
+pub(crate) type Producer<T> = Box<dyn FnOnce(&mut dyn FnMut(T)) + Send>;
+
+/// A fused element-wise operator: the producers of its batch at a time.
+pub(crate) type NarrowFn<T> =
+    Box<dyn Fn(BatchTime) -> Result<Option<Vec<Producer<T>>>> + Send + Sync>;
+
 /// A typed operator: computes and memoises its batches.
 pub(crate) struct Node<T> {
     pub(crate) meta: NodeMeta,
     compute: ComputeFn<T>,
+    narrow: Option<NarrowFn<T>>,
     generated: Mutex<BTreeMap<BatchTime, Batch<T>>>,
+}
+
+/// The producers reading a materialised batch (moving records out of unshared partitions).
+pub(crate) fn batch_producers<T: Clone + Send + Sync + 'static>(b: Batch<T>) -> Vec<Producer<T>> {
+    b.arcs()
+        .iter()
+        .cloned()
+        .map(|p| {
+            Box::new(move |sink: &mut dyn FnMut(T)| {
+                for x in crate::batch::take_arc(p) {
+                    sink(x);
+                }
+            }) as Producer<T>
+        })
+        .collect()
+}
+
+/// Runs producers partition-parallel into a batch.
+pub(crate) fn materialize<T: Send + Sync>(ps: Vec<Producer<T>>) -> Batch<T> {
+    use rayon::prelude::*;
+    let run = |p: Producer<T>| {
+        let mut v = Vec::new();
+        p(&mut |x| v.push(x));
+        std::sync::Arc::new(v)
+    };
+    let parts = if ps.len() == 1 {
+        ps.into_iter().map(run).collect()
+    } else {
+        ps.into_par_iter().map(run).collect()
+    };
+    Batch::from_arcs(parts)
 }
 
 impl<T> fmt::Debug for Node<T> {
@@ -114,6 +156,16 @@ impl<T: Send + Sync + 'static> Node<T> {
         Node {
             meta,
             compute,
+            narrow: None,
+            generated: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub(crate) fn new_narrow(meta: NodeMeta, narrow: NarrowFn<T>) -> Self {
+        Node {
+            meta,
+            compute: Box::new(|_| Ok(None)),
+            narrow: Some(narrow),
             generated: Mutex::new(BTreeMap::new()),
         }
     }
@@ -127,13 +179,32 @@ impl<T: Send + Sync + 'static> Node<T> {
         if let Some(b) = self.generated.lock().get(&t) {
             return Ok(Some(b.clone()));
         }
-        let out = (self.compute)(t)?;
+        let out = match &self.narrow {
+            Some(n) => n(t)?.map(materialize),
+            None => (self.compute)(t)?,
+        };
         if let Some(b) = &out {
             if self.meta.cache.load(Ordering::Acquire) {
                 self.generated.lock().entry(t).or_insert_with(|| b.clone());
             }
         }
         Ok(out)
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Node<T> {
+    /// This operator's batch at `t` as producers: fused through element-wise operators unless
+    /// the batch is memoised (then read from the memoised batch).
+    pub(crate) fn producers(&self, t: BatchTime) -> Result<Option<Vec<Producer<T>>>> {
+        if !self.meta.is_time_valid(t) {
+            return Ok(None);
+        }
+        if let Some(n) = &self.narrow {
+            if !self.meta.cache.load(Ordering::Acquire) {
+                return n(t);
+            }
+        }
+        Ok(self.get_or_compute(t)?.map(batch_producers))
     }
 }
 

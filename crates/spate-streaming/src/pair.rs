@@ -87,8 +87,8 @@ impl<K: Key, V: Data> DStream<(K, V)> {
             vec![self.id()],
             |m| m.partitions = u32::try_from(n).ok(),
             move |t| {
-                Ok(parent.get_or_compute(t)?.map(|b| {
-                    shuffle::combine_by_key(b, n, &create, &merge_value, &merge_combiners)
+                Ok(parent.producers(t)?.map(|ps| {
+                    shuffle::combine_by_key(ps, n, &create, &merge_value, &merge_combiners)
                 }))
             },
         )
@@ -306,7 +306,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
                         bs.push(b);
                     }
                 }
-                Ok(Some(shuffle::combine_by_key(
+                Ok(Some(shuffle::combine_batch(
                     Batch::concat(bs),
                     n,
                     &|v| v,
@@ -382,8 +382,8 @@ impl<K: Key, V: Data> DStream<(K, V)> {
                 // Batches that left: (t - slide - window, t - window]; entered: (t - slide, t].
                 let old_b = gather(t.0.saturating_sub(window.0))?;
                 let new_b = gather(t.0)?;
-                let old = shuffle::combine_by_key(old_b, n, &|v| v, &f, &f);
-                let new = shuffle::combine_by_key(new_b, n, &|v| v, &f, &f);
+                let old = shuffle::combine_batch(old_b, n, &|v| v, &f, &f);
+                let new = shuffle::combine_batch(new_b, n, &|v| v, &f, &f);
                 let prev = prev.unwrap_or_default();
                 let parts: Vec<Vec<(K, V)>> = (0..n)
                     .into_par_iter()

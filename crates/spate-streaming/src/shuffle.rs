@@ -6,6 +6,7 @@
 //! `usize`-sized values depends on the pointer width).
 
 use crate::batch::{take_arc, Batch};
+use crate::graph::{batch_producers, Producer};
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHasher};
 use std::collections::hash_map::Entry;
@@ -31,7 +32,7 @@ pub fn partition_of<K: Hash + ?Sized>(key: &K, n: usize) -> usize {
 type Buckets<K, C> = Vec<FxHashMap<K, Option<C>>>;
 
 fn map_side<K, V, C, CF, MV>(
-    part: Vec<(K, V)>,
+    part: Producer<(K, V)>,
     n: usize,
     create: &CF,
     merge_value: &MV,
@@ -42,7 +43,7 @@ where
     MV: Fn(C, V) -> C,
 {
     let mut buckets: Buckets<K, C> = (0..n).map(|_| FxHashMap::default()).collect();
-    for (k, v) in part {
+    part(&mut |(k, v)| {
         let b = partition_of(&k, n);
         match buckets[b].entry(k) {
             Entry::Occupied(e) => {
@@ -55,7 +56,7 @@ where
                 e.insert(Some(create(v)));
             }
         }
-    }
+    });
     buckets
 }
 
@@ -87,8 +88,33 @@ fn merge_into<K: Hash + Eq, C, MC: Fn(C, C) -> C>(
 /// Spark's `combineByKey` with map-side combining: every input partition is combined into `n`
 /// hash buckets in parallel, then bucket `p` of every input partition is merged into output
 /// partition `p` in parallel. Output order is deterministic for a given input.
-pub(crate) fn combine_by_key<K, V, C, CF, MV, MC>(
+pub(crate) fn combine_batch<K, V, C, CF, MV, MC>(
     batch: Batch<(K, V)>,
+    n: usize,
+    create: &CF,
+    merge_value: &MV,
+    merge_combiners: &MC,
+) -> Batch<(K, C)>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    C: Send + Sync,
+    CF: Fn(V) -> C + Sync,
+    MV: Fn(C, V) -> C + Sync,
+    MC: Fn(C, C) -> C + Sync,
+{
+    combine_by_key(
+        batch_producers(batch),
+        n,
+        create,
+        merge_value,
+        merge_combiners,
+    )
+}
+
+/// As [`combine_batch`] over producers (fused with the element-wise operators before it).
+pub(crate) fn combine_by_key<K, V, C, CF, MV, MC>(
+    parts: Vec<Producer<(K, V)>>,
     n: usize,
     create: &CF,
     merge_value: &MV,
@@ -103,11 +129,9 @@ where
     MC: Fn(C, C) -> C + Sync,
 {
     let n = n.max(1);
-    let parts: Vec<Arc<Vec<(K, V)>>> = batch.arcs().to_vec();
-    drop(batch);
     let maps: Vec<Buckets<K, C>> = parts
         .into_par_iter()
-        .map(|p| map_side(take_arc(p), n, create, merge_value))
+        .map(|p| map_side(p, n, create, merge_value))
         .collect();
     let mut per_bucket: Vec<Vec<FxHashMap<K, Option<C>>>> =
         (0..n).map(|_| Vec::with_capacity(maps.len())).collect();
@@ -141,9 +165,9 @@ pub(crate) fn cogroup<K, V, W>(
     n: usize,
 ) -> Batch<(K, (Vec<V>, Vec<W>))>
 where
-    K: Hash + Eq + Clone + Send + Sync,
-    V: Clone + Send + Sync,
-    W: Clone + Send + Sync,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    W: Clone + Send + Sync + 'static,
 {
     let n = n.max(1);
     type Groups<K, V, W> = FxHashMap<K, Option<(Vec<V>, Vec<W>)>>;
@@ -153,7 +177,11 @@ where
         .into_par_iter()
         .map(|p| {
             map_side(
-                take_arc(p),
+                Box::new(move |sink: &mut dyn FnMut((K, V))| {
+                    for x in take_arc(p) {
+                        sink(x);
+                    }
+                }),
                 n,
                 &|v| (vec![v], Vec::new()),
                 &|mut c: (Vec<V>, Vec<W>), v| {
@@ -169,7 +197,11 @@ where
         .into_par_iter()
         .map(|p| {
             map_side(
-                take_arc(p),
+                Box::new(move |sink: &mut dyn FnMut((K, W))| {
+                    for x in take_arc(p) {
+                        sink(x);
+                    }
+                }),
                 n,
                 &|w| (Vec::new(), vec![w]),
                 &|mut c: (Vec<V>, Vec<W>), w| {
@@ -244,7 +276,7 @@ mod tests {
             vec![("a", 1u64), ("b", 1), ("a", 1)],
             vec![("b", 1), ("c", 1)],
         ]);
-        let out = combine_by_key(b, 3, &|v| v, &|a, b| a + b, &|a, b| a + b);
+        let out = combine_batch(b, 3, &|v| v, &|a, b| a + b, &|a, b| a + b);
         assert_eq!(out.num_partitions(), 3);
         let mut v = out.to_vec();
         v.sort();

@@ -500,9 +500,14 @@ mod tests {
                 std::thread::spawn(move || s.store_many(vec![i * 10, i * 10 + 1]))
             })
             .collect();
-        wait_for("appends", || sup.records_received.load(Ordering::Acquire) == 6);
+        wait_for("appends", || {
+            sup.records_received.load(Ordering::Acquire) == 6
+        });
         std::thread::sleep(Duration::from_millis(30));
-        assert!(hs.iter().all(|h| !h.is_finished()), "store returned before its block was stored");
+        assert!(
+            hs.iter().all(|h| !h.is_finished()),
+            "store returned before its block was stored"
+        );
         assert_eq!(sup.blocks_stored.load(Ordering::Acquire), 0);
         clock.set_time(200);
         for h in hs {
@@ -535,14 +540,22 @@ mod tests {
             s.store_many(vec![0; 10])?;
             s.store_many(vec![1; 10])
         });
-        wait_for("first store", || sup.records_received.load(Ordering::Acquire) == 10);
+        wait_for("first store", || {
+            sup.records_received.load(Ordering::Acquire) == 10
+        });
         clock.set_time(200); // cut: the first store returns; the second needs 10 more permits
         std::thread::sleep(Duration::from_millis(50));
         clock.set_time(900);
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(sup.records_received.load(Ordering::Acquire), 10, "rate limit not enforced");
+        assert_eq!(
+            sup.records_received.load(Ordering::Acquire),
+            10,
+            "rate limit not enforced"
+        );
         clock.set_time(1000);
-        wait_for("second store admitted", || sup.records_received.load(Ordering::Acquire) == 20);
+        wait_for("second store admitted", || {
+            sup.records_received.load(Ordering::Acquire) == 20
+        });
         clock.set_time(1200);
         h.join().unwrap().unwrap();
         sup.stop();

@@ -1,0 +1,129 @@
+//! The stateless word-count pipeline through the engine (job generator, scheduler, worker pool):
+//! `flat_map(split_whitespace) → map((w, 1)) → reduce_by_key(+)` over in-memory batches of
+//! 10-word lines from `queue_stream`, driven by a `ManualClock` so only processing is measured.
+//! Throughput is reported in lines; divide by the worker count for lines/s per core.
+
+// The allocator matters: every word becomes an owned `String`, allocated on one worker and often
+// freed on another. mimalloc's thread-local free lists make that cheap; glibc malloc serialises
+// on arena locks. Applications choose their global allocator; the figures in
+// docs/performance.md give both.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use spate_streaming::testing::advance_and_wait;
+use spate_streaming::{BatchTime, DurationMs, ManualClock, StreamingConfig, StreamingContext};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LINES_PER_BATCH: usize = 200_000;
+const VOCABULARY: u64 = 10_000;
+
+/// Deterministic 10-word lines over a 10 000-word vocabulary (xorshift).
+fn lines(n: usize, seed: u64) -> Vec<String> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            let mut l = String::with_capacity(80);
+            for i in 0..10 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i > 0 {
+                    l.push(' ');
+                }
+                l.push_str("word");
+                l.push_str(&(x % VOCABULARY).to_string());
+            }
+            l
+        })
+        .collect()
+}
+
+/// Which formulation of the word count to run.
+#[derive(Clone, Copy, Debug)]
+enum Variant {
+    /// `flat_map(split_whitespace → String) → map((w, 1)) → reduce_by_key(+)`: Spark's example,
+    /// one owned `String` per word.
+    Naive,
+    /// `map_partitions` counting borrowed `&str` words per partition, emitting one `(String, n)`
+    /// per distinct word, then `reduce_by_key(+)` (what a performance-aware Spark user writes with
+    /// `mapPartitions`).
+    PartitionCombined,
+}
+
+fn run(batches: u64, input: &[String], threads: usize, variant: Variant) -> Duration {
+    let clock = ManualClock::new(0);
+    let cfg = StreamingConfig {
+        batch_interval: DurationMs(1000),
+        parallelism: threads,
+        default_partitions: threads,
+        app_name: "bench-pipeline".into(),
+        ..StreamingConfig::default()
+    };
+    let ctx = StreamingContext::with_clock(cfg, Arc::new(clock.clone())).expect("context");
+    let queue: Vec<Vec<String>> = (0..batches).map(|_| input.to_vec()).collect();
+    let words = Arc::new(AtomicU64::new(0));
+    let w2 = Arc::clone(&words);
+    let lines = ctx.queue_stream(queue, true, None).expect("input");
+    let pairs = match variant {
+        Variant::Naive => lines
+            .flat_map(|l: String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .and_then(|d| d.map(|w| (w, 1u64))),
+        Variant::PartitionCombined => lines.map_partitions(|part: Vec<String>| {
+            let mut m: rustc_hash::FxHashMap<&str, u64> = rustc_hash::FxHashMap::default();
+            for l in &part {
+                for w in l.split_whitespace() {
+                    *m.entry(w).or_insert(0) += 1;
+                }
+            }
+            m.into_iter()
+                .map(|(w, c)| (w.to_owned(), c))
+                .collect::<Vec<_>>()
+        }),
+    };
+    pairs
+        .and_then(|d| d.reduce_by_key(|a, b| a + b))
+        .and_then(|d| {
+            d.foreach_batch(move |_, b| {
+                w2.fetch_add(b.iter().map(|(_, c)| c).sum::<u64>(), Ordering::Relaxed);
+            })
+        })
+        .expect("graph");
+    ctx.start().expect("start");
+    let t0 = Instant::now();
+    for i in 1..=batches {
+        advance_and_wait(&ctx, &clock, BatchTime(i * 1000)).expect("batch");
+    }
+    let elapsed = t0.elapsed();
+    ctx.stop(false).expect("stop");
+    assert_eq!(
+        words.load(Ordering::Relaxed),
+        batches * input.len() as u64 * 10
+    );
+    elapsed
+}
+
+fn word_count(c: &mut Criterion) {
+    let input = lines(LINES_PER_BATCH, 0x5eed);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut g = c.benchmark_group("pipeline_word_count");
+    g.throughput(Throughput::Elements(LINES_PER_BATCH as u64));
+    g.sample_size(10);
+    for variant in [Variant::Naive, Variant::PartitionCombined] {
+        for threads in [1, cores] {
+            let id = BenchmarkId::new(format!("{variant:?}"), format!("{threads}_threads"));
+            g.bench_with_input(id, &threads, |b, &t| {
+                b.iter_custom(|iters| run(iters, &input, t, variant));
+            });
+            if cores == 1 {
+                break;
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, word_count);
+criterion_main!(benches);
