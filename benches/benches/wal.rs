@@ -8,12 +8,16 @@
 //! * `raw_fdatasync_batch16/4096`: 16 × 4 KiB in one `pwrite` + one `fdatasync` (what perfect group
 //!   commit of 16 writers could do).
 //!
+//! * `wal_open/<n>x64MiB`: `Wal::open` of a WAL of `n` preallocated 64 MiB segments holding 10
+//!   records of 200 B each (recovery reads sealed segments only up to their end-of-data marker,
+//!   so this should not grow with `n`).
+//!
 //! After the criterion groups, a latency pass prints p50/p99 per append+sync (and per raw
 //! write+fdatasync) to stderr. Files live under `CARGO_TARGET_TMPDIR` (on the build disk, not a
 //! tmpfs). Run: `cargo bench -p spate-benches --bench wal -- --warm-up-time 1 --measurement-time 3`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use spate_io::StdFs;
+use spate_io::{ManualClock, StdFs};
 use spate_wal::{SyncPolicy, Wal, WalOptions};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -175,5 +179,42 @@ fn latency_report(_c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, wal_benches, latency_report);
+/// A WAL of `segments` preallocated 64 MiB segments, 10 records of 200 B each (rolled by time).
+fn preallocated(name: &str, segments: u64) -> PathBuf {
+    let dir = bench_dir(name);
+    let clock = Arc::new(ManualClock::new(1_000));
+    let opts = WalOptions {
+        roll_interval_ms: Some(1_000),
+        clock: clock.clone(),
+        ..WalOptions::default()
+    };
+    let (mut wal, _) = Wal::open(Arc::new(StdFs), &dir, opts).unwrap();
+    for _ in 0..segments {
+        for _ in 0..10 {
+            wal.append(1, &[7u8; 200]).unwrap();
+        }
+        clock.advance(1_000);
+    }
+    wal.close().unwrap();
+    dir
+}
+
+fn open_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wal_open");
+    g.sample_size(10);
+    for segments in [1u64, 3, 6] {
+        let dir = preallocated(&format!("open-{segments}"), segments);
+        g.bench_function(format!("{segments}x64MiB"), |b| {
+            b.iter(|| {
+                let (wal, report) =
+                    Wal::open(Arc::new(StdFs), &dir, WalOptions::default()).unwrap();
+                assert_eq!(report.records(), segments * 10);
+                wal
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, wal_benches, open_benches, latency_report);
 criterion_main!(benches);
