@@ -28,6 +28,9 @@
 //!   directory (what a durable create of one object costs at minimum);
 //! * `raw_read_crc/<size>`: read that file back and crc32 it (page cache warm, as for the store).
 //!
+//! `checkpoint_resolve_only/<target>/1MiB`: `resolve_latest` alone (`VerifyLevel::Size`, no data
+//! read), the fixed cost of a resolve.
+//!
 //! Run: `cargo bench -p spate-benches --bench checkpoint -- --warm-up-time 1 --measurement-time 3`.
 
 use bytes::Bytes;
@@ -375,6 +378,22 @@ fn checkpoint_benches(c: &mut Criterion) {
                 b.iter_custom(|iters| (0..iters).map(|_| resolve_read_once(&bs, *size)).sum())
             });
         }
+    }
+    g.finish();
+
+    // The fixed cost of resolve alone (listing, floors, manifest, HEAD; no data read), 1 MiB only.
+    let mut g = c.benchmark_group("checkpoint_resolve_only");
+    g.sample_size(10).sampling_mode(SamplingMode::Flat);
+    for &(target, s3t) in &targets {
+        let data = &payloads[0].1;
+        let bs = location(target, s3t, "resolve", data.len(), VerifyLevel::Size);
+        let mut committer = bs.block_on(bs.store().open_committer()).unwrap();
+        bs.block_on(committer.commit(draft(1_000, data)))
+            .unwrap()
+            .unwrap();
+        g.bench_function(BenchmarkId::new(target, size_label(data.len())), |b| {
+            b.iter(|| bs.resolve_latest().unwrap().expect("one checkpoint"))
+        });
     }
     g.finish();
 
