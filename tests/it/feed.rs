@@ -56,6 +56,34 @@ fn connect(addr: &str) -> TcpStream {
     }
 }
 
+/// Connects as an acknowledging receiver: sends `HELLO spate-ack/1 resume=<resume>`.
+fn hello(addr: &str, resume: u64) -> (TcpStream, BufReader<TcpStream>) {
+    let mut s = connect(addr);
+    s.write_all(format!("HELLO spate-ack/1 resume={resume}\n").as_bytes())
+        .unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+/// Reads `n` lines (without their line ends).
+fn read_lines(r: &mut BufReader<TcpStream>, n: u64) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            l.trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// Sends `ACK <seq>` and lets the feeder read it before the connection is dropped.
+fn ack_and_drop(mut s: TcpStream, r: BufReader<TcpStream>, seq: u64) {
+    s.write_all(format!("ACK {seq}\n").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(r);
+    drop(s);
+}
+
 fn finish(child: Child) -> serde_json::Value {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -118,29 +146,15 @@ fn ack_mode_resumes_where_the_receiver_says_and_completes_on_full_ack() {
     let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
 
     // Connection 1: take 1000 lines, acknowledge 700 as durable, then "crash".
-    let mut s = connect(&addr);
-    s.write_all(b"HELLO spate-ack/1 resume=0\n").unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    for i in 0..1000 {
-        let mut l = String::new();
-        r.read_line(&mut l).unwrap();
-        assert_eq!(l.trim_end(), format!("line-{i}"));
+    let (s, mut r) = hello(&addr, 0);
+    for (i, l) in read_lines(&mut r, 1000).iter().enumerate() {
+        assert_eq!(*l, format!("line-{i}"));
     }
-    s.write_all(b"ACK 700\n").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    drop(r);
-    drop(s);
+    ack_and_drop(s, r, 700);
 
     // Connection 2: the receiver's WAL held 800 lines (100 more than acknowledged): resume at 800.
-    let mut s = connect(&addr);
-    s.write_all(b"HELLO spate-ack/1 resume=800\n").unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut got = Vec::new();
-    for _ in 800..3000 {
-        let mut l = String::new();
-        r.read_line(&mut l).unwrap();
-        got.push(l.trim_end().to_owned());
-    }
+    let (mut s, mut r) = hello(&addr, 800);
+    let got = read_lines(&mut r, 3000 - 800);
     assert_eq!(got.first().map(String::as_str), Some("line-800"));
     assert_eq!(got.last().map(String::as_str), Some("line-2999"));
     s.write_all(b"ACK 3000\n").unwrap();
@@ -162,25 +176,12 @@ fn ack_mode_reports_a_receiver_that_lost_acknowledged_lines() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path(), 200);
     let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
-    let mut s = connect(&addr);
-    s.write_all(b"HELLO spate-ack/1 resume=0\n").unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    for _ in 0..200 {
-        let mut l = String::new();
-        r.read_line(&mut l).unwrap();
-    }
-    s.write_all(b"ACK 150\n").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    drop(r);
-    drop(s);
+    let (s, mut r) = hello(&addr, 0);
+    read_lines(&mut r, 200);
+    ack_and_drop(s, r, 150);
     // Lost 50 acknowledged lines: resumes at 100 < 150.
-    let mut s = connect(&addr);
-    s.write_all(b"HELLO spate-ack/1 resume=100\n").unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    for _ in 100..200 {
-        let mut l = String::new();
-        r.read_line(&mut l).unwrap();
-    }
+    let (mut s, mut r) = hello(&addr, 100);
+    read_lines(&mut r, 100);
     s.write_all(b"ACK 200\n").unwrap();
     let stats = finish(child);
     assert_eq!(stats["resume_below_ack"], 1, "{stats}");
@@ -198,13 +199,8 @@ fn ack_mode_rejects_a_garbage_hello_and_keeps_serving() {
     // The feeder closes the bad connection without sending data.
     bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(bad.read(&mut buf).unwrap_or(0), 0);
-    let mut s = connect(&addr);
-    s.write_all(b"HELLO spate-ack/1 resume=0\n").unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    for _ in 0..10 {
-        let mut l = String::new();
-        r.read_line(&mut l).unwrap();
-    }
+    let (mut s, mut r) = hello(&addr, 0);
+    read_lines(&mut r, 10);
     s.write_all(b"ACK 10\n").unwrap();
     let stats = finish(child);
     assert_eq!(stats["complete"], true);
