@@ -106,7 +106,7 @@ impl<T: Data> DStream<T> {
     }
 
     /// A per-partition transformation of this stream (map, filter, flat_map, map_partitions).
-    fn narrow<U: Data>(
+    pub(crate) fn narrow<U: Data>(
         &self,
         kind: &'static str,
         f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,

@@ -184,7 +184,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         self.check_pair(kind, other.id(), other.slide(), &other.ctx)?;
         let co = self.cogroup_kind("cogroup", other)?;
         // The cogroup node is an internal step of the join; the join is the flat map over it.
-        co.narrow_pub(kind, move |p: Vec<Cogrouped<K, V, W>>| {
+        co.narrow(kind, move |p: Vec<Cogrouped<K, V, W>>| {
             let mut out = Vec::new();
             for (k, (vs, ws)) in &p {
                 emit(k, vs, ws, &mut out);
@@ -444,22 +444,6 @@ impl<T: Key> DStream<T> {
             window,
             slide,
             Some(Box::new(|(_, c): &(T, u64)| *c != 0)),
-        )
-    }
-}
-
-impl<T: Data> DStream<T> {
-    pub(crate) fn narrow_pub<U: Data>(
-        &self,
-        kind: &'static str,
-        f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
-    ) -> Result<DStream<U>> {
-        let parent = Arc::clone(&self.node);
-        self.derive(
-            kind,
-            vec![self.id()],
-            |_| {},
-            move |t| Ok(parent.get_or_compute(t)?.map(|b| b.par_map_partitions(&f))),
         )
     }
 }
