@@ -53,6 +53,30 @@ pub trait ReceiverSink<T>: Send + Sync {
     /// [`StoreError`] with the records handed back.
     fn store_many(&self, items: Vec<T>) -> Result<(), StoreError<T>>;
 
+    /// As [`store_many`](ReceiverSink::store_many), recording the source position *after* `items`
+    /// (for a sequence-numbered source: one past the sequence number of the last item). The
+    /// position is stored with the block that holds the items, so after a crash
+    /// [`durable_position`](ReceiverSink::durable_position) tells the source where to resume.
+    /// Positions passed by one receiver must not decrease.
+    ///
+    /// # Durability
+    /// Once this returns `Ok` with the receiver WAL on, every item and the position are durable: a
+    /// reliable source may acknowledge everything below `position` to its sender.
+    ///
+    /// # Errors
+    /// As [`store_many`](ReceiverSink::store_many).
+    fn store_many_at(&self, items: Vec<T>, position: u64) -> Result<(), StoreError<T>> {
+        let _ = position;
+        self.store_many(items)
+    }
+
+    /// The highest position recorded with durable blocks of this receiver in earlier runs
+    /// (recovered from the WAL and the checkpoint), or `None` on a fresh start or without the WAL.
+    /// A reliable source resumes its sender from here (`HELLO spate-ack/1 resume=<position>`).
+    fn durable_position(&self) -> Option<u64> {
+        None
+    }
+
     /// Asks the supervisor to stop the receiver (`on_stop`) and start it again after `delay`
     /// (the configured restart delay if `None`), as Spark's `Receiver.restart`.
     fn restart(&self, reason: &str, delay: Option<Duration>);
@@ -105,6 +129,20 @@ impl<T> ReceiverContext<T> {
     /// [`StoreError`] with the records handed back.
     pub fn store_many(&self, items: Vec<T>) -> Result<(), StoreError<T>> {
         self.sink.store_many(items)
+    }
+
+    /// Stores many records with the source position after them; see
+    /// [`ReceiverSink::store_many_at`].
+    ///
+    /// # Errors
+    /// [`StoreError`] with the records handed back.
+    pub fn store_many_at(&self, items: Vec<T>, position: u64) -> Result<(), StoreError<T>> {
+        self.sink.store_many_at(items, position)
+    }
+
+    /// Where a reliable source resumes after a crash; see [`ReceiverSink::durable_position`].
+    pub fn durable_position(&self) -> Option<u64> {
+        self.sink.durable_position()
     }
 
     /// Restarts the receiver after `delay` (or the configured restart delay).

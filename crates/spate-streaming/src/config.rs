@@ -78,9 +78,55 @@ pub struct StreamingConfig {
     pub stop_gracefully_on_signal: bool,
     /// Batches processed concurrently (`spark.streaming.concurrentJobs`). Default 1.
     pub concurrent_jobs: usize,
-    /// Checkpoint location URL (`file:///path`, bare path, `s3://bucket/prefix`, `memory://`).
-    /// Not used by this version of the engine yet; recorded for the recovery issue.
+    /// Checkpoint location URL (`file:///path`, bare path, `s3://bucket/prefix`, `memory://`)
+    /// (Spark's `ssc.checkpoint(dir)`). Set, the engine writes metadata checkpoints and keeps the
+    /// receiver WAL; [`StreamingContext::get_or_create`](crate::StreamingContext::get_or_create)
+    /// sets it from its URL argument. `None` (default): nothing survives a crash.
     pub checkpoint: Option<String>,
+    /// Directory of the write-ahead log (received blocks and tracker events). Default: `<checkpoint
+    /// path>/wal` for local checkpoint URLs; **required** for `s3://` and `memory://` checkpoints,
+    /// since the WAL needs a local file with fdatasync (docs/design/0001-fault-tolerance.md).
+    pub wal_dir: Option<PathBuf>,
+    /// Write received blocks to the WAL before `store` returns
+    /// (`spark.streaming.receiver.writeAheadLog.enable`). Default **true** when checkpointing
+    /// (Spark: false). Off, received-but-unprocessed records are lost on a crash.
+    pub receiver_wal: bool,
+    /// What restart does with batch times missed while the application was down:
+    /// `generate_all` (default, as Spark's `JobGenerator.restart`) or `coalesce_empty`.
+    pub missed_batches: MissedBatches,
+    /// Completed checkpoints kept by automatic GC (default 10; Spark keeps the last 10 files).
+    pub checkpoint_retain: usize,
+    /// With no valid checkpoint but files present, archive them and start fresh instead of failing
+    /// (Spark's `getOrCreate(createOnError = true)`, which deletes nothing either). Default false.
+    pub create_on_error: bool,
+}
+
+/// Restart policy for batch times missed during an outage (see
+/// [`StreamingConfig::missed_batches`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedBatches {
+    /// Generate every grid time in `[checkpoint time, restart time)` (Spark's behaviour): windows see
+    /// every batch; a long outage means many (mostly empty) batches on restart.
+    #[default]
+    GenerateAll,
+    /// Generate the pending batches, then only the first missed time (which receives every block
+    /// recovered from the WAL) and the last one; empty batches in between are skipped and listed in
+    /// the restart report. Windows then see fewer batches than a crash-free run.
+    CoalesceEmpty,
+}
+
+impl std::str::FromStr for MissedBatches {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "generate_all" => Ok(MissedBatches::GenerateAll),
+            "coalesce_empty" => Ok(MissedBatches::CoalesceEmpty),
+            other => Err(format!(
+                "unknown missed-batch policy {other:?} (expected generate_all or coalesce_empty)"
+            )),
+        }
+    }
 }
 
 fn cores() -> usize {
@@ -104,6 +150,11 @@ impl Default for StreamingConfig {
             stop_gracefully_on_signal: false,
             concurrent_jobs: 1,
             checkpoint: None,
+            wal_dir: None,
+            receiver_wal: true,
+            missed_batches: MissedBatches::GenerateAll,
+            checkpoint_retain: 10,
+            create_on_error: false,
         }
     }
 }
@@ -138,6 +189,18 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<DurationMs, D::Error> 
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DurationMs>, D::Error> {
     de_duration(d).map(Some)
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::InvalidValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason: "expected true/false".to_owned(),
+        }),
+    }
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
@@ -260,22 +323,26 @@ impl StreamingConfig {
                     }
                 }
                 "SPATE_STOP_GRACEFULLY_ON_SIGNAL" => {
-                    self.stop_gracefully_on_signal = match value.trim() {
-                        "1" | "true" | "yes" | "on" => true,
-                        "0" | "false" | "no" | "off" => false,
-                        _ => {
-                            return Err(ConfigError::InvalidValue {
-                                key: key.to_owned(),
-                                value: value.to_owned(),
-                                reason: "expected true/false".to_owned(),
-                            })
-                        }
-                    }
+                    self.stop_gracefully_on_signal = parse_bool(key, value)?;
                 }
                 "SPATE_CONCURRENT_JOBS" => self.concurrent_jobs = parse_num(key, value)?,
                 "SPATE_CHECKPOINT" => {
                     self.checkpoint = (!value.trim().is_empty()).then(|| value.to_owned());
                 }
+                "SPATE_WAL_DIR" => {
+                    self.wal_dir = (!value.trim().is_empty()).then(|| PathBuf::from(value));
+                }
+                "SPATE_RECEIVER_WAL" => self.receiver_wal = parse_bool(key, value)?,
+                "SPATE_CREATE_ON_ERROR" => self.create_on_error = parse_bool(key, value)?,
+                "SPATE_MISSED_BATCHES" => {
+                    self.missed_batches =
+                        value.parse().map_err(|reason| ConfigError::InvalidValue {
+                            key: key.to_owned(),
+                            value: value.to_owned(),
+                            reason,
+                        })?;
+                }
+                "SPATE_CHECKPOINT_RETAIN" => self.checkpoint_retain = parse_num(key, value)?,
                 _ => {}
             }
         }
@@ -312,6 +379,9 @@ impl StreamingConfig {
         }
         if self.concurrent_jobs == 0 {
             return bad("concurrent_jobs", "0".into(), "must be at least 1");
+        }
+        if self.checkpoint_retain == 0 {
+            return bad("checkpoint_retain", "0".into(), "must be at least 1");
         }
         Ok(())
     }

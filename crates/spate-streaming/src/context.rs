@@ -209,6 +209,15 @@ impl StreamingContext {
         }
     }
 
+    /// The graph description plus the computation-defining settings (what `get_or_create` compares
+    /// with a checkpoint; what `--describe` writes).
+    pub fn describe_build(&self) -> crate::compat::BuildDescription {
+        crate::compat::BuildDescription {
+            graph: self.describe(),
+            settings: crate::compat::computation_settings(&self.inner.config),
+        }
+    }
+
     /// Registers an operator node; refused once the context has started.
     pub(crate) fn register<T: Send + Sync + 'static>(
         &self,

@@ -77,6 +77,7 @@
 #![allow(clippy::type_complexity)]
 
 mod batch;
+pub mod compat;
 mod config;
 mod context;
 mod dstream;
@@ -93,7 +94,8 @@ pub mod testing;
 mod tracker;
 
 pub use batch::Batch;
-pub use config::{ConfigError, StreamingConfig};
+pub use compat::{BuildDescription, CompatibilityDiff, SettingChange};
+pub use config::{ConfigError, MissedBatches, StreamingConfig};
 pub use context::{ContextState, StreamingContext};
 pub use dstream::{DStream, Data, Key};
 pub use error::{BoxError, Result, StreamingError};
