@@ -2,14 +2,18 @@
 //! generator (timer on the [`Clock`]) and the job scheduler.
 
 use crate::config::StreamingConfig;
+use crate::durability::{Durability, Submitted};
 use crate::error::{Result, StreamingError};
 use crate::graph::{
     plan_remember, ComputeFn, GraphDescription, GraphNode, NarrowFn, Node, NodeMeta,
 };
+use crate::journal::Replayed;
 use crate::listener::{BatchInfo, Event, ListenerBus, OutputOperationInfo, StreamingListener};
+use crate::recovery::{restart_schedule, RestartPlan, RestartReport};
 use crate::tracker::{ReceivedBlockInfo, ReceivedBlockTracker};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
+use spate_checkpoint::{CheckpointKind, Manifest};
 use spate_io::{Clock, SystemClock};
 use spate_types::{BatchTime, DurationMs, OperatorId};
 use std::collections::BTreeMap;
@@ -35,11 +39,30 @@ pub enum ContextState {
     Stopped,
 }
 
+/// What recovery hands each input.
+pub(crate) struct RestoreInput<'a> {
+    pub(crate) checkpoint_time: BatchTime,
+    pub(crate) positions: &'a BTreeMap<String, Vec<u8>>,
+    pub(crate) replayed: &'a Replayed,
+}
+
 /// An input operator as the job generator sees it.
 pub(crate) trait InputStream: Send + Sync {
-    /// Fixes the input of batch `t` before its jobs run (DESIGN.md §4 step 2); returns the number
-    /// of records known at this point.
-    fn generate(&self, t: BatchTime) -> Result<u64>;
+    /// Fixes the input of batch `t` before its jobs run (DESIGN.md §4 step 2), making it durable
+    /// in the WAL when checkpointing; returns the number of records known at this point.
+    fn generate(&self, t: BatchTime, durability: Option<&Durability>) -> Result<u64>;
+    /// `Some(reason)` if this input cannot be checkpointed.
+    fn checkpointable(&self) -> Option<&'static str> {
+        None
+    }
+    /// Entries for the manifest's source positions.
+    fn checkpoint_state(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
+    /// Restores positions and recorded selections after a restart.
+    fn restore(&self, _r: &RestoreInput<'_>) -> Result<()> {
+        Ok(())
+    }
     /// Starts receivers.
     fn start(&self) -> Result<()> {
         Ok(())
@@ -103,6 +126,10 @@ pub(crate) struct Inner {
     zero_time: AtomicU64,
     pub(crate) batch_records: Mutex<BTreeMap<BatchTime, u64>>,
     stop_lock: Mutex<()>,
+    /// Checkpointing (WAL, store, writer), when a checkpoint location is configured.
+    pub(crate) durability: Option<Arc<Durability>>,
+    /// Times to run before the timer resumes (restart), set by `start`.
+    reschedule: Mutex<Vec<BatchTime>>,
 }
 
 /// The entry point (Spark's `StreamingContext`): build the graph, then `start`.
@@ -140,6 +167,37 @@ impl StreamingContext {
     /// As [`new`](Self::new).
     pub fn with_clock(config: StreamingConfig, clock: Arc<dyn Clock>) -> Result<Self> {
         config.validate()?;
+        let durability = match &config.checkpoint {
+            Some(url) => {
+                let wal = crate::durability::wal_dir(url, config.wal_dir.as_deref())?;
+                Some(Arc::new(Durability::open(
+                    url,
+                    &wal,
+                    Arc::clone(&clock),
+                    None,
+                )?))
+            }
+            None => None,
+        };
+        Self::build(config, clock, durability)
+    }
+
+    pub(crate) fn with_durability(
+        config: StreamingConfig,
+        clock: Arc<dyn Clock>,
+        store: spate_checkpoint::BlockingCheckpointStore,
+        wal: &std::path::Path,
+    ) -> Result<Self> {
+        let url = config.checkpoint.clone().unwrap_or_default();
+        let d = Durability::open(&url, wal, Arc::clone(&clock), Some(store))?;
+        Self::build(config, clock, Some(Arc::new(d)))
+    }
+
+    fn build(
+        config: StreamingConfig,
+        clock: Arc<dyn Clock>,
+        durability: Option<Arc<Durability>>,
+    ) -> Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.parallelism)
             .thread_name(|i| format!("spate-worker-{i}"))
@@ -163,6 +221,8 @@ impl StreamingContext {
                 zero_time: AtomicU64::new(u64::MAX),
                 batch_records: Mutex::new(BTreeMap::new()),
                 stop_lock: Mutex::new(()),
+                durability,
+                reschedule: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -207,6 +267,84 @@ impl StreamingContext {
             batch_interval: self.inner.config.batch_interval,
             operators,
         }
+    }
+
+    /// Recovery step 3: replays the WAL into the tracker, restores the inputs' positions and
+    /// selections, and records the restart plan `start` applies.
+    pub(crate) fn restore_from(&self, m: &Manifest, report: &mut RestartReport) -> Result<()> {
+        let Some(d) = &self.inner.durability else {
+            return Ok(());
+        };
+        let replayed = d.replayed.lock().take().unwrap_or_default();
+        let mut recorded = std::collections::BTreeSet::new();
+        {
+            let mut tr = self.inner.tracker.lock();
+            for (lsn, e) in &replayed.events {
+                if let crate::tracker::TrackerEvent::BatchAllocated { time, .. } = e {
+                    if *time > m.batch_time {
+                        recorded.insert(*time);
+                    }
+                    d.note_batch_lsn(*time, *lsn);
+                }
+                tr.apply(e);
+            }
+            report.blocks_unallocated = tr.unallocated_blocks() as u64;
+            let cleaned: Vec<BatchTime> = {
+                let alloc: std::collections::BTreeSet<BatchTime> =
+                    tr.allocated_times().into_iter().collect();
+                d.batch_lsn
+                    .lock()
+                    .keys()
+                    .filter(|t| !alloc.contains(t))
+                    .copied()
+                    .collect()
+            };
+            let mut lsns = d.batch_lsn.lock();
+            for t in cleaned {
+                lsns.remove(&t);
+            }
+        }
+        for (lsn, _, sel) in &replayed.selections {
+            if sel.time > m.batch_time {
+                recorded.insert(sel.time);
+            }
+            if sel.time >= m.batch_time {
+                d.note_batch_lsn(sel.time, *lsn);
+            }
+        }
+        report.blocks_recovered = replayed.blocks;
+        report.records_recovered = replayed.block_records;
+        report.selections_recovered = replayed.selections.len() as u64;
+        let inputs = self.inner.graph.lock().inputs.clone();
+        let r = RestoreInput {
+            checkpoint_time: m.batch_time,
+            positions: &m.source_positions,
+            replayed: &replayed,
+        };
+        for i in &inputs {
+            i.restore(&r)?;
+        }
+        for (rid, p) in &replayed.positions {
+            report.receiver_positions.insert(rid.0, *p);
+        }
+        for (k, v) in &m.source_positions {
+            if let Some(id) = k
+                .strip_prefix("receiver-")
+                .and_then(|x| x.parse::<u32>().ok())
+            {
+                if let Ok(p) = spate_types::codec::decode::<u64>(v) {
+                    let e = report.receiver_positions.entry(id).or_insert(p);
+                    *e = (*e).max(p);
+                }
+            }
+        }
+        *d.plan.lock() = Some(RestartPlan {
+            zero: m.zero_time,
+            checkpoint_time: m.batch_time,
+            pending: m.pending_batches.clone(),
+            recorded,
+        });
+        Ok(())
     }
 
     /// The graph description plus the computation-defining settings (what `get_or_create` compares
@@ -331,8 +469,84 @@ impl StreamingContext {
         let inner = &self.inner;
         let batch = inner.config.batch_interval.0;
         let now = inner.clock.now_ms();
-        let start_time = (now / batch + 1) * batch;
-        let zero = start_time - batch;
+        let mut start_time = (now / batch + 1) * batch;
+        let mut zero = start_time - batch;
+        let plan = inner
+            .durability
+            .as_ref()
+            .and_then(|d| d.plan.lock().clone());
+        if let Some(d) = &inner.durability {
+            for i in &inner.graph.lock().inputs {
+                if let Some(reason) = i.checkpointable() {
+                    return Err(StreamingError::InvalidArgument {
+                        kind: "checkpoint",
+                        reason: reason.to_owned(),
+                    });
+                }
+            }
+            d.set_build(&self.describe_build());
+            match &plan {
+                Some(p) => {
+                    // Recovery step 5 (Spark's JobGenerator.restart).
+                    let s = restart_schedule(
+                        p.zero,
+                        inner.config.batch_interval,
+                        p.checkpoint_time,
+                        &p.pending,
+                        &p.recorded,
+                        now,
+                        inner.config.missed_batches,
+                    );
+                    zero = p.zero.0;
+                    start_time = s.restart_time.0;
+                    if let Some(r) = d.report.lock().as_mut() {
+                        r.batches_rescheduled = s.times.iter().map(|t| t.0).collect();
+                        r.batches_skipped = s.skipped.iter().map(|t| t.0).collect();
+                        r.restart_time = Some(start_time);
+                    }
+                    tracing::info!(
+                        rescheduled = s.times.len(),
+                        skipped = s.skipped.len(),
+                        restart_time = start_time,
+                        "restarting from checkpoint"
+                    );
+                    *inner.reschedule.lock() = s.times;
+                }
+                None => {
+                    let records = d.replayed.lock().as_ref().map_or(0, |r| r.records);
+                    if records > 0 {
+                        return Err(StreamingError::OrphanWal {
+                            dir: d.journal.dir().to_owned(),
+                            records,
+                        });
+                    }
+                }
+            }
+            d.replayed.lock().take();
+            d.open_writer(inner.config.checkpoint_retain)?;
+            if plan.is_none() {
+                // The first checkpoint, before any receiver stores a block: every WAL record is
+                // covered by some manifest from now on.
+                let positions = inner.source_positions()?;
+                let draft = d.draft(
+                    CheckpointKind::Completed,
+                    BatchTime(zero),
+                    BatchTime(zero),
+                    inner.config.batch_interval,
+                    positions,
+                );
+                d.submit(draft, None)?;
+            }
+            let (tx, rx) = crossbeam_channel::unbounded::<Submitted>();
+            *d.submit_tx.lock() = Some(tx);
+            let weak = Arc::downgrade(inner);
+            let dd = Arc::clone(d);
+            let h = std::thread::Builder::new()
+                .name("spate-checkpoint-waiter".into())
+                .spawn(move || run_checkpoint_waiter(&dd, &weak, &rx))
+                .map_err(|e| StreamingError::spawn("checkpoint waiter", e))?;
+            *d.waiter.lock() = Some(h);
+        }
         inner.zero_time.store(zero, Ordering::Release);
         let inputs = {
             let g = inner.graph.lock();
@@ -530,6 +744,12 @@ impl StreamingContext {
         for w in running.workers.drain(..) {
             let _ = w.join();
         }
+        if let Some(d) = &inner.durability {
+            if graceful && !d.drain(Instant::now() + timeout + crate::durability::DRAIN_GRACE) {
+                tracing::warn!("graceful stop: last checkpoints not durable before timeout");
+            }
+            d.shutdown();
+        }
         for id in running.signal_ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }
@@ -656,6 +876,13 @@ impl Inner {
 
     fn run_generator(self: Arc<Self>, start: BatchTime, jobs_tx: &Sender<JobSet>) {
         let batch = self.config.batch_interval;
+        let rescheduled = std::mem::take(&mut *self.reschedule.lock());
+        for t in rescheduled {
+            if self.gen_stop_now.load(Ordering::Acquire) {
+                return;
+            }
+            self.generate_batch(t, jobs_tx);
+        }
         let mut next = start;
         loop {
             loop {
@@ -681,10 +908,15 @@ impl Inner {
 
     /// Spark's `JobGenerator.generateJobs(time)`: allocate blocks, fix every input, create the jobs.
     fn generate_batch(&self, t: BatchTime, jobs_tx: &Sender<JobSet>) {
-        let allocated = {
-            let mut tr = self.tracker.lock();
-            tr.allocate_blocks_to_batch(t);
-            tr.blocks_of_batch(t).num_records()
+        let allocated = match self.allocate(t) {
+            Ok(n) => n,
+            Err(e) => {
+                // The allocation was not logged, so it was not applied (SPARK-23991): the blocks
+                // stay unallocated for the next batch.
+                self.record_failure(e);
+                self.mark_processed(t);
+                return;
+            }
         };
         let (inputs, outputs) = {
             let g = self.graph.lock();
@@ -692,7 +924,7 @@ impl Inner {
         };
         let mut records = allocated;
         for i in &inputs {
-            match i.generate(t) {
+            match i.generate(t, self.durability.as_deref()) {
                 Ok(n) => records += n,
                 Err(e) => {
                     // Spark: a job-generation failure is reported and the batch gets no jobs.
@@ -703,6 +935,13 @@ impl Inner {
             }
         }
         self.batch_records.lock().insert(t, records);
+        if let Some(d) = &self.durability {
+            // DESIGN.md §4 step 3: metadata checkpoint "T generated", written off this thread.
+            d.pending.lock().insert(t);
+            if let Err(e) = self.submit_checkpoint(d, CheckpointKind::Generated, t, None) {
+                self.record_failure(e);
+            }
+        }
         let jobs: Vec<Arc<OutputOp>> = outputs
             .into_iter()
             .filter(|o| o.meta.meta.is_time_valid(t))
@@ -782,7 +1021,46 @@ impl Inner {
         self.mark_processed(time);
     }
 
-    /// Spark's `ClearMetadata(time)`: forget old batches, old allocations and their blocks.
+    /// DESIGN.md §4 step 2: allocates unallocated blocks to `t`, logging the allocation to the WAL
+    /// first when receivers write to it. Returns the records allocated.
+    fn allocate(&self, t: BatchTime) -> Result<u64> {
+        let mut tr = self.tracker.lock();
+        if let Some(e) = tr.plan_allocation(t) {
+            if let Some(d) = self.durability.as_ref().filter(|d| d.logs_allocations()) {
+                let lsn = d.journal.append_event(&e)?;
+                d.note_batch_lsn(t, lsn);
+            }
+            tr.apply(&e);
+        }
+        Ok(tr.blocks_of_batch(t).num_records())
+    }
+
+    /// Source positions of every input (for a manifest).
+    pub(crate) fn source_positions(&self) -> Result<BTreeMap<String, Vec<u8>>> {
+        let inputs = self.graph.lock().inputs.clone();
+        let mut m = BTreeMap::new();
+        for i in &inputs {
+            m.extend(i.checkpoint_state()?);
+        }
+        Ok(m)
+    }
+
+    fn submit_checkpoint(
+        &self,
+        d: &Durability,
+        kind: CheckpointKind,
+        t: BatchTime,
+        cleanup_before: Option<BatchTime>,
+    ) -> Result<()> {
+        let zero = BatchTime(self.zero_time.load(Ordering::Acquire));
+        let positions = self.source_positions()?;
+        let draft = d.draft(kind, t, zero, self.config.batch_interval, positions);
+        d.submit(draft, cleanup_before)
+    }
+
+    /// Spark's `ClearMetadata(time)`: forget old batches, old allocations and their blocks. With
+    /// checkpointing, allocations, blocks and WAL segments are dropped only once the completion
+    /// checkpoint of `t` is durable (Spark's `ClearCheckpointData`; DESIGN.md §4 steps 6–7).
     fn clear_metadata(&self, t: BatchTime) {
         let (nodes, inputs) = {
             let g = self.graph.lock();
@@ -793,10 +1071,37 @@ impl Inner {
             n.clear_metadata(t);
             max_remember = max_remember.max(n.meta().remember.load(Ordering::Acquire));
         }
-        let before = BatchTime(t.0.saturating_sub(max_remember));
+        let mut before = BatchTime(t.0.saturating_sub(max_remember));
+        if let Some(d) = &self.durability {
+            let oldest_pending = {
+                let mut p = d.pending.lock();
+                p.remove(&t);
+                p.first().copied()
+            };
+            if let Some(o) = oldest_pending {
+                before = before.min(o);
+            }
+            if let Err(e) = self.submit_checkpoint(d, CheckpointKind::Completed, t, Some(before)) {
+                self.record_failure(e);
+            }
+            return;
+        }
         let (_, removed) = self.tracker.lock().cleanup_old_batches(before);
         for i in &inputs {
             i.clear(before, &removed);
+        }
+    }
+
+    /// Clears inputs after a durable completion checkpoint (called by the waiter thread).
+    fn after_completed(&self, d: &Durability, before: BatchTime) {
+        match d.cleanup(&self.tracker, before) {
+            Ok(removed) => {
+                let inputs = self.graph.lock().inputs.clone();
+                for i in &inputs {
+                    i.clear(before, &removed);
+                }
+            }
+            Err(e) => self.record_failure(e),
         }
     }
 
@@ -820,5 +1125,36 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+/// Handles checkpoint outcomes in submission order: counts commits, surfaces failures to
+/// `await_termination`, and runs step-7 cleanup after each durable completion checkpoint.
+fn run_checkpoint_waiter(
+    d: &Arc<Durability>,
+    inner: &Weak<Inner>,
+    rx: &crossbeam_channel::Receiver<Submitted>,
+) {
+    for s in rx {
+        let outcome = s.ticket.wait_blocking();
+        if let Some(inner) = inner.upgrade() {
+            match outcome {
+                Ok(Ok(_)) => {
+                    *d.committed.lock() += 1;
+                    tracing::debug!(kind = ?s.kind, time = s.time.0, "checkpoint committed");
+                    if let Some(before) = s.cleanup_before {
+                        inner.after_completed(d, before);
+                    }
+                }
+                Ok(Err(a)) => inner.record_failure(d.ckpt_err(
+                    spate_checkpoint::CheckpointError::InvalidArgument(format!(
+                        "checkpoint for batch {} not published: {a:?}",
+                        s.time
+                    )),
+                )),
+                Err(e) => inner.record_failure(d.ckpt_err(e)),
+            }
+        }
+        d.resolved();
     }
 }

@@ -135,6 +135,69 @@ pub enum StreamingError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The write-ahead log failed (open, append, sync, replay or cleanup). An append that failed
+    /// changed nothing: the block was not acknowledged, the batch not allocated.
+    #[error("write-ahead log {dir}: {source}")]
+    Wal {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The WAL's error (`Corrupt` names the segment and offset).
+        #[source]
+        source: spate_wal::WalError,
+    },
+    /// A WAL record passed its checksums but this build cannot decode it (a newer or foreign
+    /// build's record kind or payload).
+    #[error("write-ahead log {dir}: record {lsn} (kind {kind}): {reason}")]
+    WalRecord {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The record's LSN.
+        lsn: spate_types::Lsn,
+        /// Its kind byte.
+        kind: u8,
+        /// Why it cannot be decoded.
+        reason: String,
+    },
+    /// The checkpoint store failed (open, resolve, commit, archive). A failed metadata checkpoint
+    /// stops the context: recovery would otherwise silently restart from an older point.
+    #[error("checkpoint {url}: {source}")]
+    Checkpoint {
+        /// The checkpoint location.
+        url: String,
+        /// The store's error.
+        #[source]
+        source: spate_checkpoint::CheckpointError,
+    },
+    /// The checkpoint was written by a build whose graph or computation-defining settings differ
+    /// from this one (Spark would silently run the checkpointed code). Nothing was restored or
+    /// modified; `diff` lists every difference.
+    #[error("checkpoint {checkpoint} at {url} is incompatible with this build ({} difference(s)): {diff}", diff.len())]
+    IncompatibleCheckpoint {
+        /// The checkpoint location.
+        url: String,
+        /// The manifest compared (`manifests/<key>.manifest`).
+        checkpoint: String,
+        /// What differs.
+        diff: crate::compat::CompatibilityDiff,
+    },
+    /// The location holds checkpoint manifests but none verifies, and `create_on_error` is off.
+    /// Nothing was modified.
+    #[error("no valid checkpoint at {url}: {}; set create_on_error to archive them and start fresh", rejected.join("; "))]
+    NoValidCheckpoint {
+        /// The checkpoint location.
+        url: String,
+        /// Every candidate and why it was rejected.
+        rejected: Vec<String>,
+    },
+    /// A fresh start found records in the WAL directory that no checkpoint covers (a WAL left from
+    /// another application or a deleted checkpoint). Nothing was modified.
+    #[error("write-ahead log {dir} holds {records} record(s) but there is no checkpoint for them; remove or archive the directory, or set create_on_error")]
+    OrphanWal {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// Records found.
+        records: u64,
+    },
     /// A thread or thread pool could not be created.
     #[error("cannot start {what}: {reason}")]
     Spawn {

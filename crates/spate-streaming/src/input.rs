@@ -1,10 +1,12 @@
 //! Input DStreams: `queue_stream`, `receiver_stream`, `replayable_stream`.
 
 use crate::batch::Batch;
-use crate::context::{Inner, InputStream, StreamingContext};
+use crate::context::{Inner, InputStream, RestoreInput, StreamingContext};
 use crate::dstream::DStream;
+use crate::durability::Durability;
 use crate::error::{Result, StreamingError};
 use crate::graph::NodeMeta;
+use crate::journal::WalBlockHandler;
 use crate::supervisor::{Supervisor, SupervisorConfig};
 use crate::tracker::{BlockHandler, MemoryBlockHandler, ReceivedBlockInfo, ReceivedBlockTracker};
 use parking_lot::Mutex;
@@ -21,7 +23,11 @@ struct QueueInput<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> InputStream for QueueInput<T> {
-    fn generate(&self, t: BatchTime) -> Result<u64> {
+    fn checkpointable(&self) -> Option<&'static str> {
+        Some("queue_stream holds its data in memory and cannot be checkpointed (as Spark's queueStream); use a replayable_stream")
+    }
+
+    fn generate(&self, t: BatchTime, _d: Option<&Durability>) -> Result<u64> {
         let mut q = self.queue.lock();
         let data = if self.one_at_a_time {
             q.pop_front()
@@ -38,7 +44,7 @@ impl<T: Clone + Send + Sync + 'static> InputStream for QueueInput<T> {
 
     fn clear(&self, t: BatchTime, _blocks: &[ReceivedBlockInfo]) {
         let mut g = self.generated.lock();
-        let keep = g.split_off(&BatchTime(t.0.saturating_add(1)));
+        let keep = g.split_off(&t);
         *g = keep;
     }
 }
@@ -49,10 +55,39 @@ struct ReceiverInput<T> {
     receiver: ReceiverId,
 }
 
+fn receiver_key(r: ReceiverId) -> String {
+    format!("receiver-{}", r.0)
+}
+
 impl<T: Send + Sync + 'static> InputStream for ReceiverInput<T> {
-    fn generate(&self, _t: BatchTime) -> Result<u64> {
+    fn generate(&self, _t: BatchTime, _d: Option<&Durability>) -> Result<u64> {
         // Blocks are allocated to the batch by the tracker (one allocation for all receivers).
         Ok(0)
+    }
+
+    fn checkpoint_state(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .supervisor
+            .position()
+            .and_then(|p| spate_types::codec::encode(&p).ok())
+            .map(|b| vec![(receiver_key(self.receiver), b)])
+            .unwrap_or_default())
+    }
+
+    fn restore(&self, r: &RestoreInput<'_>) -> Result<()> {
+        let mut pos = r.replayed.positions.get(&self.receiver).copied();
+        if let Some(b) = r.positions.get(&receiver_key(self.receiver)) {
+            let p: u64 =
+                spate_types::codec::decode(b).map_err(|e| StreamingError::InvalidArgument {
+                    kind: "receiver_stream",
+                    reason: format!("checkpointed position of receiver {}: {e}", self.receiver),
+                })?;
+            pos = Some(pos.map_or(p, |q| q.max(p)));
+        }
+        if let Some(p) = pos {
+            self.supervisor.restore_position(p);
+        }
+        Ok(())
     }
 
     fn start(&self) -> Result<()> {
@@ -83,8 +118,81 @@ struct ReplayableInput<T> {
     operator: OperatorId,
 }
 
+/// A replayable input's entry in a manifest's source positions.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InputCheckpoint {
+    position: Vec<u8>,
+    selections: Vec<Selection>,
+}
+
+fn input_key(op: OperatorId) -> String {
+    format!("input-{}", op.0)
+}
+
 impl<T: Send + Sync + 'static> InputStream for ReplayableInput<T> {
-    fn generate(&self, t: BatchTime) -> Result<u64> {
+    fn checkpoint_state(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let position = self
+            .source
+            .lock()
+            .position()
+            .map_err(|source| StreamingError::Source {
+                operator: self.operator,
+                time: BatchTime(0),
+                source,
+            })?;
+        let selections: Vec<Selection> = self.selections.lock().values().cloned().collect();
+        let bytes = spate_types::codec::encode(&InputCheckpoint {
+            position,
+            selections,
+        })
+        .map_err(|e| StreamingError::spawn("source position encoding", e))?;
+        Ok(vec![(input_key(self.operator), bytes)])
+    }
+
+    fn restore(&self, r: &RestoreInput<'_>) -> Result<()> {
+        let invalid = |reason: String| StreamingError::Source {
+            operator: self.operator,
+            time: r.checkpoint_time,
+            source: spate_sources::SourceError::Invalid {
+                what: "checkpointed source position",
+                reason,
+            },
+        };
+        let mut sels: BTreeMap<BatchTime, Selection> = BTreeMap::new();
+        let mut position = None;
+        if let Some(b) = r.positions.get(&input_key(self.operator)) {
+            let c: InputCheckpoint =
+                spate_types::codec::decode(b).map_err(|e| invalid(e.to_string()))?;
+            for s in c.selections {
+                sels.insert(s.time, s);
+            }
+            position = Some(c.position);
+        }
+        for (_, op, s) in &r.replayed.selections {
+            if *op == self.operator {
+                sels.insert(s.time, s.clone());
+            }
+        }
+        let replayed: Vec<Selection> = sels.values().cloned().collect();
+        if let Some(p) = position {
+            self.source
+                .lock()
+                .restore(&p, &replayed)
+                .map_err(|source| StreamingError::Source {
+                    operator: self.operator,
+                    time: r.checkpoint_time,
+                    source,
+                })?;
+        }
+        *self.selections.lock() = sels;
+        Ok(())
+    }
+
+    fn generate(&self, t: BatchTime, d: Option<&Durability>) -> Result<u64> {
+        if self.selections.lock().contains_key(&t) {
+            // Recorded before a crash (WAL or checkpoint): the batch re-reads the same input.
+            return Ok(0);
+        }
         let sel = self
             .source
             .lock()
@@ -95,13 +203,18 @@ impl<T: Send + Sync + 'static> InputStream for ReplayableInput<T> {
                 source,
             })?;
         tracing::debug!(operator = self.operator.0, time = t.0, selection = %sel.summary, "selected input");
+        if let Some(d) = d {
+            // DESIGN.md §4 step 2: the selection is durable before the batch runs.
+            let lsn = d.journal.append_selection(self.operator, &sel)?;
+            d.note_batch_lsn(t, lsn);
+        }
         self.selections.lock().insert(t, sel);
         Ok(0)
     }
 
     fn clear(&self, t: BatchTime, _blocks: &[ReceivedBlockInfo]) {
         let mut g = self.selections.lock();
-        let keep = g.split_off(&BatchTime(t.0.saturating_add(1)));
+        let keep = g.split_off(&t);
         *g = keep;
     }
 }
@@ -167,16 +280,29 @@ impl StreamingContext {
     }
 
     /// An input fed by a push-based [`Receiver`] (Spark's `receiverStream`), run by a supervisor
-    /// with a block generator, rate limit and restarts; blocks are kept in memory
-    /// ([`MemoryBlockHandler`]). Each batch has one partition per block.
+    /// with a block generator, rate limit and restarts. Each batch has one partition per block.
+    ///
+    /// With a checkpoint configured and `receiver_wal` on (the default), every block is written
+    /// and synced to the WAL before `store` returns (Spark's `WriteAheadLogBasedBlockHandler`), so
+    /// a crash loses nothing a receiver was told is stored; otherwise blocks are kept in memory
+    /// ([`MemoryBlockHandler`]) and lost on a crash.
     ///
     /// # Errors
     /// [`StreamingError::AlreadyStarted`].
     pub fn receiver_stream<T, R>(&self, receiver: R) -> Result<DStream<T>>
     where
-        T: Clone + Send + Sync + 'static,
+        T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
         R: Receiver<T>,
     {
+        if let Some(d) = &self.inner.durability {
+            if self.inner.config.receiver_wal {
+                d.receiver_wal
+                    .store(true, std::sync::atomic::Ordering::Release);
+                let h: Arc<dyn BlockHandler<T>> =
+                    Arc::new(WalBlockHandler::<T>::new(Arc::clone(&d.journal)));
+                return self.receiver_stream_with_handler(receiver, h);
+            }
+        }
         self.receiver_stream_with_handler(receiver, Arc::new(MemoryBlockHandler::<T>::default()))
     }
 

@@ -81,13 +81,16 @@ pub mod compat;
 mod config;
 mod context;
 mod dstream;
+mod durability;
 mod error;
 mod graph;
 mod input;
 mod input_sources;
+mod journal;
 mod listener;
 mod output;
 mod pair;
+pub mod recovery;
 pub mod shuffle;
 mod supervisor;
 pub mod testing;
@@ -102,6 +105,7 @@ pub use error::{BoxError, Result, StreamingError};
 pub use graph::{diff, GraphChange, GraphDescription, GraphDiff, OperatorDescription};
 pub use listener::{BatchInfo, OutputOperationInfo, ReceiverInfo, StreamingListener};
 pub use output::{format_print, output_file_name, write_file_atomically};
+pub use recovery::{RestartOutcome, RestartReport};
 pub use tracker::{
     AllocatedBlocks, BlockHandler, BlockStoreError, MemoryBlockHandler, ReceivedBlockInfo,
     ReceivedBlockTracker, TrackerEvent,

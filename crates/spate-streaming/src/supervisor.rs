@@ -74,6 +74,8 @@ struct GenState<T> {
     next_seq: u64,
     failed: HashMap<u64, (Vec<T>, String)>,
     closed: bool,
+    /// Highest source position reported with the records in `buffer`.
+    position: Option<u64>,
 }
 
 enum Control {
@@ -116,6 +118,8 @@ pub(crate) struct Supervisor<T> {
     pub(crate) records_received: AtomicU64,
     pub(crate) blocks_stored: AtomicU64,
     pub(crate) starts: AtomicU64,
+    /// Highest source position stored durably (recovered from earlier runs or stored in this one).
+    durable_position: Mutex<Option<u64>>,
 }
 
 impl<T> std::fmt::Debug for Supervisor<T> {
@@ -156,6 +160,7 @@ impl<T: Send + 'static> Supervisor<T> {
                 next_seq: 0,
                 failed: HashMap::new(),
                 closed: false,
+                position: None,
             }),
             cut_done: Condvar::new(),
             stopped: AtomicBool::new(true),
@@ -171,7 +176,19 @@ impl<T: Send + 'static> Supervisor<T> {
             records_received: AtomicU64::new(0),
             blocks_stored: AtomicU64::new(0),
             starts: AtomicU64::new(0),
+            durable_position: Mutex::new(None),
         })
+    }
+
+    /// Sets the position recovered from the WAL and the checkpoint (before `start`).
+    pub(crate) fn restore_position(&self, position: u64) {
+        let mut p = self.durable_position.lock();
+        *p = Some(p.map_or(position, |q| q.max(position)));
+    }
+
+    /// The highest durable source position (for the metadata checkpoint).
+    pub(crate) fn position(&self) -> Option<u64> {
+        *self.durable_position.lock()
     }
 
     fn info(&self, active: bool) -> ReceiverInfo {
@@ -343,7 +360,7 @@ impl<T: Send + 'static> Supervisor<T> {
     /// Cuts the buffer into a block, stores it and adds it to the tracker (Spark's
     /// `BlockGenerator.updateCurrentBuffer` + `pushBlock`).
     fn cut(&self, close: bool) {
-        let (records, tickets, seq) = {
+        let (records, tickets, seq, position) = {
             let mut g = self.gen.lock();
             if close {
                 g.closed = true;
@@ -353,21 +370,27 @@ impl<T: Send + 'static> Supervisor<T> {
             }
             let records = std::mem::take(&mut g.buffer);
             let tickets = std::mem::take(&mut g.tickets);
+            let position = g.position.take();
             let seq = g.next_seq;
             g.next_seq += 1;
             g.next_cut += 1;
-            (records, tickets, seq)
+            (records, tickets, seq, position)
         };
         let block = BlockId {
             receiver: self.id,
             seq,
         };
-        let outcome = self.handler.store_block(block, records);
+        // DESIGN.md §4 step 1: the block is stored (with the WAL: written and synced) before the
+        // tracker learns of it and before any `store_many` waiting on this cut returns.
+        let outcome = self.handler.store_block(block, records, position);
         let mut g = self.gen.lock();
         match outcome {
             Ok(info) => {
                 self.blocks_stored.fetch_add(1, Ordering::AcqRel);
                 self.tracker.lock().add_block(info);
+                if let Some(p) = position {
+                    self.restore_position(p);
+                }
             }
             Err((e, mut records)) => {
                 let reason = e.to_string();
@@ -388,7 +411,47 @@ impl<T: Send + 'static> Supervisor<T> {
 
 impl<T: Send + 'static> ReceiverSink<T> for Supervisor<T> {
     fn store_many(&self, items: Vec<T>) -> Result<(), StoreError<T>> {
+        self.store_positioned(items, None)
+    }
+
+    fn store_many_at(&self, items: Vec<T>, position: u64) -> Result<(), StoreError<T>> {
+        self.store_positioned(items, Some(position))
+    }
+
+    fn durable_position(&self) -> Option<u64> {
+        self.position()
+    }
+
+    fn restart(&self, reason: &str, delay: Option<Duration>) {
+        // Receive loops must exit promptly, as in Spark's restart (stop, delay, start).
+        self.stopped.store(true, Ordering::Release);
+        if let Some(tx) = &*self.control.lock() {
+            let _ = tx.send(Control::Restart {
+                reason: reason.to_owned(),
+                delay,
+            });
+        }
+    }
+
+    fn report_error(&self, message: &str) {
+        *self.last_error.lock() = Some(message.to_owned());
+        self.bus.post(Event::ReceiverError(self.info(true)));
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
+impl<T: Send + 'static> Supervisor<T> {
+    fn store_positioned(&self, items: Vec<T>, position: Option<u64>) -> Result<(), StoreError<T>> {
         if items.is_empty() {
+            if let Some(p) = position {
+                // Nothing to store but the position moved (e.g. only skipped lines): it becomes
+                // durable with the next block.
+                let mut g = self.gen.lock();
+                g.position = Some(g.position.map_or(p, |q| q.max(p)));
+            }
             return Ok(());
         }
         if self.stopped.load(Ordering::Acquire) {
@@ -410,6 +473,9 @@ impl<T: Send + 'static> ReceiverSink<T> for Supervisor<T> {
             .fetch_add(items.len() as u64, Ordering::AcqRel);
         g.tickets.push((ticket, items.len()));
         g.buffer.extend(items);
+        if let Some(p) = position {
+            g.position = Some(g.position.map_or(p, |q| q.max(p)));
+        }
         while g.completed_cuts <= my_cut {
             self.cut_done.wait(&mut g);
         }
@@ -417,26 +483,6 @@ impl<T: Send + 'static> ReceiverSink<T> for Supervisor<T> {
             Some((items, reason)) => Err(StoreError::Failed { items, reason }),
             None => Ok(()),
         }
-    }
-
-    fn restart(&self, reason: &str, delay: Option<Duration>) {
-        // Receive loops must exit promptly, as in Spark's restart (stop, delay, start).
-        self.stopped.store(true, Ordering::Release);
-        if let Some(tx) = &*self.control.lock() {
-            let _ = tx.send(Control::Restart {
-                reason: reason.to_owned(),
-                delay,
-            });
-        }
-    }
-
-    fn report_error(&self, message: &str) {
-        *self.last_error.lock() = Some(message.to_owned());
-        self.bus.post(Event::ReceiverError(self.info(true)));
-    }
-
-    fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
     }
 }
 

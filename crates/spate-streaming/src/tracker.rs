@@ -113,6 +113,16 @@ impl ReceivedBlockTracker {
     /// Idempotent: a time at or before the last allocated one is not allocated again (returns
     /// `None`), so re-generating a batch after recovery reuses its recorded blocks.
     pub fn allocate_blocks_to_batch(&mut self, time: BatchTime) -> Option<TrackerEvent> {
+        let e = self.plan_allocation(time)?;
+        self.apply(&e);
+        Some(e)
+    }
+
+    /// The allocation event [`allocate_blocks_to_batch`](Self::allocate_blocks_to_batch) would
+    /// apply, without applying it: the write-ahead path logs it first and applies it only once the
+    /// log write succeeded (Spark's SPARK-23991 discipline). Blocks added between planning and
+    /// applying stay unallocated.
+    pub fn plan_allocation(&self, time: BatchTime) -> Option<TrackerEvent> {
         if self.last_allocated.is_some_and(|l| time <= l) {
             return None;
         }
@@ -122,9 +132,45 @@ impl ReceivedBlockTracker {
                 blocks.blocks.insert(*r, q.iter().cloned().collect());
             }
         }
-        let e = TrackerEvent::BatchAllocated { time, blocks };
-        self.apply(&e);
-        Some(e)
+        Some(TrackerEvent::BatchAllocated { time, blocks })
+    }
+
+    /// The cleanup event for batches strictly before `before` and their blocks, without applying
+    /// it (see [`plan_allocation`](Self::plan_allocation)); `None` if nothing would be dropped.
+    pub fn plan_cleanup(
+        &self,
+        before: BatchTime,
+    ) -> Option<(TrackerEvent, Vec<ReceivedBlockInfo>)> {
+        let times: Vec<BatchTime> = self.allocated.range(..before).map(|(t, _)| *t).collect();
+        if times.is_empty() {
+            return None;
+        }
+        let blocks = times
+            .iter()
+            .filter_map(|t| self.allocated.get(t))
+            .flat_map(|a| a.blocks.values().flatten().cloned())
+            .collect();
+        Some((TrackerEvent::BatchCleanup { times }, blocks))
+    }
+
+    /// Every block the tracker still references (unallocated, or allocated to a batch not yet
+    /// cleaned up): what the WAL must keep.
+    pub fn referenced_blocks(&self) -> impl Iterator<Item = &ReceivedBlockInfo> {
+        self.unallocated.values().flatten().chain(
+            self.allocated
+                .values()
+                .flat_map(|a| a.blocks.values().flatten()),
+        )
+    }
+
+    /// Batch times with a recorded allocation, ascending.
+    pub fn allocated_times(&self) -> Vec<BatchTime> {
+        self.allocated.keys().copied().collect()
+    }
+
+    /// Blocks stored but not yet allocated, over all receivers.
+    pub fn unallocated_blocks(&self) -> usize {
+        self.unallocated.values().map(VecDeque::len).sum()
     }
 
     /// The blocks of batch `time` (empty if none were allocated).
@@ -188,8 +234,11 @@ pub enum BlockStoreError {
 /// Once `store_block` returns `Ok`, the block must be readable by `take_block` in this process;
 /// a WAL-backed implementation additionally guarantees it survives a crash (the handle locates it).
 pub trait BlockHandler<T>: Send + Sync {
-    /// Stores a block, returning the info the tracker records. On failure the records are handed
-    /// back so the supervisor can return them to the storing receivers.
+    /// Stores a block, returning the info the tracker records. `position` is the source position
+    /// after the block's last record, if the receiver reported one
+    /// ([`ReceiverSink::store_many_at`](spate_sources::ReceiverSink::store_many_at)); a durable
+    /// handler stores it with the block. On failure the records are handed back so the supervisor
+    /// can return them to the storing receivers.
     ///
     /// # Errors
     /// [`BlockStoreError::StoreFailed`] together with the records.
@@ -197,6 +246,7 @@ pub trait BlockHandler<T>: Send + Sync {
         &self,
         block: BlockId,
         records: Vec<T>,
+        position: Option<u64>,
     ) -> Result<ReceivedBlockInfo, (BlockStoreError, Vec<T>)>;
 
     /// Reads a block for its batch, removing it from memory (a batch reads each block once; windows
@@ -237,6 +287,7 @@ impl<T: Send> BlockHandler<T> for MemoryBlockHandler<T> {
         &self,
         block: BlockId,
         records: Vec<T>,
+        _position: Option<u64>,
     ) -> Result<ReceivedBlockInfo, (BlockStoreError, Vec<T>)> {
         let n = records.len() as u64;
         self.blocks.lock().insert(block, records);
@@ -331,7 +382,7 @@ mod tests {
             receiver: ReceiverId(0),
             seq: 7,
         };
-        let i = h.store_block(id, vec![1, 2, 3]).unwrap();
+        let i = h.store_block(id, vec![1, 2, 3], None).unwrap();
         assert_eq!(i.num_records, 3);
         assert_eq!(h.take_block(&i).unwrap(), vec![1, 2, 3]);
         assert!(matches!(

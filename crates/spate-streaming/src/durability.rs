@@ -1,0 +1,307 @@
+//! Checkpointing at run time: the WAL ([`Journal`]), the checkpoint store and its async writer, the
+//! pending-batch set, and the cleanup that follows a durable completion checkpoint (DESIGN.md §4
+//! steps 2, 3, 6, 7).
+
+use crate::compat;
+use crate::error::{Result, StreamingError};
+use crate::journal::{block_handle, Journal, Replayed};
+use crate::recovery::{RestartPlan, RestartReport};
+use crate::tracker::{ReceivedBlockInfo, ReceivedBlockTracker};
+use parking_lot::{Condvar, Mutex};
+use spate_checkpoint::{
+    BlockingCheckpointStore, CheckpointDraft, CheckpointKind, CheckpointWriter, CommitTicket,
+    GraphDescriptionBlob, Retention, StoreOptions, WriterConfig,
+};
+use spate_io::Clock;
+use spate_types::{BatchTime, DurationMs, Lsn};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The local directory of a checkpoint URL, if it is a local one (a bare path or `file://`).
+pub(crate) fn local_dir(url: &str) -> Option<PathBuf> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        return Some(PathBuf::from(rest));
+    }
+    if url.contains("://") {
+        return None;
+    }
+    Some(PathBuf::from(url))
+}
+
+/// The WAL directory for a configuration: `wal_dir`, else `<checkpoint path>/wal` for a local
+/// checkpoint.
+pub(crate) fn wal_dir(url: &str, configured: Option<&Path>) -> Result<PathBuf> {
+    if let Some(d) = configured {
+        return Ok(d.to_owned());
+    }
+    local_dir(url).map(|d| d.join("wal")).ok_or_else(|| {
+        StreamingError::Config(crate::config::ConfigError::InvalidValue {
+            key: "wal_dir".into(),
+            value: String::new(),
+            reason: format!(
+                "checkpoint {url} is not on local disk: set wal_dir to a local directory for the \
+                 write-ahead log"
+            ),
+        })
+    })
+}
+
+/// A submitted checkpoint whose outcome the waiter thread handles.
+pub(crate) struct Submitted {
+    pub(crate) kind: CheckpointKind,
+    pub(crate) time: BatchTime,
+    pub(crate) ticket: CommitTicket,
+    /// For `Completed`: clean up batches before this time once the checkpoint is durable.
+    pub(crate) cleanup_before: Option<BatchTime>,
+}
+
+/// What the engine needs to write checkpoints and to recover.
+pub(crate) struct Durability {
+    pub(crate) url: String,
+    pub(crate) journal: Arc<Journal>,
+    pub(crate) store: BlockingCheckpointStore,
+    /// What replaying the WAL at open found; consumed by recovery (or checked for orphans).
+    pub(crate) replayed: Mutex<Option<Replayed>>,
+    pub(crate) writer: Mutex<Option<CheckpointWriter>>,
+    pub(crate) submit_tx: Mutex<Option<crossbeam_channel::Sender<Submitted>>>,
+    pub(crate) waiter: Mutex<Option<JoinHandle<()>>>,
+    /// Submitted checkpoints whose outcome is not known yet.
+    pub(crate) outstanding: Mutex<u64>,
+    pub(crate) outstanding_cv: Condvar,
+    /// Batches generated but not completed (the manifest's pending batches).
+    pub(crate) pending: Mutex<BTreeSet<BatchTime>>,
+    /// WAL LSN of each retained batch's first record (allocation or selection).
+    pub(crate) batch_lsn: Mutex<BTreeMap<BatchTime, Lsn>>,
+    /// True once a receiver writes its blocks to the WAL (then allocations are logged too).
+    pub(crate) receiver_wal: std::sync::atomic::AtomicBool,
+    /// The graph blob and settings written into every manifest (set at start).
+    pub(crate) blob: Mutex<GraphDescriptionBlob>,
+    pub(crate) settings: Mutex<BTreeMap<String, String>>,
+    /// Set by `get_or_create` when restoring.
+    pub(crate) plan: Mutex<Option<RestartPlan>>,
+    pub(crate) report: Mutex<Option<RestartReport>>,
+    /// Checkpoints committed in this run (for tests and the report).
+    pub(crate) committed: Mutex<u64>,
+}
+
+impl fmt::Debug for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Durability")
+            .field("url", &self.url)
+            .field("wal", &self.journal.dir())
+            .finish()
+    }
+}
+
+impl Durability {
+    /// Opens the store and the WAL (replaying it).
+    pub(crate) fn open(
+        url: &str,
+        wal: &Path,
+        clock: Arc<dyn Clock>,
+        store: Option<BlockingCheckpointStore>,
+    ) -> Result<Durability> {
+        let store =
+            match store {
+                Some(s) => s,
+                None => BlockingCheckpointStore::open(url, StoreOptions::default()).map_err(
+                    |source| StreamingError::Checkpoint {
+                        url: url.to_owned(),
+                        source,
+                    },
+                )?,
+            };
+        let (journal, replayed) = Journal::open(wal, clock)?;
+        Ok(Durability {
+            url: url.to_owned(),
+            journal: Arc::new(journal),
+            store,
+            replayed: Mutex::new(Some(replayed)),
+            writer: Mutex::new(None),
+            submit_tx: Mutex::new(None),
+            waiter: Mutex::new(None),
+            outstanding: Mutex::new(0),
+            outstanding_cv: Condvar::new(),
+            pending: Mutex::new(BTreeSet::new()),
+            batch_lsn: Mutex::new(BTreeMap::new()),
+            receiver_wal: std::sync::atomic::AtomicBool::new(false),
+            blob: Mutex::new(GraphDescriptionBlob::default()),
+            settings: Mutex::new(BTreeMap::new()),
+            plan: Mutex::new(None),
+            report: Mutex::new(None),
+            committed: Mutex::new(0),
+        })
+    }
+
+    pub(crate) fn ckpt_err(&self, source: spate_checkpoint::CheckpointError) -> StreamingError {
+        StreamingError::Checkpoint {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn logs_allocations(&self) -> bool {
+        self.receiver_wal.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Opens the writer (claims a new generation, fencing older writers).
+    pub(crate) fn open_writer(&self, retain: usize) -> Result<()> {
+        let w = self
+            .store
+            .open_writer(WriterConfig {
+                capacity: 64,
+                retention: Some(Retention {
+                    keep: retain.max(1),
+                    pinned: BTreeSet::new(),
+                }),
+            })
+            .map_err(|e| self.ckpt_err(e))?;
+        *self.writer.lock() = Some(w);
+        Ok(())
+    }
+
+    /// A draft with the fields common to every metadata checkpoint.
+    pub(crate) fn draft(
+        &self,
+        kind: CheckpointKind,
+        time: BatchTime,
+        zero: BatchTime,
+        batch: DurationMs,
+        source_positions: BTreeMap<String, Vec<u8>>,
+    ) -> CheckpointDraft {
+        let mut d = CheckpointDraft::new(kind, time, zero, batch);
+        d.graph = self.blob.lock().clone();
+        d.conf = self.settings.lock().clone();
+        d.pending_batches = self.pending.lock().iter().copied().collect();
+        d.source_positions = source_positions;
+        d.wal_position = Some(self.journal.next_lsn());
+        d
+    }
+
+    /// Submits a draft to the async writer; the waiter thread handles the outcome.
+    pub(crate) fn submit(
+        &self,
+        draft: CheckpointDraft,
+        cleanup_before: Option<BatchTime>,
+    ) -> Result<()> {
+        let (kind, time) = (draft.kind, draft.batch_time);
+        let ticket = {
+            let w = self.writer.lock();
+            let Some(w) = w.as_ref() else {
+                return Err(self.ckpt_err(spate_checkpoint::CheckpointError::WriterStopped));
+            };
+            w.submit(draft).map_err(|e| self.ckpt_err(e))?
+        };
+        *self.outstanding.lock() += 1;
+        let tx = self.submit_tx.lock().clone();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(Submitted {
+                    kind,
+                    time,
+                    ticket,
+                    cleanup_before,
+                });
+            }
+            None => {
+                // No waiter (initial checkpoint): wait here.
+                let r = ticket.wait_blocking();
+                self.resolved();
+                match r {
+                    Ok(Ok(_)) => *self.committed.lock() += 1,
+                    Ok(Err(a)) => {
+                        return Err(self.ckpt_err(
+                            spate_checkpoint::CheckpointError::InvalidArgument(format!("{a:?}")),
+                        ))
+                    }
+                    Err(e) => return Err(self.ckpt_err(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn resolved(&self) {
+        let mut o = self.outstanding.lock();
+        *o = o.saturating_sub(1);
+        self.outstanding_cv.notify_all();
+    }
+
+    /// Waits until every submitted checkpoint has an outcome, at most until `deadline`.
+    pub(crate) fn drain(&self, deadline: Instant) -> bool {
+        let mut o = self.outstanding.lock();
+        while *o > 0 {
+            if self.outstanding_cv.wait_until(&mut o, deadline).timed_out() {
+                return *o == 0;
+            }
+        }
+        true
+    }
+
+    /// Step 7 after a durable completion checkpoint: log `BatchCleanup` for batches before
+    /// `before`, drop them from the tracker, and delete WAL segments nothing references any more.
+    /// Returns the cleaned-up blocks (to drop from the block handlers).
+    pub(crate) fn cleanup(
+        &self,
+        tracker: &Mutex<ReceivedBlockTracker>,
+        before: BatchTime,
+    ) -> Result<Vec<ReceivedBlockInfo>> {
+        let mut removed = Vec::new();
+        let bound = {
+            let mut tr = tracker.lock();
+            if let Some((ev, blocks)) = tr.plan_cleanup(before) {
+                if self.logs_allocations() {
+                    self.journal.append_event(&ev)?;
+                }
+                tr.apply(&ev);
+                removed = blocks;
+            }
+            let mut lsns = self.batch_lsn.lock();
+            let keep = lsns.split_off(&before);
+            *lsns = keep;
+            let mut bound = self.journal.next_lsn();
+            if let Some(l) = lsns.values().min() {
+                bound = bound.min(*l);
+            }
+            for b in tr.referenced_blocks() {
+                if let Some(h) = block_handle(b) {
+                    bound = bound.min(h.lsn);
+                }
+            }
+            bound
+        };
+        self.journal.truncate_before(bound)?;
+        Ok(removed)
+    }
+
+    pub(crate) fn note_batch_lsn(&self, t: BatchTime, lsn: Lsn) {
+        self.batch_lsn.lock().entry(t).or_insert(lsn);
+    }
+
+    /// Sets the description written into manifests.
+    pub(crate) fn set_build(&self, build: &compat::BuildDescription) {
+        *self.blob.lock() = GraphDescriptionBlob {
+            fingerprint: build.graph.fingerprint(),
+            bytes: compat::encode_description(&build.graph),
+        };
+        *self.settings.lock() = build.settings.clone();
+    }
+
+    /// Stops the writer (after the last outcome, or now).
+    pub(crate) fn shutdown(&self) {
+        drop(self.submit_tx.lock().take());
+        if let Some(h) = self.waiter.lock().take() {
+            let _ = h.join();
+        }
+        if let Some(w) = self.writer.lock().take() {
+            self.store.block_on(w.shutdown());
+        }
+    }
+}
+
+/// How long a graceful stop waits for the last checkpoints beyond its own timeout.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);

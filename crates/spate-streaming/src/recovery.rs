@@ -1,0 +1,611 @@
+//! `get_or_create`: recovery from a checkpoint (Spark's `StreamingContext.getOrCreate` +
+//! `CheckpointReader` + `JobGenerator.restart`), with a compatibility check Spark does not make and
+//! a restart report it does not write.
+//!
+//! Recovery steps (docs/design/0001-fault-tolerance.md, "Recovery"):
+//! 1. resolve the newest verifying manifest, falling back past damaged ones (reported);
+//! 2. build the graph with the user's closure and compare it with the checkpoint's
+//!    ([`crate::compat`]); any difference → [`StreamingError::IncompatibleCheckpoint`];
+//! 3. replay the WAL (torn tail truncated and reported) into the block tracker and the inputs;
+//! 4. (issue 6: restore state);
+//! 5. at `start`, run `(pending ∪ [checkpoint time, restart time)) ∩ grid` in order
+//!    ([`restart_schedule`]), each with its recorded allocation or selection, then resume the timer;
+//! 6. write the [`RestartReport`] beside the checkpoint, return it, log it.
+
+use crate::config::{MissedBatches, StreamingConfig};
+use crate::context::StreamingContext;
+use crate::durability::wal_dir;
+use crate::error::{Result, StreamingError};
+use serde::{Deserialize, Serialize};
+use spate_checkpoint::{BlockingCheckpointStore, CheckpointError, StoreOptions};
+use spate_io::{Clock, SystemClock};
+use spate_types::{BatchTime, DurationMs};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a `get_or_create` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartOutcome {
+    /// No checkpoint: a fresh context was built.
+    Fresh,
+    /// Nothing valid was found, the location was archived (`create_on_error`) and a fresh context
+    /// was built.
+    FreshAfterArchive,
+    /// Restored from a checkpoint.
+    Restored,
+    /// The checkpoint is incompatible with this build; nothing was restored or modified.
+    Incompatible,
+    /// Manifests exist but none verifies and `create_on_error` is off; nothing was modified.
+    NoValidCheckpoint,
+}
+
+/// The checkpoint recovery chose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChosenCheckpoint {
+    /// Its manifest object.
+    pub manifest: String,
+    /// `Generated`, `Completed` or `Data`.
+    pub kind: String,
+    /// The batch time it is for, ms since the Unix epoch.
+    pub batch_time: u64,
+    /// The generation that wrote it.
+    pub generation: u64,
+    /// True if newer candidates were rejected (a fallback).
+    pub fell_back: bool,
+}
+
+/// A candidate rejected during resolution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedCheckpoint {
+    /// Its manifest object.
+    pub manifest: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What WAL recovery found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalRecoverySummary {
+    /// The WAL directory.
+    pub dir: String,
+    /// Segments found.
+    pub segments: u64,
+    /// Valid records replayed.
+    pub records: u64,
+    /// Bytes of a torn tail truncated (0 if none); the bytes are kept in `torn_tail_saved_to`.
+    pub bytes_truncated: u64,
+    /// The torn segment and offset, if any.
+    pub torn_tail: Option<String>,
+    /// Where the torn bytes were copied.
+    pub torn_tail_saved_to: Option<String>,
+}
+
+/// What one `get_or_create` did and found, as JSON under `restart-reports/` beside the checkpoint,
+/// in the log, and from [`StreamingContext::restart_report`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RestartReport {
+    /// Checkpoint location.
+    pub url: String,
+    /// Wall-clock time of the call, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The verdict.
+    pub outcome: RestartOutcome,
+    /// The checkpoint restored (or compared, for `incompatible`).
+    pub checkpoint: Option<ChosenCheckpoint>,
+    /// Newer candidates rejected, with reasons.
+    pub rejected: Vec<RejectedCheckpoint>,
+    /// Compatibility differences (empty when compatible).
+    pub compatibility: Vec<String>,
+    /// Where damaged checkpoints / an orphan WAL were archived (`create_on_error`).
+    pub archived: Vec<String>,
+    /// WAL recovery.
+    pub wal: WalRecoverySummary,
+    /// Received blocks found in the WAL, and the records they hold.
+    pub blocks_recovered: u64,
+    /// Records in the recovered blocks.
+    pub records_recovered: u64,
+    /// Recovered blocks not yet allocated to a batch (they go to the first rescheduled batch).
+    pub blocks_unallocated: u64,
+    /// Replayable-source selections recovered from the WAL.
+    pub selections_recovered: u64,
+    /// Durable source position per receiver id (where an acknowledged source resumes).
+    pub receiver_positions: BTreeMap<u32, u64>,
+    /// Zero time of the restored grid, ms.
+    pub zero_time: Option<u64>,
+    /// First timer tick after the restart (the next grid time after "now"), ms.
+    pub restart_time: Option<u64>,
+    /// Batches the checkpoint listed as generated but not completed, ms.
+    pub pending_batches: Vec<u64>,
+    /// Batches run again on restart, in order, ms.
+    pub batches_rescheduled: Vec<u64>,
+    /// Missed empty batches not generated (`missed_batches = coalesce_empty`), ms.
+    pub batches_skipped: Vec<u64>,
+    /// Duration of each phase (`resolve`, `build`, `compare`, `wal_replay`, `restore`), ms.
+    pub phases_ms: BTreeMap<String, f64>,
+    /// The report object written, if the write succeeded.
+    pub written_to: Option<String>,
+}
+
+impl RestartReport {
+    fn new(url: &str) -> Self {
+        RestartReport {
+            url: url.to_owned(),
+            started_at_ms: wall_ms(),
+            outcome: RestartOutcome::Fresh,
+            checkpoint: None,
+            rejected: Vec::new(),
+            compatibility: Vec::new(),
+            archived: Vec::new(),
+            wal: WalRecoverySummary::default(),
+            blocks_recovered: 0,
+            records_recovered: 0,
+            blocks_unallocated: 0,
+            selections_recovered: 0,
+            receiver_positions: BTreeMap::new(),
+            zero_time: None,
+            restart_time: None,
+            pending_batches: Vec::new(),
+            batches_rescheduled: Vec::new(),
+            batches_skipped: Vec::new(),
+            phases_ms: BTreeMap::new(),
+            written_to: None,
+        }
+    }
+
+    /// A one-line summary for logs.
+    pub fn summary(&self) -> String {
+        let ck = self.checkpoint.as_ref().map_or_else(
+            || "none".to_owned(),
+            |c| format!("{} ({} @ {})", c.manifest, c.kind, c.batch_time),
+        );
+        format!(
+            "{:?}: checkpoint {ck}; {} rejected; {} difference(s); WAL {} records, {} bytes truncated; \
+             {} blocks ({} records) recovered, {} unallocated; {} batches rescheduled, {} skipped",
+            self.outcome,
+            self.rejected.len(),
+            self.compatibility.len(),
+            self.wal.records,
+            self.wal.bytes_truncated,
+            self.blocks_recovered,
+            self.records_recovered,
+            self.blocks_unallocated,
+            self.batches_rescheduled.len(),
+            self.batches_skipped.len()
+        )
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What recovery decided, applied by `start`.
+#[derive(Clone, Debug)]
+pub(crate) struct RestartPlan {
+    pub(crate) zero: BatchTime,
+    pub(crate) checkpoint_time: BatchTime,
+    pub(crate) pending: Vec<BatchTime>,
+    /// Times after the checkpoint that the WAL shows were generated before the crash.
+    pub(crate) recorded: BTreeSet<BatchTime>,
+}
+
+/// The batches a restart runs (Spark's `JobGenerator.restart`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartSchedule {
+    /// Batch times to run before the timer resumes, ascending, deduplicated.
+    pub times: Vec<BatchTime>,
+    /// Missed times not generated (`coalesce_empty`).
+    pub skipped: Vec<BatchTime>,
+    /// The timer's first tick: the next grid time strictly after `now`.
+    pub restart_time: BatchTime,
+}
+
+/// Spark's restart rule: run `pending ∪ {grid times in [checkpoint_time, restart_time)}`, where
+/// `restart_time` is the first grid time after `now` (`RecurringTimer.getRestartTime`), keeping only
+/// times after zero time, deduplicated and in order. With [`MissedBatches::CoalesceEmpty`], missed
+/// times (not pending, not `recorded` in the WAL) are reduced to the first and the last.
+pub fn restart_schedule(
+    zero: BatchTime,
+    batch: DurationMs,
+    checkpoint_time: BatchTime,
+    pending: &[BatchTime],
+    recorded: &BTreeSet<BatchTime>,
+    now_ms: u64,
+    policy: MissedBatches,
+) -> RestartSchedule {
+    let b = batch.0.max(1);
+    let restart = if now_ms < zero.0 {
+        zero.0 + b
+    } else {
+        ((now_ms - zero.0) / b + 1) * b + zero.0
+    };
+    let mut times: BTreeSet<BatchTime> = pending.iter().copied().filter(|t| t.0 > zero.0).collect();
+    let mut missed = Vec::new();
+    // First grid time at or after the checkpoint time.
+    let first = if checkpoint_time.0 <= zero.0 {
+        zero.0 + b
+    } else {
+        let k = (checkpoint_time.0 - zero.0).div_ceil(b);
+        zero.0 + k * b
+    };
+    let mut t = first;
+    while t < restart {
+        let bt = BatchTime(t);
+        if times.contains(&bt) || recorded.contains(&bt) {
+            times.insert(bt);
+        } else {
+            missed.push(bt);
+        }
+        t += b;
+    }
+    let mut skipped = Vec::new();
+    match policy {
+        MissedBatches::GenerateAll => times.extend(missed),
+        MissedBatches::CoalesceEmpty => {
+            let n = missed.len();
+            for (i, t) in missed.into_iter().enumerate() {
+                if i == 0 || i + 1 == n {
+                    times.insert(t);
+                } else {
+                    skipped.push(t);
+                }
+            }
+        }
+    }
+    RestartSchedule {
+        times: times.into_iter().collect(),
+        skipped,
+        restart_time: BatchTime(restart),
+    }
+}
+
+fn archive_wal(dir: &Path, report: &mut RestartReport) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let target = dir.with_file_name(format!(
+        "{}.archived-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
+        wall_ms()
+    ));
+    std::fs::rename(dir, &target).map_err(|e| StreamingError::Wal {
+        dir: dir.to_owned(),
+        source: spate_wal::WalError::Io {
+            path: dir.to_owned(),
+            source: e,
+        },
+    })?;
+    report.archived.push(target.display().to_string());
+    Ok(())
+}
+
+fn wal_segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.filter_map(std::result::Result::ok)
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".wal")))
+            .count()
+    })
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+impl StreamingContext {
+    /// Recovers a context from the checkpoint at `url`, or builds a fresh one (Spark's
+    /// `StreamingContext.getOrCreate(checkpointPath, creatingFunc)`), on the system clock.
+    ///
+    /// `build` registers the application's graph on the context it is given — on a fresh start
+    /// *and* on recovery (unlike Spark, which deserializes the old graph and never calls the
+    /// function, so a changed application silently runs its old code). `conf.checkpoint` is set
+    /// to `url`.
+    ///
+    /// * No checkpoint → a fresh context (a WAL directory holding records no checkpoint covers is
+    ///   [`StreamingError::OrphanWal`], or archived with `create_on_error`).
+    /// * A valid checkpoint → the built graph and computation settings are compared with it
+    ///   ([`crate::compat`]); any difference is [`StreamingError::IncompatibleCheckpoint`] with the
+    ///   diff. Otherwise the WAL is replayed and `start` re-runs the pending and missed batches
+    ///   ([`restart_schedule`]) before resuming the timer.
+    /// * A damaged newest checkpoint → an older valid one, with the rejected ones in the report.
+    /// * Manifests but none valid → [`StreamingError::NoValidCheckpoint`], or with
+    ///   `create_on_error` the location and WAL are **archived** (never deleted) and a fresh
+    ///   context is built.
+    ///
+    /// Every call writes a [`RestartReport`] to `<url>/restart-reports/` (best effort) and logs
+    /// it; [`restart_report`](Self::restart_report) returns it.
+    ///
+    /// # Errors
+    /// The above, [`StreamingError::Checkpoint`] for an unreachable store (never mistaken for "no
+    /// checkpoint"), [`StreamingError::Wal`] for a WAL with mid-log corruption, or `build`'s error.
+    pub fn get_or_create<F>(url: &str, conf: StreamingConfig, build: F) -> Result<StreamingContext>
+    where
+        F: FnOnce(&StreamingContext) -> Result<()>,
+    {
+        Self::get_or_create_with_clock(url, conf, Arc::new(SystemClock), build)
+    }
+
+    /// As [`get_or_create`](Self::get_or_create) on `clock` (tests pass a
+    /// [`spate_io::ManualClock`]).
+    ///
+    /// # Errors
+    /// As [`get_or_create`](Self::get_or_create).
+    pub fn get_or_create_with_clock<F>(
+        url: &str,
+        mut conf: StreamingConfig,
+        clock: Arc<dyn Clock>,
+        build: F,
+    ) -> Result<StreamingContext>
+    where
+        F: FnOnce(&StreamingContext) -> Result<()>,
+    {
+        conf.checkpoint = Some(url.to_owned());
+        conf.validate()?;
+        let wal = wal_dir(url, conf.wal_dir.as_deref())?;
+        let mut report = RestartReport::new(url);
+        report.wal.dir = wal.display().to_string();
+        let ckpt_err = |source| StreamingError::Checkpoint {
+            url: url.to_owned(),
+            source,
+        };
+        // Step 1: resolve.
+        let t = Instant::now();
+        let store =
+            BlockingCheckpointStore::open(url, StoreOptions::default()).map_err(ckpt_err)?;
+        let resolved = match store.resolve_latest() {
+            Ok(r) => r,
+            Err(CheckpointError::NoValidCheckpoint { rejected }) => {
+                report.rejected = rejected
+                    .iter()
+                    .map(|r| RejectedCheckpoint {
+                        manifest: r.manifest.clone(),
+                        reason: r.reason.to_string(),
+                    })
+                    .collect();
+                if !conf.create_on_error {
+                    report.outcome = RestartOutcome::NoValidCheckpoint;
+                    write_report(&store, &mut report);
+                    return Err(StreamingError::NoValidCheckpoint {
+                        url: url.to_owned(),
+                        rejected: report
+                            .rejected
+                            .iter()
+                            .map(|r| format!("{}: {}", r.manifest, r.reason))
+                            .collect(),
+                    });
+                }
+                let label = format!("{:020}", wall_ms());
+                let a = store
+                    .block_on(store.store().archive(&label))
+                    .map_err(ckpt_err)?;
+                report.archived.push(a.prefix.clone());
+                archive_wal(&wal, &mut report)?;
+                report.outcome = RestartOutcome::FreshAfterArchive;
+                None
+            }
+            Err(e) => return Err(ckpt_err(e)),
+        };
+        report.phases_ms.insert("resolve".into(), ms(t));
+        if resolved.is_none() && wal_segments(&wal) > 0 {
+            if conf.create_on_error {
+                archive_wal(&wal, &mut report)?;
+                report.outcome = RestartOutcome::FreshAfterArchive;
+            } else {
+                let records = wal_segments_records(&wal);
+                return Err(StreamingError::OrphanWal { dir: wal, records });
+            }
+        }
+        if let Some(r) = &resolved {
+            let m = &r.manifest;
+            report.checkpoint = Some(ChosenCheckpoint {
+                manifest: spate_checkpoint::CheckpointPaths::manifest(m.key),
+                kind: format!("{:?}", m.kind),
+                batch_time: m.batch_time.0,
+                generation: m.generation.0,
+                fell_back: !r.resolution.rejected.is_empty(),
+            });
+            report.rejected = r
+                .resolution
+                .rejected
+                .iter()
+                .map(|x| RejectedCheckpoint {
+                    manifest: x.manifest.clone(),
+                    reason: x.reason.to_string(),
+                })
+                .collect();
+            for x in &report.rejected {
+                tracing::warn!(manifest = %x.manifest, reason = %x.reason, "checkpoint rejected; falling back");
+            }
+        }
+        // Step 2: build and compare.
+        let t = Instant::now();
+        let wal_t = Instant::now();
+        let ctx = StreamingContext::with_durability(conf, clock, store, &wal)?;
+        let wal_ms = ms(wal_t);
+        build(&ctx)?;
+        report.phases_ms.insert("build".into(), ms(t) - wal_ms);
+        report.phases_ms.insert("wal_open".into(), wal_ms);
+        let Some(d) = ctx.inner.durability.clone() else {
+            return Err(StreamingError::spawn(
+                "recovery",
+                "checkpointing not enabled",
+            ));
+        };
+        {
+            let rp = d.replayed.lock();
+            if let Some(rp) = rp.as_ref() {
+                report.wal.segments = rp.report.segments.len() as u64;
+                report.wal.records = rp.records;
+                if let Some(tt) = &rp.report.torn_tail {
+                    report.wal.bytes_truncated = tt.dropped_bytes;
+                    report.wal.torn_tail = Some(format!("{}@{}", tt.segment.display(), tt.offset));
+                    report.wal.torn_tail_saved_to =
+                        tt.saved_to.as_ref().map(|p| p.display().to_string());
+                }
+            }
+        }
+        let Some(resolved) = resolved else {
+            report
+                .phases_ms
+                .insert("total".into(), report.phases_ms.values().sum());
+            *d.report.lock() = Some(report.clone());
+            write_report(&d.store, &mut report);
+            *d.report.lock() = Some(report.clone());
+            tracing::info!("restart report: {}", report.summary());
+            return Ok(ctx);
+        };
+        let t = Instant::now();
+        let m = resolved.manifest;
+        let build_desc = ctx.describe_build();
+        let diff = build_desc.compare_with_checkpoint(&m.graph.bytes, &m.conf);
+        report.phases_ms.insert("compare".into(), ms(t));
+        if !diff.is_compatible() {
+            report.outcome = RestartOutcome::Incompatible;
+            report.compatibility = diff.lines();
+            write_report(&d.store, &mut report);
+            let checkpoint = spate_checkpoint::CheckpointPaths::manifest(m.key);
+            // Nothing was started; the context is dropped unstarted.
+            let _ = ctx.stop(false);
+            return Err(StreamingError::IncompatibleCheckpoint {
+                url: url.to_owned(),
+                checkpoint,
+                diff,
+            });
+        }
+        // Step 3: replay the WAL into the tracker and the inputs.
+        let t = Instant::now();
+        ctx.restore_from(&m, &mut report)?;
+        report.phases_ms.insert("restore".into(), ms(t));
+        report.outcome = RestartOutcome::Restored;
+        report.zero_time = Some(m.zero_time.0);
+        report.pending_batches = m.pending_batches.iter().map(|t| t.0).collect();
+        // The schedule as of now (start recomputes it with its own "now").
+        if let Some(plan) = d.plan.lock().as_ref() {
+            let s = restart_schedule(
+                plan.zero,
+                ctx.inner.config.batch_interval,
+                plan.checkpoint_time,
+                &plan.pending,
+                &plan.recorded,
+                ctx.inner.clock.now_ms(),
+                ctx.inner.config.missed_batches,
+            );
+            report.batches_rescheduled = s.times.iter().map(|t| t.0).collect();
+            report.batches_skipped = s.skipped.iter().map(|t| t.0).collect();
+            report.restart_time = Some(s.restart_time.0);
+        }
+        report
+            .phases_ms
+            .insert("total".into(), report.phases_ms.values().sum());
+        write_report(&d.store, &mut report);
+        tracing::info!("restart report: {}", report.summary());
+        *d.report.lock() = Some(report);
+        Ok(ctx)
+    }
+
+    /// The restart report of the `get_or_create` that made this context (`None` for contexts made
+    /// with `new`). `batches_rescheduled` and `restart_time` are updated by `start`.
+    pub fn restart_report(&self) -> Option<RestartReport> {
+        self.inner
+            .durability
+            .as_ref()
+            .and_then(|d| d.report.lock().clone())
+    }
+}
+
+fn wal_segments_records(dir: &Path) -> u64 {
+    wal_segments(dir) as u64
+}
+
+/// Writes the report as JSON beside the checkpoint (best effort: a failure is logged).
+pub(crate) fn write_report(store: &BlockingCheckpointStore, report: &mut RestartReport) {
+    let json = match serde_json::to_vec_pretty(report) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!("restart report not encoded: {e}");
+            return;
+        }
+    };
+    match store.block_on(store.store().put_restart_report(
+        report.started_at_ms,
+        spate_types::Generation(report.checkpoint.as_ref().map_or(0, |c| c.generation)),
+        bytes::Bytes::from(json),
+    )) {
+        Ok(name) => report.written_to = Some(name),
+        Err(e) => tracing::warn!("restart report not written: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(v: &[u64]) -> Vec<BatchTime> {
+        v.iter().map(|t| BatchTime(*t)).collect()
+    }
+
+    #[test]
+    fn schedule_matches_spark_restart() {
+        // zero 0, batch 1000, checkpoint at 3000 with 4000 pending, now 6500.
+        let s = restart_schedule(
+            BatchTime(0),
+            DurationMs(1000),
+            BatchTime(3000),
+            &ts(&[4000]),
+            &BTreeSet::new(),
+            6500,
+            MissedBatches::GenerateAll,
+        );
+        assert_eq!(s.times, ts(&[3000, 4000, 5000, 6000]));
+        assert_eq!(s.restart_time, BatchTime(7000));
+        assert!(s.skipped.is_empty());
+        // Exactly on a grid point: that point is the restart time's predecessor... Spark: now=7000
+        // → restart 8000, 7000 rescheduled.
+        let s = restart_schedule(
+            BatchTime(0),
+            DurationMs(1000),
+            BatchTime(3000),
+            &[],
+            &BTreeSet::new(),
+            7000,
+            MissedBatches::GenerateAll,
+        );
+        assert_eq!(s.times, ts(&[3000, 4000, 5000, 6000, 7000]));
+        assert_eq!(s.restart_time, BatchTime(8000));
+    }
+
+    #[test]
+    fn schedule_coalesces_missed_empty_batches_but_keeps_recorded_ones() {
+        let recorded: BTreeSet<BatchTime> = ts(&[5000]).into_iter().collect();
+        let s = restart_schedule(
+            BatchTime(0),
+            DurationMs(1000),
+            BatchTime(3000),
+            &ts(&[4000]),
+            &recorded,
+            10_500,
+            MissedBatches::CoalesceEmpty,
+        );
+        assert_eq!(s.times, ts(&[3000, 4000, 5000, 10_000]));
+        assert_eq!(s.skipped, ts(&[6000, 7000, 8000, 9000]));
+    }
+
+    #[test]
+    fn schedule_ignores_times_at_or_before_zero() {
+        let s = restart_schedule(
+            BatchTime(1000),
+            DurationMs(1000),
+            BatchTime(1000),
+            &ts(&[500, 1000]),
+            &BTreeSet::new(),
+            2500,
+            MissedBatches::GenerateAll,
+        );
+        assert_eq!(s.times, ts(&[2000]));
+        assert_eq!(s.restart_time, BatchTime(3000));
+    }
+}
