@@ -174,3 +174,290 @@ fn cli_on_moto() {
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
     assert!(out.contains(&ms[2].objects[0].path), "{out}");
 }
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Commits a checkpoint for batch `t` whose manifest carries `graph` and `conf` the way the engine
+/// records them (`encode_description`, `fingerprint`, `computation_settings`).
+fn commit_described(
+    store: &CheckpointStore,
+    t: u64,
+    graph: &spate_streaming::GraphDescription,
+    conf: std::collections::BTreeMap<String, String>,
+) -> spate_checkpoint::Manifest {
+    rt().block_on(async {
+        let mut w = store.open_committer().await.unwrap();
+        let mut d = spate_checkpoint::CheckpointDraft::new(
+            spate_checkpoint::CheckpointKind::Completed,
+            spate_types::BatchTime(t),
+            spate_types::BatchTime(0),
+            graph.batch_interval,
+        );
+        d.graph = spate_checkpoint::GraphDescriptionBlob {
+            fingerprint: graph.fingerprint(),
+            bytes: spate_streaming::compat::encode_description(graph),
+        };
+        d.conf = conf;
+        w.commit(d).await.unwrap().unwrap()
+    })
+}
+
+fn describe(job: &[&str], file: &std::path::Path) -> spate_streaming::BuildDescription {
+    let mut args = job.to_vec();
+    args.extend(["--describe", file.to_str().unwrap()]);
+    let o = spate(&args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{args:?}: {out}{err}");
+    assert!(out.is_empty(), "--describe FILE printed to stdout: {out}");
+    serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
+}
+
+#[test]
+fn describe_then_diff_against_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("ckpt").to_str().unwrap().to_owned();
+    let store = CheckpointStore::open(&url, StoreOptions::default()).unwrap();
+
+    // A checkpoint of a different build: socket → flat_map → print, written in-process.
+    let cfg = spate_streaming::StreamingConfig::default();
+    let ctx = spate_streaming::StreamingContext::new(cfg.clone()).unwrap();
+    let words = ctx
+        .socket_text_stream("127.0.0.1:9")
+        .unwrap()
+        .flat_map(|l: String| l.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .unwrap();
+    words.print(10).unwrap();
+    let other = ctx.describe_build().graph;
+    commit_described(
+        &store,
+        1_000,
+        &other,
+        spate_streaming::compat::computation_settings(&cfg),
+    );
+
+    // `spate wordcount --describe` never connects (port 1 has no server) and writes the build.
+    let wc_file = dir.path().join("wc.json");
+    let wc = describe(&["wordcount", "--socket", "127.0.0.1:1"], &wc_file);
+    assert!(
+        wc.graph.operators.iter().any(|o| o.kind == "reduce_by_key"),
+        "{wc:?}"
+    );
+    // `-` writes the same description to stdout.
+    let o = spate(&["wordcount", "--socket", "127.0.0.1:1", "--describe", "-"]);
+    assert!(o.status.success());
+    let from_stdout: spate_streaming::BuildDescription = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(from_stdout, wc);
+
+    // Incompatible: exit 1, one line per difference, the same lines as the library's diff.
+    let o = spate(&[
+        "checkpoint",
+        "diff",
+        &url,
+        "--graph",
+        wc_file.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let want = wc.compare_with_checkpoint(
+        &spate_streaming::compat::encode_description(&other),
+        &spate_streaming::compat::computation_settings(&cfg),
+    );
+    assert!(!want.is_compatible());
+    assert_eq!(out.lines().collect::<Vec<_>>(), want.lines(), "{out}");
+    assert!(!out.contains("compatible"), "{out}");
+    let o = spate(&[
+        "checkpoint",
+        "diff",
+        &url,
+        "--graph",
+        wc_file.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["compatible"], false);
+    assert_eq!(v["differences"].as_array().unwrap().len(), want.len());
+
+    // A checkpoint written from the wordcount build itself: compatible, exit 0.
+    let m = commit_described(&store, 2_000, &wc.graph, wc.settings.clone());
+    let o = spate(&[
+        "checkpoint",
+        "diff",
+        &url,
+        "--graph",
+        wc_file.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert_eq!(out, "compatible\n");
+    let o = spate(&[
+        "checkpoint",
+        "diff",
+        &url,
+        "--graph",
+        wc_file.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["compatible"].as_bool(), v["checkpoint"].as_str()),
+        (Some(true), Some(m.key.to_string().as_str()))
+    );
+
+    // The same job with another batch interval, and another job: incompatible, named.
+    let slow_file = dir.path().join("slow.json");
+    describe(
+        &["wordcount", "--socket", "127.0.0.1:1", "--batch", "2s"],
+        &slow_file,
+    );
+    let o = spate(&[
+        "checkpoint",
+        "diff",
+        &url,
+        "--graph",
+        slow_file.to_str().unwrap(),
+    ]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.to_lowercase().contains("interval"), "{out}");
+    let clicks_file = dir.path().join("clicks.json");
+    describe(
+        &[
+            "clicks",
+            "--dir",
+            "/nonexistent-spate-input",
+            "--window",
+            "20s",
+        ],
+        &clicks_file,
+    );
+    assert!(!std::path::Path::new("/nonexistent-spate-input").exists());
+    let o = spate(&[
+        "checkpoint",
+        "diff",
+        &url,
+        "--graph",
+        clicks_file.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o).0);
+    assert!(text(&o).0.lines().count() >= 2, "{}", text(&o).0);
+
+    // Bad --graph files and a location without a checkpoint: exit 2, one line naming the problem.
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, b"\x00\xffnot json").unwrap();
+    let wrong_shape = dir.path().join("shape.json");
+    std::fs::write(&wrong_shape, br#"{"graph": 1}"#).unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (args, needle) in [
+        (
+            vec![
+                "checkpoint",
+                "diff",
+                &url,
+                "--graph",
+                garbage.to_str().unwrap(),
+            ],
+            "not a build description",
+        ),
+        (
+            vec![
+                "checkpoint",
+                "diff",
+                &url,
+                "--graph",
+                wrong_shape.to_str().unwrap(),
+            ],
+            "not a build description",
+        ),
+        (
+            vec!["checkpoint", "diff", &url, "--graph", "/nonexistent/f.json"],
+            "cannot read",
+        ),
+        (
+            vec![
+                "checkpoint",
+                "diff",
+                empty.to_str().unwrap(),
+                "--graph",
+                wc_file.to_str().unwrap(),
+            ],
+            "no checkpoint",
+        ),
+    ] {
+        let o = spate(&args);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {out}{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("spate checkpoint diff") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn reports_are_listed_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_owned();
+    // No reports yet.
+    let o = spate(&["checkpoint", "reports", &url]);
+    assert!(o.status.success());
+    assert_eq!(text(&o).0, "(no restart reports)\n");
+    let o = spate(&["checkpoint", "reports", &url, "--latest"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    let store = CheckpointStore::open(&url, StoreOptions::default()).unwrap();
+    let g = spate_types::Generation(3);
+    let (old, new) = rt().block_on(async {
+        let old = store
+            .put_restart_report(1_000, g, br#"{"outcome":"fresh start"}"#.to_vec().into())
+            .await
+            .unwrap();
+        let new = store
+            .put_restart_report(
+                2_000,
+                g,
+                br#"{"outcome":"restored","checkpoint":"x"}"#.to_vec().into(),
+            )
+            .await
+            .unwrap();
+        (old, new)
+    });
+    let o = spate(&["checkpoint", "reports", &url]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with(&new) && lines[0].contains("time 2000 ms"),
+        "{out}"
+    );
+    assert!(lines[1].starts_with(&old), "{out}");
+    let o = spate(&["checkpoint", "reports", &url, "--json"]);
+    let first: serde_json::Value =
+        serde_json::from_str(text(&o).0.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["time_ms"].as_u64(), first["generation"].as_u64()),
+        (Some(2_000), Some(3))
+    );
+    let o = spate(&["checkpoint", "reports", &url, "--latest"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    assert!(out.starts_with(&format!("report {new}\n")), "{out}");
+    assert!(out.contains(r#""outcome": "restored""#), "{out}");
+    let o = spate(&["checkpoint", "reports", &url, "--latest", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"], "restored");
+    // Reports are neither checkpoints nor garbage for ls/verify.
+    let o = spate(&["checkpoint", "verify", &url]);
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("unknown object"), "{out}");
+    assert!(out.contains("2 restart report(s)"), "{out}");
+}

@@ -26,6 +26,10 @@
 //!    back silently and only logs).
 //! 4. **GC** ([`CheckpointStore::gc`]): classify first, delete only unreferenced objects older than
 //!    the oldest retained manifest; manifests before data.
+//! 5. **Archive** ([`CheckpointStore::archive`]): copy the location under `archived/<label>/`, check
+//!    each copy's size, delete the originals manifests first (recovery's `create_on_error`; Spark
+//!    deletes). Restart reports (`restart-reports/`, [`CheckpointStore::put_restart_report`]) and
+//!    archives are neither garbage nor ever deleted by GC.
 //!
 //! ## Why not rename (Spark's temp file + rename)
 //!
@@ -56,7 +60,7 @@ pub use manifest::{CheckpointKind, DataObjectRef, GraphDescriptionBlob, Manifest
 pub use paths::{CheckpointKey, CheckpointPaths};
 pub use protocol::{GcPlan, RejectReason, Rejection, Retention};
 pub use store::{
-    AlreadyPublished, CheckpointDraft, CheckpointStatus, CheckpointStore, Committer, Resolved,
-    RetryPolicy, S3Options, StoreOptions, VerifyLevel,
+    AlreadyPublished, ArchiveReport, CheckpointDraft, CheckpointStatus, CheckpointStore, Committer,
+    Resolved, RetryPolicy, S3Options, StoreOptions, VerifyLevel,
 };
 pub use writer::{BlockingCheckpointStore, CheckpointWriter, CommitTicket, WriterConfig};

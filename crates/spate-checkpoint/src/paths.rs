@@ -6,7 +6,12 @@
 //! generations/<generation:020>                               generation claim marker (create-only)
 //! generations/<generation:020>.floor                         manifests visible to that generation when it opened
 //! _probe/<nonce>                                             capability probe (deleted after use)
+//! restart-reports/<time:020>-<generation:020>.json           one JSON restart report per recovery attempt
+//! archived/<label>/<original name>                           a set-aside copy of the location (archive)
 //! ```
+//!
+//! Restart reports and archives are never chosen by resolve, never deleted by GC, and not
+//! "unknown" (garbage): see [`ParsedName::RestartReport`] and [`ParsedName::Archived`].
 //!
 //! All numbers are zero-padded decimal, so **lexicographic order is numeric order**: listing
 //! `manifests/` sorted by name is the checkpoints in write order. A [`CheckpointKey`] is
@@ -24,6 +29,10 @@ pub const DATA: &str = "data";
 pub const GENERATIONS: &str = "generations";
 /// Prefix of capability probes.
 pub const PROBE: &str = "_probe";
+/// Prefix of restart reports.
+pub const RESTART_REPORTS: &str = "restart-reports";
+/// Prefix of archives ([`crate::CheckpointStore::archive`]).
+pub const ARCHIVED: &str = "archived";
 
 /// The sort key and identity of one checkpoint: `(time, generation, seq)`.
 ///
@@ -95,6 +104,23 @@ pub enum ParsedName {
     Floor(Generation),
     /// `_probe/...`.
     Probe,
+    /// `restart-reports/<time:020>-<generation:020>.json`: a restart report (plain JSON, no
+    /// envelope). Never deleted by GC.
+    RestartReport {
+        /// Time the report was written, ms since the Unix epoch.
+        time_ms: u64,
+        /// Generation of the writer that wrote it.
+        generation: Generation,
+    },
+    /// `archived/<label>/<original name>` (label as [`CheckpointPaths::valid_label`], original
+    /// name non-empty): a copy made by [`crate::CheckpointStore::archive`]. Never resolved, never
+    /// deleted by GC.
+    Archived {
+        /// The archive's label.
+        label: String,
+        /// The object's name before it was archived.
+        original: String,
+    },
     /// Anything else (garbage, a foreign file): never deleted, reported.
     Unknown,
 }
@@ -132,6 +158,25 @@ impl CheckpointPaths {
     #[must_use]
     pub fn probe(nonce: &str) -> String {
         format!("{PROBE}/{nonce}")
+    }
+
+    /// `restart-reports/<time_ms:020>-<generation:020>.json`.
+    #[must_use]
+    pub fn restart_report(time_ms: u64, generation: Generation) -> String {
+        format!("{RESTART_REPORTS}/{time_ms:020}-{:020}.json", generation.0)
+    }
+
+    /// `archived/<label>/`: the prefix of one archive (the label must pass
+    /// [`CheckpointPaths::valid_label`]).
+    #[must_use]
+    pub fn archive_prefix(label: &str) -> String {
+        format!("{ARCHIVED}/{label}/")
+    }
+
+    /// `archived/<label>/<original>`.
+    #[must_use]
+    pub fn archived(label: &str, original: &str) -> String {
+        format!("{ARCHIVED}/{label}/{original}")
     }
 
     /// A data-object label: 1..=128 bytes of `[A-Za-z0-9._-]`, not starting with `.`.
@@ -186,6 +231,31 @@ impl CheckpointPaths {
         if name.starts_with("_probe/") {
             return ParsedName::Probe;
         }
+        if let Some(rest) = name.strip_prefix("restart-reports/") {
+            let b = rest.as_bytes();
+            if let Some(stem) = rest.strip_suffix(".json") {
+                if b.len() == 46 && b[20] == b'-' {
+                    if let (Some(t), Some(g)) = (digits(&stem[..20]), digits(&stem[21..41])) {
+                        return ParsedName::RestartReport {
+                            time_ms: t,
+                            generation: Generation(g),
+                        };
+                    }
+                }
+            }
+            return ParsedName::Unknown;
+        }
+        if let Some(rest) = name.strip_prefix("archived/") {
+            if let Some((label, original)) = rest.split_once('/') {
+                if Self::valid_label(label) && !original.is_empty() {
+                    return ParsedName::Archived {
+                        label: label.to_owned(),
+                        original: original.to_owned(),
+                    };
+                }
+            }
+            return ParsedName::Unknown;
+        }
         ParsedName::Unknown
     }
 }
@@ -210,6 +280,25 @@ mod tests {
             prop_assert_eq!(CheckpointPaths::parse(&CheckpointPaths::data(k, &label)), ParsedName::Data { key: k, label: label.clone() });
             prop_assert_eq!(CheckpointPaths::parse(&CheckpointPaths::generation(Generation(g))), ParsedName::Generation(Generation(g)));
             prop_assert_eq!(CheckpointPaths::parse(&CheckpointPaths::floor(Generation(g))), ParsedName::Floor(Generation(g)));
+            prop_assert_eq!(
+                CheckpointPaths::parse(&CheckpointPaths::restart_report(k.time.0, Generation(g))),
+                ParsedName::RestartReport { time_ms: k.time.0, generation: Generation(g) }
+            );
+            // Any object, including garbage, can be archived under a valid label.
+            for original in [CheckpointPaths::manifest(k), CheckpointPaths::data(k, &label), "junk".to_owned()] {
+                prop_assert_eq!(
+                    CheckpointPaths::parse(&CheckpointPaths::archived(&label, &original)),
+                    ParsedName::Archived { label: label.clone(), original }
+                );
+            }
+        }
+
+        #[test]
+        fn restart_report_names_sort_by_time_then_generation(t1 in any::<u64>(), g1 in any::<u64>(), t2 in any::<u64>(), g2 in any::<u64>()) {
+            prop_assert_eq!(
+                (t1, g1).cmp(&(t2, g2)),
+                CheckpointPaths::restart_report(t1, Generation(g1)).cmp(&CheckpointPaths::restart_report(t2, Generation(g2)))
+            );
         }
 
         #[test]
@@ -233,8 +322,62 @@ mod tests {
             "generations/12",
             "README",
             "data/00000000000000000001-00000000000000000001-0000000001/.hidden",
+            // Near misses of the restart-report and archive families stay garbage.
+            "restart-reports/00000000000000000001-00000000000000000001.txt",
+            "restart-reports/00000000000000000001-00000000000000000001",
+            "restart-reports/1-1.json",
+            "restart-reports/0000000000000000000x-00000000000000000001.json",
+            "restart-reports/00000000000000000001_00000000000000000001.json",
+            "restart-reports/00000000000000000001-000000000000000000001.json",
+            "restart-reports/",
+            "restart-reports",
+            "archived/label",
+            "archived/label/",
+            "archived/.hidden/manifests/x",
+            "archived//manifests/x",
+            "archived/bad label/x",
+            "archived",
+            "archivedx/label/x",
         ] {
             assert_eq!(CheckpointPaths::parse(n), ParsedName::Unknown, "{n}");
         }
+    }
+
+    #[test]
+    fn report_and_archive_names() {
+        assert_eq!(
+            CheckpointPaths::restart_report(1_700_000_000_123, Generation(7)),
+            "restart-reports/00000001700000000123-00000000000000000007.json"
+        );
+        assert_eq!(
+            CheckpointPaths::parse(
+                "restart-reports/00000000001700000000-00000000000000000007.json"
+            ),
+            ParsedName::RestartReport {
+                time_ms: 1_700_000_000,
+                generation: Generation(7)
+            }
+        );
+        assert_eq!(
+            CheckpointPaths::parse("archived/incompatible-1/README.txt"),
+            ParsedName::Archived {
+                label: "incompatible-1".into(),
+                original: "README.txt".into()
+            }
+        );
+        // An archived copy of a manifest is not a manifest.
+        let k = CheckpointKey {
+            time: BatchTime(1),
+            generation: Generation(1),
+            seq: 0,
+        };
+        assert!(matches!(
+            CheckpointPaths::parse(&CheckpointPaths::archived(
+                "a",
+                &CheckpointPaths::manifest(k)
+            )),
+            ParsedName::Archived { .. }
+        ));
+        assert_eq!(CheckpointPaths::archive_prefix("a"), "archived/a/");
     }
 }

@@ -147,6 +147,12 @@ pub struct Listing {
     pub data: BTreeMap<String, ListedObject>,
     /// Probe objects.
     pub probes: Vec<ListedObject>,
+    /// Restart reports (`restart-reports/...`), ascending by name (= by time, then generation).
+    /// Never chosen, never deleted by GC.
+    pub restart_reports: Vec<ListedObject>,
+    /// Archived copies (`archived/<label>/...`), ascending by name. Never chosen, never deleted by
+    /// GC.
+    pub archived: Vec<ListedObject>,
     /// Objects whose names spate did not build (garbage, foreign files): reported, never deleted.
     pub unknown: Vec<ListedObject>,
 }
@@ -165,9 +171,13 @@ impl Listing {
                 ParsedName::Generation(g) => l.generations.push(g),
                 ParsedName::Floor(g) => l.floors.push(g),
                 ParsedName::Probe => l.probes.push(o),
+                ParsedName::RestartReport { .. } => l.restart_reports.push(o),
+                ParsedName::Archived { .. } => l.archived.push(o),
                 ParsedName::Unknown => l.unknown.push(o),
             }
         }
+        l.restart_reports.sort_by(|a, b| a.path.cmp(&b.path));
+        l.archived.sort_by(|a, b| a.path.cmp(&b.path));
         l.manifests.sort();
         l.generations.sort();
         l.floors.sort();
@@ -319,7 +329,8 @@ pub enum GcClass {
     UnreferencedRecent,
     /// Unreferenced and older than the oldest retained manifest: deleted.
     Delete,
-    /// Generation claims, floors, probes and unknown names: never deleted by GC.
+    /// Generation claims, floors, probes, restart reports, archived copies and unknown names: never
+    /// deleted by GC.
     Kept,
 }
 
@@ -413,7 +424,13 @@ pub fn plan_gc(
     for g in &listing.floors {
         objects.push((CheckpointPaths::floor(*g), GcClass::Kept));
     }
-    for o in listing.probes.iter().chain(&listing.unknown) {
+    for o in listing
+        .probes
+        .iter()
+        .chain(&listing.restart_reports)
+        .chain(&listing.archived)
+        .chain(&listing.unknown)
+    {
         objects.push((o.path.clone(), GcClass::Kept));
     }
     GcPlan {
@@ -583,7 +600,17 @@ mod tests {
         let inflight = CheckpointPaths::data(key(9000, 1), "s");
         objs.push(listed(inflight.clone()));
         objs.push(listed("junk".into()));
+        let report = CheckpointPaths::restart_report(1, Generation(1));
+        let archived = CheckpointPaths::archived("old", &CheckpointPaths::manifest(ks[0]));
+        let archived_data = CheckpointPaths::archived("old", &data[1]);
+        for p in [&report, &archived, &archived_data] {
+            objs.push(listed(p.clone()));
+        }
         let listing = Listing::classify(objs);
+        assert_eq!(listing.unknown.len(), 1, "{:?}", listing.unknown);
+        assert_eq!(listing.restart_reports.len(), 1);
+        assert_eq!(listing.archived.len(), 2);
+        assert_eq!(listing.manifests.len(), 5, "archived manifest counted");
         let mut refs = BTreeMap::new();
         for (i, k) in ks.iter().enumerate() {
             // checkpoint 5 carries checkpoint 1's object
@@ -616,6 +643,13 @@ mod tests {
         assert_eq!(dels, want.iter().map(String::as_str).collect());
         assert!(!dels.contains(inflight.as_str()));
         assert!(!dels.contains(data[0].as_str()), "carried object deleted");
+        for p in [&report, &archived, &archived_data] {
+            assert!(
+                plan.objects.contains(&(p.clone(), GcClass::Kept)),
+                "{p} not kept: {:?}",
+                plan.objects
+            );
+        }
         // Nothing valid: nothing deleted.
         let plan = plan_gc(&listing, &BTreeSet::new(), &refs, &Retention::default());
         assert_eq!(plan.deletions().count(), 0);

@@ -747,6 +747,173 @@ pub mod suite {
         );
     }
 
+    /// Restart reports: stored as given under `restart-reports/`, listed oldest first, never
+    /// garbage, never deleted by GC; bad input is a typed error.
+    pub async fn restart_reports(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        commit(&mut c, data_draft(1_000, 1, 8)).await;
+        let g = c.generation();
+        let newer = s
+            .put_restart_report(2_000, g, Bytes::from_static(br#"{"outcome":"restored"}"#))
+            .await
+            .unwrap_or_else(|e| panic!("{}: put report: {e}", s.url()));
+        let older = s
+            .put_restart_report(1_000, g, Bytes::from_static(br#"{"outcome":"fresh"}"#))
+            .await
+            .unwrap();
+        assert_eq!(older, CheckpointPaths::restart_report(1_000, g));
+        assert_eq!(
+            s.list_restart_reports().await.unwrap(),
+            vec![older.clone(), newer.clone()],
+            "{}",
+            s.url()
+        );
+        assert_eq!(
+            &s.read_restart_report(&newer).await.unwrap()[..],
+            br#"{"outcome":"restored"}"#
+        );
+        assert!(matches!(
+            s.put_restart_report(3_000, g, Bytes::from_static(b"{not json"))
+                .await,
+            Err(CheckpointError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            s.read_restart_report("README.txt").await,
+            Err(CheckpointError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            s.read_restart_report(&CheckpointPaths::restart_report(9, g))
+                .await,
+            Err(CheckpointError::NotFound { .. })
+        ));
+        let l = s.listing().await.unwrap();
+        assert!(l.unknown.is_empty(), "{}: {:?}", s.url(), l.unknown);
+        assert_eq!(l.restart_reports.len(), 2);
+        for t in 2..=4u64 {
+            commit(&mut c, data_draft(t * 1_000, 1, 8)).await;
+        }
+        s.gc(&Retention {
+            keep: 1,
+            pinned: Default::default(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            s.list_restart_reports().await.unwrap().len(),
+            2,
+            "{}: GC deleted a report",
+            s.url()
+        );
+        assert!(s
+            .verify_all(VerifyLevel::Full)
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.problem.is_none()));
+    }
+
+    /// Archive: every object (garbage included) is copied byte-identical under
+    /// `archived/<label>/`, the originals are gone (generation markers and restart reports stay),
+    /// nothing resolves afterwards, the next writer gets a newer generation, GC never touches the
+    /// archive, and a used or invalid label is refused.
+    pub async fn archive_sets_everything_aside(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        let a = commit(&mut c, data_draft(1_000, 2, 100)).await;
+        let mut meta = CheckpointDraft::new(
+            CheckpointKind::Completed,
+            BatchTime(2_000),
+            BatchTime(1_000),
+            DurationMs(1_000),
+        );
+        meta.carried_objects = a.objects.clone();
+        commit(&mut c, meta).await;
+        plant(&s, "README.txt", b"foreign".to_vec()).await;
+        plant(&s, "manifests/junk.manifest", b"junk".to_vec()).await;
+        s.put_restart_report(5, c.generation(), Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let before = s.list_raw(None).await.unwrap();
+        let mut originals = Vec::new();
+        for o in &before {
+            originals.push((o.path.clone(), raw_get(&s, &o.path).await));
+        }
+        let r = s
+            .archive("incompatible-1")
+            .await
+            .unwrap_or_else(|e| panic!("{}: archive: {e}", s.url()));
+        assert_eq!(r.prefix, "archived/incompatible-1/");
+        assert_eq!(r.objects, before.len(), "{}: {r:?}", s.url());
+        assert_eq!(r.bytes, before.iter().map(|o| o.size).sum::<u64>());
+        assert_eq!(r.manifests, 2, "{}: {r:?}", s.url());
+        assert_eq!(r.vanished, 0);
+        assert!(
+            s.resolve_latest().await.unwrap().is_none(),
+            "{}: a checkpoint still resolves after archive",
+            s.url()
+        );
+        for (path, bytes) in &originals {
+            let copy = raw_get(&s, &CheckpointPaths::archived("incompatible-1", path)).await;
+            assert_eq!(&copy, bytes, "{}: archived {path} differs", s.url());
+        }
+        let l = s.listing().await.unwrap();
+        assert!(l.manifests.is_empty() && l.data.is_empty(), "{}", s.url());
+        assert!(
+            l.unknown.is_empty(),
+            "{}: garbage not archived: {:?}",
+            s.url(),
+            l.unknown
+        );
+        assert_eq!(l.archived.len(), before.len());
+        assert_eq!(
+            l.restart_reports.len(),
+            1,
+            "{}: report not kept in place",
+            s.url()
+        );
+        assert_eq!(l.newest_generation(), Some(c.generation()), "{}", s.url());
+        assert_eq!(r.kept_in_place, 1 + l.generations.len() + l.floors.len());
+        assert_eq!(r.deleted + r.kept_in_place, r.objects);
+        // The label is used now; invalid labels are refused; nothing changed.
+        for bad in ["incompatible-1", "", ".x", "a/b", "sp ace"] {
+            assert!(
+                matches!(
+                    s.archive(bad).await,
+                    Err(CheckpointError::InvalidArgument(_))
+                ),
+                "{}: label {bad:?} accepted",
+                s.url()
+            );
+        }
+        assert_eq!(s.listing().await.unwrap().archived.len(), before.len());
+        // A new writer fences the old one and starts over; GC leaves the archive alone.
+        let mut d = s.open_committer().await.unwrap();
+        assert!(d.generation() > c.generation());
+        assert!(matches!(
+            c.commit(data_draft(3_000, 1, 8)).await,
+            Err(CheckpointError::Fenced { .. })
+        ));
+        let fresh = commit(&mut d, data_draft(3_000, 1, 8)).await;
+        assert_eq!(latest(&s).await.manifest.key, fresh.key);
+        s.gc(&Retention {
+            keep: 1,
+            pinned: Default::default(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.listing().await.unwrap().archived.len(), before.len());
+        // A second archive copies the live objects only, not the first archive.
+        let live = s
+            .list_raw(None)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|o| !o.path.starts_with("archived/"))
+            .count();
+        let r2 = s.archive("second").await.unwrap();
+        assert_eq!(r2.objects, live, "{}: {r2:?}", s.url());
+        assert!(s.resolve_latest().await.unwrap().is_none());
+    }
+
     /// Runs every backend-independent function on fresh stores from `fresh`.
     pub async fn run_all<F, Fut>(mut fresh: F)
     where
@@ -760,5 +927,7 @@ pub mod suite {
         gc_retention(fresh().await).await;
         fencing(fresh().await).await;
         manifest_with_foreign_reference_is_rejected(fresh().await).await;
+        restart_reports(fresh().await).await;
+        archive_sets_everything_aside(fresh().await).await;
     }
 }

@@ -1,16 +1,21 @@
-//! `spate checkpoint ls|show|verify|gc <url>`: inspect (and garbage-collect) a checkpoint location.
+//! `spate checkpoint ls|show|verify|gc|diff|reports <url>`: inspect (and garbage-collect) a
+//! checkpoint location.
 //!
 //! `<url>` is a path, `file:///path`, or `s3://bucket/prefix` (endpoint, region and credentials from
 //! `--endpoint`/`--region` or the usual `AWS_*` variables). Read-only except `gc` without
-//! `--dry-run`. Exit codes: 0 success, 1 damage found (`verify`) or no such checkpoint (`show`),
-//! 2 the location cannot be read (bad URL, unreachable store).
+//! `--dry-run`. Exit codes: 0 success, 1 damage found (`verify`), no such checkpoint (`show`),
+//! an incompatible build (`diff`) or no restart report (`reports --latest`), 2 the location or an
+//! input file cannot be read (bad URL, unreachable store, unreadable `--graph` file, no checkpoint
+//! to compare with).
 
 use clap::{Args, Subcommand};
 use spate_checkpoint::{
     CheckpointError, CheckpointKey, CheckpointStore, Manifest, Retention, S3Options, StoreOptions,
     VerifyLevel,
 };
+use spate_streaming::BuildDescription;
 use spate_types::BatchTime;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -76,6 +81,30 @@ pub(crate) enum CheckpointCommand {
         #[arg(long)]
         pin: Vec<String>,
     },
+    /// Compare the checkpoint recovery would choose with a build's description (written by the
+    /// job's `--describe FILE`): one line per difference, or `compatible`. The same comparison
+    /// recovery makes, without starting anything. Exit 0 compatible, 1 incompatible, 2 error.
+    Diff {
+        #[command(flatten)]
+        loc: Location,
+        /// Build description JSON (from `spate wordcount|clicks ... --describe FILE`).
+        #[arg(long, value_name = "FILE")]
+        graph: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the restart reports recovery wrote (newest first).
+    Reports {
+        #[command(flatten)]
+        loc: Location,
+        /// Print the newest report in full instead (exit 1 if there is none).
+        #[arg(long)]
+        latest: bool,
+        /// JSON output (one object per line; with --latest the report itself).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn open(loc: &Location) -> Result<CheckpointStore, String> {
@@ -120,6 +149,10 @@ pub(crate) fn run(cmd: CheckpointCommand) -> ExitCode {
             keep,
             pin,
         } => rt.block_on(gc(&loc, dry_run, keep, &pin)),
+        CheckpointCommand::Diff { loc, graph, json } => rt.block_on(diff(&loc, &graph, json)),
+        CheckpointCommand::Reports { loc, latest, json } => {
+            rt.block_on(reports(&loc, latest, json))
+        }
     }
 }
 
@@ -326,6 +359,13 @@ async fn verify(loc: &Location) -> ExitCode {
             u.path, u.size
         );
     }
+    if !listing.restart_reports.is_empty() || !listing.archived.is_empty() {
+        println!(
+            "{} restart report(s), {} archived object(s) (not checkpoints, not verified)",
+            listing.restart_reports.len(),
+            listing.archived.len()
+        );
+    }
     println!(
         "{} checkpoint(s), {} verified, {} damaged",
         all.len(),
@@ -385,5 +425,134 @@ async fn gc(loc: &Location, dry_run: bool, keep: usize, pin: &[String]) -> ExitC
             |k| k.to_string()
         )
     );
+    ExitCode::SUCCESS
+}
+
+/// Reads and parses a `--describe` file; the error is one line naming the file.
+fn load_build(path: &std::path::Path) -> Result<BuildDescription, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("--graph {}: cannot read: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        format!(
+            "--graph {}: not a build description (write one with `spate wordcount|clicks ... --describe FILE`): {e}",
+            path.display()
+        )
+    })
+}
+
+async fn diff(loc: &Location, graph: &std::path::Path, json: bool) -> ExitCode {
+    let build = match load_build(graph) {
+        Ok(b) => b,
+        Err(e) => return fail("diff", e),
+    };
+    let store = match open(loc) {
+        Ok(s) => s,
+        Err(e) => return fail("diff", e),
+    };
+    let resolved = match store.resolve_latest().await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return fail(
+                "diff",
+                format!("{}: no checkpoint to compare with", loc.url),
+            )
+        }
+        Err(e @ CheckpointError::NoValidCheckpoint { .. }) => {
+            return fail(
+                "diff",
+                format!("{}: {e} (see `spate checkpoint verify`)", loc.url),
+            )
+        }
+        Err(e) => return fail("diff", e),
+    };
+    let m = &resolved.manifest;
+    for r in &resolved.resolution.rejected {
+        eprintln!(
+            "spate checkpoint diff: warning: newer checkpoint {} rejected ({}); comparing with {}",
+            r.key, r.reason, m.key
+        );
+    }
+    let d = build.compare_with_checkpoint(&m.graph.bytes, &m.conf);
+    let lines = d.lines();
+    if json {
+        println!(
+            "{:#}",
+            serde_json::json!({
+                "checkpoint": m.key.to_string(),
+                "batch_time_ms": m.batch_time.0,
+                "fingerprint": m.graph.fingerprint,
+                "compatible": d.is_compatible(),
+                "differences": lines,
+                "diff": d,
+            })
+        );
+    } else if d.is_compatible() {
+        println!("compatible");
+    } else {
+        for l in &lines {
+            println!("{l}");
+        }
+    }
+    if d.is_compatible() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn reports(loc: &Location, latest: bool, json: bool) -> ExitCode {
+    let store = match open(loc) {
+        Ok(s) => s,
+        Err(e) => return fail("reports", e),
+    };
+    let mut names = match store.list_restart_reports().await {
+        Ok(n) => n,
+        Err(e) => return fail("reports", e),
+    };
+    names.reverse(); // newest first
+    if latest {
+        let Some(newest) = names.first() else {
+            eprintln!("spate checkpoint reports: {}: no restart reports", loc.url);
+            return ExitCode::FAILURE;
+        };
+        let bytes = match store.read_restart_report(newest).await {
+            Ok(b) => b,
+            Err(e) => return fail("reports", e),
+        };
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) if json => println!("{v}"),
+            Ok(v) => {
+                println!("report {newest}");
+                println!("{v:#}");
+            }
+            Err(e) => {
+                return fail(
+                    "reports",
+                    format!("{newest}: not valid JSON ({e}); raw {} bytes", bytes.len()),
+                )
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    for n in &names {
+        let (time_ms, generation) = match spate_checkpoint::paths::CheckpointPaths::parse(n) {
+            spate_checkpoint::paths::ParsedName::RestartReport {
+                time_ms,
+                generation,
+            } => (time_ms, generation.0),
+            _ => continue,
+        };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"report": n, "time_ms": time_ms, "generation": generation})
+            );
+        } else {
+            println!("{n}  time {time_ms} ms  generation {generation}");
+        }
+    }
+    if names.is_empty() && !json {
+        println!("(no restart reports)");
+    }
     ExitCode::SUCCESS
 }

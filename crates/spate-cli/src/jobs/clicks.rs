@@ -54,6 +54,9 @@ pub(crate) fn run(args: ClicksArgs) -> Result<(), String> {
         .and_then(|s| s.name("clicks_per_device_type"))
         .map_err(|e| e.to_string())?;
     run::outputs(&per_type, &job, "clicks")?;
+    if let Some(file) = &job.describe {
+        return run::describe(&ctx, file);
+    }
     let m1 = Arc::clone(&malformed);
     let m2 = Arc::clone(&malformed);
     run::run(

@@ -7,12 +7,12 @@ use spate_sources::file::{FileSourceConfig, FileSourceStats};
 use spate_sources::lines::{InvalidUtf8Policy, LinePolicy, OverlongPolicy};
 use spate_sources::socket::{SocketConfig, SocketStats, SocketTextReceiver};
 use spate_streaming::{
-    BatchInfo, DStream, DurationMs, ReceiverInfo, StreamingConfig, StreamingContext,
-    StreamingListener,
+    write_file_atomically, BatchInfo, DStream, DurationMs, ReceiverInfo, StreamingConfig,
+    StreamingContext, StreamingListener,
 };
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -123,6 +123,11 @@ pub(crate) struct JobArgs {
     /// No live status line on stderr.
     #[arg(long)]
     pub(crate) no_status: bool,
+    /// Write this build's description (graph and computation-defining settings, JSON) to FILE
+    /// (`-`: stdout) and exit without starting, connecting or reading input. Give the same flags
+    /// as the run it describes; compare with a checkpoint by `spate checkpoint diff URL --graph FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) describe: Option<PathBuf>,
 }
 
 impl JobArgs {
@@ -141,7 +146,9 @@ impl JobArgs {
         }
     }
 
-    /// Validates the flags that the engine would only reject later.
+    /// Validates the flags that the engine would only reject later. With `--describe`, the checks
+    /// that touch the filesystem (`--dir` exists, `--output` created) are skipped: describing a
+    /// build needs neither.
     fn check(&self) -> Result<(), String> {
         if let Some(addr) = &self.socket {
             let ok = addr
@@ -150,6 +157,13 @@ impl JobArgs {
             if !ok {
                 return Err(format!("--socket {addr:?}: expected HOST:PORT"));
             }
+        }
+        if self.describe.is_some() {
+            return if self.max_line_bytes == 0 {
+                Err("--max-line-bytes must be at least 1".into())
+            } else {
+                Ok(())
+            };
         }
         if let Some(d) = &self.dir {
             if !d.is_dir() {
@@ -279,6 +293,23 @@ where
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// `--describe FILE`: writes `ctx.describe_build()` as pretty JSON to FILE (atomically) or stdout
+/// (`-`). The context is never started.
+pub(crate) fn describe(ctx: &StreamingContext, file: &Path) -> Result<(), String> {
+    let mut json = serde_json::to_string_pretty(&ctx.describe_build())
+        .map_err(|e| format!("--describe: cannot encode the build description: {e}"))?;
+    json.push('\n');
+    if file == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(json.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("--describe -: {e}"))
+    } else {
+        write_file_atomically(file, json.as_bytes())
+            .map_err(|e| format!("--describe {}: {e}", file.display()))
+    }
 }
 
 /// Prints the status line and tracks what the stop conditions need.

@@ -30,5 +30,8 @@ pub(crate) fn run(args: WordcountArgs) -> Result<(), String> {
         .and_then(|c| c.name("counts"))
         .map_err(|e| e.to_string())?;
     run::outputs(&counts, &args, "wordcount")?;
+    if let Some(file) = &args.describe {
+        return run::describe(&ctx, file);
+    }
     run::run(&ctx, &args, stats, Box::new(String::new), &String::new)
 }
