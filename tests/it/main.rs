@@ -1,10 +1,12 @@
 //! spate integration tests. One module per area; see `tests/README.md`.
+mod ack_ingest;
 mod checkpoint;
 mod checkpoint_cli;
 mod engine;
 mod engine_runtime;
 mod feed;
 mod jobs;
+mod recovery;
 mod sources;
 mod sources_engine;
 mod wal;

@@ -133,6 +133,10 @@ pub struct CompatibilityDiff {
     /// The graph description stored in the checkpoint could not be decoded (written by an
     /// incompatible build); `graph` is empty then.
     pub undecodable: Option<String>,
+    /// Operational differences that do not make the checkpoint incompatible: an input's `detail`
+    /// (socket address, input directory), which are endpoints and paths that may move.
+    #[serde(default)]
+    pub notes: Vec<GraphChange>,
 }
 
 impl CompatibilityDiff {
@@ -174,6 +178,9 @@ impl fmt::Display for CompatibilityDiff {
 
 /// Compares a checkpoint's description and settings with the current build's.
 ///
+/// A changed operator `detail` (the receiver's or source's `describe()`: socket address, input
+/// directory) is operational: it is returned in `notes`, not as an incompatibility.
+///
 /// Settings missing from both sides are ignored; a key present on one side only is a change (an older
 /// build that did not record it, or a newer one). The batch interval is reported once, as a graph
 /// change.
@@ -183,7 +190,12 @@ pub fn compare(
     current: &GraphDescription,
     current_settings: &BTreeMap<String, String>,
 ) -> CompatibilityDiff {
-    let graph = diff(checkpointed, current);
+    let mut graph = diff(checkpointed, current);
+    let (notes, changes): (Vec<GraphChange>, Vec<GraphChange>) = graph
+        .changes
+        .into_iter()
+        .partition(|c| matches!(c, GraphChange::Changed { field, .. } if field == "detail"));
+    graph.changes = changes;
     let interval_in_graph = graph
         .changes
         .iter()
@@ -207,6 +219,7 @@ pub fn compare(
         graph,
         settings,
         undecodable: None,
+        notes,
     }
 }
 

@@ -111,7 +111,7 @@ impl Durability {
                 None => BlockingCheckpointStore::open(url, StoreOptions::default()).map_err(
                     |source| StreamingError::Checkpoint {
                         url: url.to_owned(),
-                        source,
+                        source: Box::new(source),
                     },
                 )?,
             };
@@ -140,7 +140,7 @@ impl Durability {
     pub(crate) fn ckpt_err(&self, source: spate_checkpoint::CheckpointError) -> StreamingError {
         StreamingError::Checkpoint {
             url: self.url.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -166,7 +166,7 @@ pub enum StreamingError {
         url: String,
         /// The store's error.
         #[source]
-        source: spate_checkpoint::CheckpointError,
+        source: Box<spate_checkpoint::CheckpointError>,
     },
     /// The checkpoint was written by a build whose graph or computation-defining settings differ
     /// from this one (Spark would silently run the checkpointed code). Nothing was restored or
@@ -178,7 +178,7 @@ pub enum StreamingError {
         /// The manifest compared (`manifests/<key>.manifest`).
         checkpoint: String,
         /// What differs.
-        diff: crate::compat::CompatibilityDiff,
+        diff: Box<crate::compat::CompatibilityDiff>,
     },
     /// The location holds checkpoint manifests but none verifies, and `create_on_error` is off.
     /// Nothing was modified.

@@ -12,9 +12,10 @@ pub use spate_types as types;
 
 pub use spate_streaming::{
     diff, format_print, output_file_name, testing, write_file_atomically, Batch, BatchInfo,
-    BatchTime, BlockHandler, BoxError, Clock, ConfigError, ContextState, DStream, Data, DurationMs,
-    GraphChange, GraphDescription, GraphDiff, Key, ManualClock, MemoryBlockHandler,
-    OperatorDescription, OperatorId, OutputOperationInfo, Receiver, ReceiverContext, ReceiverError,
-    ReceiverId, ReceiverInfo, ReplayableSource, Result, Selection, SourceError, StoreError,
+    BatchTime, BlockHandler, BoxError, BuildDescription, Clock, CompatibilityDiff, ConfigError,
+    ContextState, DStream, Data, DurationMs, GraphChange, GraphDescription, GraphDiff, Key,
+    ManualClock, MemoryBlockHandler, MissedBatches, OperatorDescription, OperatorId,
+    OutputOperationInfo, Receiver, ReceiverContext, ReceiverError, ReceiverId, ReceiverInfo,
+    ReplayableSource, RestartOutcome, RestartReport, Result, Selection, SourceError, StoreError,
     StreamingConfig, StreamingContext, StreamingError, StreamingListener, SystemClock,
 };

@@ -1,0 +1,481 @@
+//! Recovery (issue 5): `get_or_create`, metadata checkpoints, the WAL, restart rules, incompatible
+//! builds, damaged checkpoints. In-process, deterministic (ManualClock), in the spirit of Spark's
+//! CheckpointSuite: stop at every batch of a scripted run, restart, compare with an uninterrupted
+//! run. DESIGN.md §4 step numbers are cited where a test pins one.
+
+use parking_lot::Mutex;
+use spate::testing::{advance_and_wait, context_lock, test_config};
+use spate::{
+    BatchTime, DurationMs, ManualClock, ReplayableSource, RestartOutcome, Selection, SourceError,
+    StreamingConfig, StreamingContext, StreamingError,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const B: DurationMs = DurationMs(1000);
+
+/// A replayable source: batch `t` selects "file" `t/1000`, which holds `k` numbers; the position
+/// is the highest second selected (so a restore that forgot it would select again).
+#[derive(Default)]
+struct Seconds {
+    last: u64,
+    selects: Arc<Mutex<Vec<u64>>>,
+}
+
+impl ReplayableSource<u64> for Seconds {
+    fn select(&mut self, time: BatchTime) -> Result<Selection, SourceError> {
+        let s = time.0 / 1000;
+        assert!(
+            s > self.last,
+            "second {s} selected twice (last {})",
+            self.last
+        );
+        self.last = s;
+        self.selects.lock().push(s);
+        Ok(Selection {
+            time,
+            data: s.to_le_bytes().to_vec(),
+            summary: format!("second {s}"),
+        })
+    }
+    fn read(&self, sel: &Selection) -> Result<Vec<u64>, SourceError> {
+        let b: [u8; 8] = sel
+            .data
+            .as_slice()
+            .try_into()
+            .map_err(|_| SourceError::Invalid {
+                what: "selection",
+                reason: "not 8 bytes".into(),
+            })?;
+        let s = u64::from_le_bytes(b);
+        Ok((0..s).map(|i| s * 100 + i).collect())
+    }
+    fn position(&self) -> Result<Vec<u8>, SourceError> {
+        Ok(self.last.to_le_bytes().to_vec())
+    }
+    fn restore(&mut self, p: &[u8], replayed: &[Selection]) -> Result<(), SourceError> {
+        let b: [u8; 8] = p.try_into().map_err(|_| SourceError::Invalid {
+            what: "position",
+            reason: "not 8 bytes".into(),
+        })?;
+        self.last = u64::from_le_bytes(b);
+        for s in replayed {
+            self.last = self.last.max(s.time.0 / 1000);
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "seconds".into()
+    }
+}
+
+type Outputs = Arc<Mutex<BTreeMap<u64, Vec<(u64, u64)>>>>;
+
+/// The scripted application: numbers → (n % 3, n) → reduce_by_key(+) → collect per batch time.
+fn app(ctx: &StreamingContext, out: &Outputs) -> spate::Result<()> {
+    let s = ctx.replayable_stream(Seconds::default())?;
+    let sums = s
+        .map(|n: u64| (n % 3, n))?
+        .reduce_by_key(|a, b| a + b)?
+        .name("sums")?;
+    let o = Arc::clone(out);
+    sums.foreach_batch(move |t, b| {
+        let mut v = b.to_vec();
+        v.sort_unstable();
+        o.lock().insert(t.0, v);
+    })?;
+    Ok(())
+}
+
+fn conf() -> StreamingConfig {
+    test_config(B)
+}
+
+fn url(dir: &tempfile::TempDir) -> String {
+    dir.path().join("ckpt").display().to_string()
+}
+
+/// Runs the app from `from` (clock time at start) through batch `to` (seconds) and stops
+/// (non-gracefully: queued work is dropped, as in a crash of the scheduler).
+fn run_until(
+    url: &str,
+    conf: StreamingConfig,
+    start_ms: u64,
+    to: u64,
+    out: &Outputs,
+) -> spate::Result<StreamingContext> {
+    let clock = ManualClock::new(start_ms);
+    let ctx =
+        StreamingContext::get_or_create_with_clock(url, conf, Arc::new(clock.clone()), |c| {
+            app(c, out)
+        })?;
+    ctx.start()?;
+    let first = start_ms / 1000 + 1;
+    for s in first..=to {
+        advance_and_wait(&ctx, &clock, BatchTime(s * 1000))?;
+    }
+    ctx.stop(false)?;
+    Ok(ctx)
+}
+
+#[test]
+fn fresh_start_writes_a_report_and_a_first_checkpoint() {
+    let _g = context_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    let ctx = run_until(&url(&dir), conf(), 0, 3, &out).unwrap();
+    let r = ctx.restart_report().unwrap();
+    assert_eq!(r.outcome, RestartOutcome::Fresh);
+    assert!(r.written_to.is_some(), "report not written: {r:?}");
+    assert_eq!(out.lock().len(), 3);
+    // Manifests exist; the WAL lives under <checkpoint>/wal.
+    assert!(
+        dir.path()
+            .join("ckpt/manifests")
+            .read_dir()
+            .unwrap()
+            .count()
+            >= 2
+    );
+    assert!(dir.path().join("ckpt/wal").is_dir());
+}
+
+/// CheckpointSuite: stop after every batch k of a 6-batch script, restart, finish; the output of
+/// every batch equals the uninterrupted run's, and the source never selects a second twice.
+#[test]
+fn restart_after_every_batch_matches_an_uninterrupted_run() {
+    let _g = context_lock();
+    let base = tempfile::tempdir().unwrap();
+    let expected = Outputs::default();
+    run_until(&url(&base), conf(), 0, 6, &expected).unwrap();
+    let expected = expected.lock().clone();
+    assert_eq!(expected.len(), 6);
+    for k in 1..6u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Outputs::default();
+        run_until(&url(&dir), conf(), 0, k, &out).unwrap();
+        let ctx = run_until(&url(&dir), conf(), k * 1000, 6, &out).unwrap();
+        let r = ctx.restart_report().unwrap();
+        assert_eq!(r.outcome, RestartOutcome::Restored, "k={k}: {r:?}");
+        // Spark's JobGenerator.restart re-runs the checkpointed batch.
+        assert_eq!(r.batches_rescheduled, vec![k * 1000], "k={k}: {r:?}");
+        assert_eq!(r.restart_time, Some((k + 1) * 1000));
+        assert_eq!(*out.lock(), expected, "k={k}");
+    }
+}
+
+/// Batches missed while the application was down are generated on restart (default policy), in
+/// order; `coalesce_empty` generates only the first and the last.
+#[test]
+fn missed_batches_are_generated_or_coalesced() {
+    let _g = context_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
+    // Down from 2 s to 6.5 s.
+    let clock = ManualClock::new(6500);
+    let ctx = StreamingContext::get_or_create_with_clock(
+        &url(&dir),
+        conf(),
+        Arc::new(clock.clone()),
+        |c| app(c, &out),
+    )
+    .unwrap();
+    ctx.start().unwrap();
+    assert!(ctx
+        .await_batch_completed(BatchTime(6000), std::time::Duration::from_secs(20))
+        .unwrap());
+    let r = ctx.restart_report().unwrap();
+    assert_eq!(r.batches_rescheduled, vec![2000, 3000, 4000, 5000, 6000]);
+    ctx.stop(false).unwrap();
+    assert_eq!(
+        out.lock().keys().copied().collect::<Vec<_>>(),
+        vec![1000, 2000, 3000, 4000, 5000, 6000]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
+    let clock = ManualClock::new(6500);
+    let c2 = StreamingConfig {
+        missed_batches: spate::MissedBatches::CoalesceEmpty,
+        ..conf()
+    };
+    let ctx = StreamingContext::get_or_create_with_clock(&url(&dir), c2, Arc::new(clock), |c| {
+        app(c, &out)
+    })
+    .unwrap();
+    ctx.start().unwrap();
+    assert!(ctx
+        .await_batch_completed(BatchTime(6000), std::time::Duration::from_secs(20))
+        .unwrap());
+    let r = ctx.restart_report().unwrap();
+    assert_eq!(r.batches_rescheduled, vec![2000, 3000, 6000]);
+    assert_eq!(r.batches_skipped, vec![4000, 5000]);
+    assert!(!out.lock().contains_key(&4000));
+    ctx.stop(false).unwrap();
+}
+
+fn incompatible(
+    dir: &tempfile::TempDir,
+    conf: StreamingConfig,
+    build: impl FnOnce(&StreamingContext) -> spate::Result<()>,
+) -> Vec<String> {
+    match StreamingContext::get_or_create_with_clock(
+        &url(dir),
+        conf,
+        Arc::new(ManualClock::new(10_000)),
+        build,
+    ) {
+        Err(StreamingError::IncompatibleCheckpoint { diff, .. }) => diff.lines(),
+        Err(e) => panic!("expected IncompatibleCheckpoint, got {e}"),
+        Ok(_) => panic!("expected IncompatibleCheckpoint, got a context"),
+    }
+}
+
+/// Every kind of graph or computation change is rejected with a diff naming it; nothing is
+/// modified (the original build restores fine afterwards). Spark restores the old code silently.
+#[test]
+fn incompatible_builds_are_rejected_with_a_diff() {
+    let _g = context_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
+
+    // An added operator.
+    let d = incompatible(&dir, conf(), |c| {
+        app(c, &out)?;
+        let s = c.replayable_stream(Seconds::default())?;
+        s.filter(|n| n % 2 == 0)?.foreach_batch(|_, _| {})?;
+        Ok(())
+    });
+    assert!(
+        d.iter().any(|l| l.contains("added: replayable_stream")),
+        "{d:?}"
+    );
+    // A changed batch interval (Spark silently keeps the old one).
+    let d = incompatible(&dir, test_config(DurationMs(2000)), |c| app(c, &out));
+    assert!(
+        d.iter().any(|l| l.contains("batch interval 1 s → 2 s")),
+        "{d:?}"
+    );
+    // A changed partition count (computation-defining setting).
+    let d = incompatible(
+        &dir,
+        StreamingConfig {
+            default_partitions: 3,
+            ..conf()
+        },
+        |c| app(c, &out),
+    );
+    assert!(d.iter().any(|l| l.contains("partitions")), "{d:?}");
+    // A changed element type.
+    let d = incompatible(&dir, conf(), |c| {
+        let s = c.replayable_stream(Seconds::default())?;
+        s.map(|n: u64| (n % 3, n as i64))?
+            .reduce_by_key(|a, b| a + b)?
+            .name("sums")?
+            .foreach_batch(|_, _| {})?;
+        Ok(())
+    });
+    assert!(d.iter().any(|l| l.contains("element type")), "{d:?}");
+    // A renamed operator.
+    let d = incompatible(&dir, conf(), |c| {
+        let s = c.replayable_stream(Seconds::default())?;
+        s.map(|n: u64| (n % 3, n))?
+            .reduce_by_key(|a, b| a + b)?
+            .name("totals")?
+            .foreach_batch(|_, _| {})?;
+        Ok(())
+    });
+    assert!(d.iter().any(|l| l.contains("name sums → totals")), "{d:?}");
+
+    // Operational settings may change: parallelism, app name, block interval.
+    let c = StreamingConfig {
+        parallelism: 1,
+        app_name: "renamed".into(),
+        block_interval: DurationMs(50),
+        ..conf()
+    };
+    let ctx = StreamingContext::get_or_create_with_clock(
+        &url(&dir),
+        c,
+        Arc::new(ManualClock::new(2000)),
+        |c| app(c, &out),
+    )
+    .unwrap();
+    assert_eq!(
+        ctx.restart_report().unwrap().outcome,
+        RestartOutcome::Restored
+    );
+}
+
+fn newest_manifest(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let mut v: Vec<_> = std::fs::read_dir(dir.path().join("ckpt/manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v.pop().unwrap()
+}
+
+/// A damaged newest manifest: recovery falls back to the previous one and says so.
+#[test]
+fn damaged_newest_manifest_falls_back_and_reports() {
+    let _g = context_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    run_until(&url(&dir), conf(), 0, 4, &out).unwrap();
+    let newest = newest_manifest(&dir);
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&newest, &bytes).unwrap();
+    let out2 = Outputs::default();
+    let ctx = run_until(&url(&dir), conf(), 4000, 6, &out2).unwrap();
+    let r = ctx.restart_report().unwrap();
+    assert_eq!(r.outcome, RestartOutcome::Restored);
+    assert!(r.checkpoint.as_ref().unwrap().fell_back, "{r:?}");
+    assert_eq!(r.rejected.len(), 1, "{r:?}");
+    assert!(r.rejected[0]
+        .manifest
+        .ends_with(newest.file_name().unwrap().to_str().unwrap()));
+    // The fallback checkpoint is older, so more batches re-run; outputs are still exact.
+    let expected = Outputs::default();
+    let base = tempfile::tempdir().unwrap();
+    run_until(&url(&base), conf(), 0, 6, &expected).unwrap();
+    let exp = expected.lock().clone();
+    for (t, v) in out2.lock().iter() {
+        assert_eq!(Some(v), exp.get(t), "batch {t}");
+    }
+    assert!(out2.lock().contains_key(&6000));
+}
+
+/// Every manifest damaged: a typed error naming each, nothing modified; with `create_on_error`
+/// the location is archived (not deleted) and a fresh context starts.
+#[test]
+fn no_valid_checkpoint_errors_or_archives() {
+    let _g = context_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
+    for e in std::fs::read_dir(dir.path().join("ckpt/manifests")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::write(&p, b"garbage").unwrap();
+    }
+    let err = StreamingContext::get_or_create_with_clock(
+        &url(&dir),
+        conf(),
+        Arc::new(ManualClock::new(3000)),
+        |c| app(c, &out),
+    )
+    .unwrap_err();
+    match &err {
+        StreamingError::NoValidCheckpoint { rejected, .. } => assert!(!rejected.is_empty()),
+        e => panic!("unexpected {e}"),
+    }
+    assert!(err.to_string().contains("create_on_error"), "{err}");
+    let c = StreamingConfig {
+        create_on_error: true,
+        ..conf()
+    };
+    let out2 = Outputs::default();
+    let ctx = run_until(&url(&dir), c, 3000, 5, &out2).unwrap();
+    let r = ctx.restart_report().unwrap();
+    assert_eq!(r.outcome, RestartOutcome::FreshAfterArchive, "{r:?}");
+    assert!(!r.archived.is_empty());
+    assert!(dir.path().join("ckpt/archived").is_dir());
+    assert_eq!(
+        out2.lock().keys().copied().collect::<Vec<_>>(),
+        vec![4000, 5000]
+    );
+}
+
+/// Garbage appended to the WAL's last segment (a torn tail): truncated, reported with its size,
+/// bytes kept beside the segment, and recovery proceeds.
+#[test]
+fn torn_wal_tail_is_truncated_and_reported() {
+    let _g = context_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    run_until(&url(&dir), conf(), 0, 3, &out).unwrap();
+    let wal = dir.path().join("ckpt/wal");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    let last = segs.pop().expect("a WAL segment");
+    // Find the end of data (first zero run after the header) and write a partial frame there.
+    let bytes = std::fs::read(&last).unwrap();
+    let end = bytes
+        .windows(64)
+        .rposition(|w| w.iter().any(|b| *b != 0))
+        .map_or(32, |p| p + 64);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    use std::io::{Seek, SeekFrom, Write};
+    f.seek(SeekFrom::Start(end as u64)).unwrap();
+    f.write_all(&[0x55; 17]).unwrap();
+    drop(f);
+    let ctx = run_until(&url(&dir), conf(), 3000, 4, &out).unwrap();
+    let r = ctx.restart_report().unwrap();
+    assert_eq!(r.outcome, RestartOutcome::Restored);
+    assert!(r.wal.bytes_truncated >= 17, "{r:?}");
+    assert!(r.wal.torn_tail_saved_to.is_some());
+}
+
+/// A WAL directory with records but no checkpoint is not silently replayed into a new
+/// application, nor deleted.
+#[test]
+fn orphan_wal_is_an_error() {
+    let _g = context_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
+    std::fs::remove_dir_all(dir.path().join("ckpt/manifests")).unwrap();
+    let err = StreamingContext::get_or_create_with_clock(
+        &url(&dir),
+        conf(),
+        Arc::new(ManualClock::new(3000)),
+        |c| app(c, &out),
+    )
+    .unwrap_err();
+    assert!(matches!(err, StreamingError::OrphanWal { .. }), "{err}");
+}
+
+/// queue_stream keeps its data in memory: checkpointing it is refused at start, as Spark does.
+#[test]
+fn queue_stream_cannot_be_checkpointed() {
+    let _g = context_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = StreamingContext::get_or_create_with_clock(
+        &url(&dir),
+        conf(),
+        Arc::new(ManualClock::new(0)),
+        |c| {
+            c.queue_stream(vec![vec![1u32]], true, None)?
+                .foreach_batch(|_, _| {})?;
+            Ok(())
+        },
+    )
+    .unwrap();
+    let err = ctx.start().unwrap_err();
+    assert!(err.to_string().contains("queue_stream"), "{err}");
+}
+
+/// Garbage at the checkpoint URL's manifests that is not even a manifest name is ignored; garbage
+/// config values are typed errors.
+#[test]
+fn garbage_settings_are_typed_errors() {
+    let mut c = conf();
+    let err = c
+        .apply_env([("SPATE_MISSED_BATCHES", "sometimes")])
+        .unwrap_err();
+    assert!(err.to_string().contains("missed-batch policy"), "{err}");
+    let err = c.apply_env([("SPATE_RECEIVER_WAL", "maybe")]).unwrap_err();
+    assert!(err.to_string().contains("true/false"), "{err}");
+    // A remote checkpoint without a wal_dir is refused with a clear message.
+    let err = StreamingContext::get_or_create("memory://", conf(), |_| Ok(())).unwrap_err();
+    assert!(err.to_string().contains("wal_dir"), "{err}");
+}
