@@ -7,14 +7,14 @@
 //! # Restart rules (as Spark's `SocketReceiver`)
 //! * A refused or timed-out connect calls `restart("error connecting to ...")`.
 //! * End of stream calls `restart("socket data stream had no more data")`; a final line without
-//!   `\n` is delivered first (as `BufferedReader.readLine` does).
+//!   `\n` is delivered first (as `BufferedReader.readLine` does) in plain mode, dropped in ack mode.
 //! * A read error calls `restart(...)`; an incomplete last line is dropped (the connection broke,
 //!   the line may be cut anywhere).
 //! * The restart delay is [`SocketConfig::restart_delay`], or the supervisor's configured delay
 //!   (Spark: `spark.streaming.receiverRestartDelay`, 2000 ms) when `None`.
 //!
 //! # Garbage
-//! Line decoding follows [`LinePolicy`](crate::LinePolicy) (see [`crate::lines`] for the line
+//! Line decoding follows [`LinePolicy`] (see [`crate::lines`] for the line
 //! rules): invalid UTF-8 is replaced (default), skipped or fatal for the connection; a line longer
 //! than `max_line_bytes` is skipped (default) or fatal for the connection. The receiver never holds
 //! more than `max(read_buffer_bytes, max_line_bytes + 1)` bytes of a line: the rest of an overlong
@@ -23,13 +23,57 @@
 //! closed and the receiver restarts after the restart delay; the rest of that connection's data is
 //! lost (the socket protocol has no replay). Nothing in the byte stream can panic the receiver.
 //!
+//! # Acknowledged mode (`spate-ack/1`)
+//! With [`SocketConfig::ack`] the receiver speaks the protocol of `spate feed --ack`
+//! (`docs/format/feed-protocol.md`); without it (the default) it is the plain, at-most-once,
+//! `nc`-like receiver described above.
+//! * **Positions.** The peer's lines are numbered from 0 over the whole feed. The receiver holds a
+//!   *position*: the sequence number of the first line it does not hold, i.e. one past the last line
+//!   whose store returned `Ok`.
+//! * **HELLO.** After each connect it writes `HELLO spate-ack/1 resume=<n>\n`, where `n` is the
+//!   larger of [`ReceiverContext::durable_position`] (what the engine recovered from its WAL in an
+//!   earlier run; 0 if `None`) and the position this receiver object already holds (earlier
+//!   connections of this process). Every store of the previous connection has finished (`Ok` or
+//!   refused) before the next connect, so nothing queued is numbered twice.
+//! * **Numbering.** The first line received on the connection is line `n`. Every `\n`-terminated line
+//!   counts, including lines dropped by the line policies (invalid UTF-8 under `Skip`, overlong
+//!   lines), so positions match the feeder's. A final line without `\n` at end of stream is **not**
+//!   a record in ack mode (the feeder only sends whole lines; an unterminated tail was cut and is
+//!   re-sent whole after the reconnect).
+//! * **Store and ACK.** Lines go to [`ReceiverContext::store_many_at`] with the position after the
+//!   last line of the call (a call may hold no records when every line it covers was dropped by a
+//!   policy). After each `Ok`, and only then, the store thread writes `ACK <position>\n`:
+//!   cumulative, strictly increasing within a connection. A line below an acknowledged position was
+//!   stored `Ok` exactly once by this process.
+//! * **Refused stores.** On `StoreError::Failed` nothing more is acknowledged on that connection:
+//!   the lines of the failed call and everything queued after it are dropped (counted in
+//!   `lost_lines`), the connection is closed, and the receiver restarts; the new `HELLO` resumes at
+//!   the last stored position, so the feeder re-sends exactly the dropped lines (no duplicate, no
+//!   gap). `StoreError::Stopped` ends the receiver quietly without an ACK.
+//! * **ACK writes.** An ACK write that fails or blocks longer than [`ACK_WRITE_TIMEOUT`] closes the
+//!   connection (the receiver restarts and says where it stands in the next `HELLO`); storing of
+//!   what was already received continues.
+//! * **A peer that does not speak the protocol** (plain `nc -lk`): data still flows and is stored
+//!   as in plain mode except that an unterminated final line is dropped; the `HELLO` and `ACK` lines
+//!   are simply written to the peer (`nc` prints them). Numbering starts at the durable position,
+//!   which means nothing to such a peer.
+//! * **`Error` line policies** stop the connection at the faulty line, which is not counted: after
+//!   the restart the feeder re-sends it, so the receiver reports the same error after every restart
+//!   delay and the stream stalls visibly (no line is skipped silently). Use `Replace`/`Skip` to
+//!   keep going.
+//! * **Durability** is the engine's: with the receiver WAL on, `Ok` means the lines and the position
+//!   are synced, so a `kill -9` loses nothing acknowledged and the next run resumes from
+//!   `durable_position` (nothing durable is sent again). With the WAL off, `Ok` means "in memory":
+//!   acknowledged lines are lost on a crash and the feeder reports `resume_below_ack`.
+//!
 //! # Counters
 //! [`SocketTextReceiver::stats`] returns a shared [`SocketStats`] (lines, bytes, invalid UTF-8,
-//! too long, connections, reconnects, connect failures, disconnects, lines lost to failed stores).
+//! too long, connections, reconnects, connect failures, disconnects, lines lost to failed stores;
+//! in ack mode the highest ACK written and the last HELLO's resume position).
 
 use crate::lines::{decode_line, Decoded, InvalidUtf8Policy, LinePolicy, OverlongPolicy};
 use crate::receiver::{Receiver, ReceiverContext, ReceiverError, StoreError};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -59,7 +103,18 @@ pub struct SocketConfig {
     /// `spark.streaming.receiver.maxRate`; the receiver stops reading (TCP back-pressure reaches
     /// the sender) while it is ahead of the rate.
     pub max_rate_lines_per_sec: Option<u64>,
+    /// Acknowledged mode, protocol `spate-ack/1` (see the [module docs](self)):
+    /// send `HELLO`, number lines, store them with their position and acknowledge what is stored.
+    /// Default `false`: plain `nc`-like mode, at most once.
+    pub ack: bool,
 }
+
+/// How long one `HELLO` or `ACK` write may block (the peer does not read) before the receiver drops
+/// the connection and restarts (ack mode).
+pub const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The protocol name and version sent in ack mode's `HELLO`.
+pub const ACK_PROTOCOL: &str = "spate-ack/1";
 
 impl Default for SocketConfig {
     fn default() -> Self {
@@ -71,6 +126,7 @@ impl Default for SocketConfig {
             restart_delay: None,
             max_pending_bytes: 256 << 20,
             max_rate_lines_per_sec: None,
+            ack: false,
         }
     }
 }
@@ -86,6 +142,8 @@ pub struct SocketStats {
     connect_failures: AtomicU64,
     disconnects: AtomicU64,
     lost_lines: AtomicU64,
+    acked: AtomicU64,
+    resume: AtomicU64,
 }
 
 /// A point-in-time copy of [`SocketStats`].
@@ -109,6 +167,11 @@ pub struct SocketStatsSnapshot {
     pub disconnects: u64,
     /// Decoded lines that `store_many` refused (receiver stopping or store failure).
     pub lost_lines: u64,
+    /// Ack mode: the highest position acknowledged (`ACK <n>` written) by this receiver, over all
+    /// its connections; 0 before the first ACK or in plain mode.
+    pub acked: u64,
+    /// Ack mode: the `resume` position of the last `HELLO` sent; 0 in plain mode.
+    pub resume: u64,
 }
 
 impl SocketStats {
@@ -125,6 +188,8 @@ impl SocketStats {
             connect_failures: self.connect_failures.load(Ordering::Relaxed),
             disconnects: self.disconnects.load(Ordering::Relaxed),
             lost_lines: self.lost_lines.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+            resume: self.resume.load(Ordering::Relaxed),
         }
     }
 }
@@ -141,6 +206,8 @@ pub struct SocketTextReceiver {
     addr: String,
     config: SocketConfig,
     stats: Arc<SocketStats>,
+    /// Ack mode: one past the last line stored `Ok` by this receiver (shared across restarts).
+    held: Arc<AtomicU64>,
     worker: Option<Worker>,
 }
 
@@ -163,6 +230,7 @@ impl SocketTextReceiver {
             addr: addr.into(),
             config,
             stats: Arc::new(SocketStats::default()),
+            held: Arc::new(AtomicU64::new(0)),
             worker: None,
         }
     }
@@ -214,6 +282,7 @@ impl Receiver<String> for SocketTextReceiver {
             addr: self.addr.clone(),
             config: self.config.clone(),
             stats: Arc::clone(&self.stats),
+            held: Arc::clone(&self.held),
             stop: Arc::clone(&stop),
             stream: Arc::clone(&stream),
             ctx,
@@ -268,6 +337,7 @@ struct ConnectionRun {
     addr: String,
     config: SocketConfig,
     stats: Arc<SocketStats>,
+    held: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     stream: Arc<Mutex<Option<TcpStream>>>,
     ctx: ReceiverContext<String>,
@@ -329,16 +399,35 @@ impl ConnectionRun {
     /// Runs the receive loop with a store thread (see [`SocketConfig::max_pending_bytes`]).
     fn receive(&self, stream: TcpStream) -> End {
         let cap = (self.config.max_pending_bytes / self.config.read_buffer_bytes.max(1)).max(1);
-        let (tx, rx) = mpsc::sync_channel::<Vec<String>>(cap);
+        let (tx, rx) = mpsc::sync_channel::<Batch>(cap);
         let failed: Arc<Mutex<Option<End>>> = Arc::new(Mutex::new(None));
-        let (ctx, stats, f2) = (
-            self.ctx.clone(),
-            Arc::clone(&self.stats),
-            Arc::clone(&failed),
-        );
+        let acker = if self.config.ack {
+            match stream.try_clone() {
+                Ok(s) => Some(Acker {
+                    stream: Some(s),
+                    held: Arc::clone(&self.held),
+                    last: 0,
+                }),
+                Err(e) => {
+                    return End::Restart {
+                        reason: format!("cannot clone socket to {}: {e}", self.addr),
+                        error: true,
+                    }
+                }
+            }
+        } else {
+            None
+        };
+        let store = StoreThread {
+            ctx: self.ctx.clone(),
+            stats: Arc::clone(&self.stats),
+            failed: Arc::clone(&failed),
+            stop: Arc::clone(&self.stop),
+            acker,
+        };
         let storer = match std::thread::Builder::new()
             .name(format!("spate-socket-store-{}", self.addr))
-            .spawn(move || store_loop(&rx, &ctx, &stats, &f2))
+            .spawn(move || store.run(&rx))
         {
             Ok(h) => h,
             Err(e) => {
@@ -355,10 +444,27 @@ impl ConnectionRun {
                 failed: Arc::clone(&failed),
             },
         );
-        // The sender is dropped: the store thread stores what is queued, then exits.
+        // The sender is dropped: the store thread stores what is queued, then exits. So every store
+        // of this connection has finished before the next connect (ack mode's HELLO relies on it).
         let _ = storer.join();
         let stored_failure = failed.lock().ok().and_then(|mut g| g.take());
         stored_failure.unwrap_or(end)
+    }
+
+    /// Ack mode: writes `HELLO` and returns the sequence number of the first line the peer sends.
+    fn hello(&self, stream: &mut TcpStream) -> Result<u64, End> {
+        let held = self.held.load(Ordering::SeqCst);
+        let resume = self.ctx.durable_position().unwrap_or(0).max(held);
+        self.stats.resume.store(resume, Ordering::Relaxed);
+        let line = format!("HELLO {ACK_PROTOCOL} resume={resume}\n");
+        stream
+            .set_write_timeout(Some(ACK_WRITE_TIMEOUT))
+            .and_then(|()| stream.write_all(line.as_bytes()))
+            .map_err(|e| End::Restart {
+                reason: format!("cannot send HELLO to {}: {e}", self.addr),
+                error: true,
+            })?;
+        Ok(resume)
     }
 
     fn receive_loop(&self, mut stream: TcpStream, pipe: Pipe) -> End {
@@ -388,23 +494,44 @@ impl ConnectionRun {
         if self.stopping() {
             return End::Stopped;
         }
+        let base = if self.config.ack {
+            match self.hello(&mut stream) {
+                Ok(n) => n,
+                Err(end) => return end,
+            }
+        } else {
+            0
+        };
         let mut asm = LineAssembler::new(self.config.lines, self.config.read_buffer_bytes);
-        let mut pending: Vec<String> = Vec::new();
-        let started = Instant::now();
-        let mut stored_this_conn = 0u64;
+        let mut conn = Conn {
+            pending: Vec::new(),
+            started: Instant::now(),
+            stored: 0,
+            base,
+            flushed: base,
+        };
         loop {
             if self.stopping() {
+                return End::Stopped;
+            }
+            if pipe.store_failed() {
+                // `receive` returns the failure the store thread recorded.
                 return End::Stopped;
             }
             match asm.read_from(&mut stream) {
                 Ok(0) => {
                     add(&self.stats.disconnects, 1);
-                    let r = asm.finish(&mut pending);
+                    // Plain mode: a final line without `\n` is a record (as `readLine`). Ack mode:
+                    // the feeder only sends whole lines, so an unterminated tail was cut; it is not
+                    // counted and is re-sent whole after the reconnect.
+                    let r = if self.config.ack {
+                        Ok(())
+                    } else {
+                        asm.finish(&mut conn.pending)
+                    };
                     self.account(&mut asm);
                     // Lines before a faulty one are delivered.
-                    if let Some(end) =
-                        self.flush(&mut pending, &pipe, &mut stored_this_conn, started)
-                    {
+                    if let Some(end) = self.flush(&mut conn, asm.lines(), &pipe) {
                         return end;
                     }
                     if let Err(f) = r {
@@ -417,11 +544,9 @@ impl ConnectionRun {
                 }
                 Ok(n) => {
                     add(&self.stats.bytes, n as u64);
-                    let r = asm.drain(&mut pending);
+                    let r = asm.drain(&mut conn.pending);
                     self.account(&mut asm);
-                    if let Some(end) =
-                        self.flush(&mut pending, &pipe, &mut stored_this_conn, started)
-                    {
+                    if let Some(end) = self.flush(&mut conn, asm.lines(), &pipe) {
                         return end;
                     }
                     if let Err(f) = r {
@@ -441,9 +566,7 @@ impl ConnectionRun {
                         return End::Stopped;
                     }
                     // Lines completed before the error are delivered; the cut line is not.
-                    if let Some(end) =
-                        self.flush(&mut pending, &pipe, &mut stored_this_conn, started)
-                    {
+                    if let Some(end) = self.flush(&mut conn, asm.lines(), &pipe) {
                         return end;
                     }
                     return End::Restart {
@@ -468,20 +591,18 @@ impl ConnectionRun {
         }
     }
 
-    /// Hands `pending` to the store thread; `Some(end)` if the receive loop must end.
-    fn flush(
-        &self,
-        pending: &mut Vec<String>,
-        pipe: &Pipe,
-        stored: &mut u64,
-        started: Instant,
-    ) -> Option<End> {
-        if pending.is_empty() {
+    /// Hands the pending lines to the store thread, with the position after the `lines` complete
+    /// lines of this connection (ack mode: also when every one of them was dropped by a policy, so
+    /// the position still advances); `Some(end)` if the receive loop must end.
+    fn flush(&self, conn: &mut Conn, lines: u64, pipe: &Pipe) -> Option<End> {
+        let position = conn.base.saturating_add(lines);
+        let advanced = self.config.ack && position > conn.flushed;
+        if conn.pending.is_empty() && !advanced {
             return None;
         }
-        let items = std::mem::take(pending);
+        let items = std::mem::take(&mut conn.pending);
         let n = items.len() as u64;
-        if pipe.tx.send(items).is_err() {
+        if pipe.tx.send(Batch { items, position }).is_err() {
             // The store thread ended (store refused): it recorded why.
             return Some(
                 pipe.failed
@@ -491,15 +612,16 @@ impl ConnectionRun {
                     .unwrap_or(End::Stopped),
             );
         }
-        *stored += n;
+        conn.flushed = position;
+        conn.stored += n;
         if let Some(rate) = self.config.max_rate_lines_per_sec {
             // Stay at or below `rate` lines/s since the connection started.
-            let due = Duration::from_secs_f64(*stored as f64 / rate as f64);
-            while started.elapsed() < due {
+            let due = Duration::from_secs_f64(conn.stored as f64 / rate as f64);
+            while conn.started.elapsed() < due {
                 if self.stopping() {
                     return Some(End::Stopped);
                 }
-                let left = due.saturating_sub(started.elapsed());
+                let left = due.saturating_sub(conn.started.elapsed());
                 std::thread::sleep(left.min(self.config.poll_interval));
             }
         }
@@ -507,55 +629,147 @@ impl ConnectionRun {
     }
 }
 
+/// The receive loop's state for one connection.
+struct Conn {
+    /// Decoded lines not yet handed to the store thread.
+    pending: Vec<String>,
+    /// When the connection started (rate limit).
+    started: Instant,
+    /// Lines handed to the store thread on this connection (rate limit).
+    stored: u64,
+    /// Ack mode: sequence number of the connection's first line (the `HELLO` resume).
+    base: u64,
+    /// Ack mode: position of the last batch handed to the store thread.
+    flushed: u64,
+}
+
+/// Lines handed to the store thread and, in ack mode, the position after the last line they cover.
+struct Batch {
+    items: Vec<String>,
+    position: u64,
+}
+
 /// The receive thread's side of the hand-over to the store thread.
 struct Pipe {
-    tx: mpsc::SyncSender<Vec<String>>,
+    tx: mpsc::SyncSender<Batch>,
     failed: Arc<Mutex<Option<End>>>,
+}
+
+impl Pipe {
+    /// True once the store thread recorded a refused store (it has exited or is exiting).
+    fn store_failed(&self) -> bool {
+        self.failed.lock().map(|g| g.is_some()).unwrap_or(true)
+    }
 }
 
 /// Most lines handed to one `store_many` call (coalesced from several reads).
 const MAX_LINES_PER_STORE: usize = 1 << 20;
 
-/// The store thread: coalesces everything queued into one `store_many` call at a time. On a
-/// refused store it records why in `failed`, counts what is left as lost and exits.
-fn store_loop(
-    rx: &mpsc::Receiver<Vec<String>>,
-    ctx: &ReceiverContext<String>,
-    stats: &SocketStats,
-    failed: &Mutex<Option<End>>,
-) {
-    while let Ok(mut all) = rx.recv() {
-        while all.len() < MAX_LINES_PER_STORE {
-            match rx.try_recv() {
-                Ok(more) => all.extend(more),
-                Err(_) => break,
+/// Ack mode: the store thread's writer of `ACK` lines.
+struct Acker {
+    /// The connection (a clone); `None` after a failed write.
+    stream: Option<TcpStream>,
+    /// The receiver's held position (shared across its connections).
+    held: Arc<AtomicU64>,
+    /// Last position acknowledged on this connection.
+    last: u64,
+}
+
+impl Acker {
+    /// Records that every line below `position` is stored and acknowledges it. A failed write
+    /// closes the connection (a cut `ACK` must not be followed by another one); the receiver then
+    /// restarts and tells the feeder where it stands in its next `HELLO`.
+    fn stored(&mut self, position: u64, stats: &SocketStats) -> Result<(), String> {
+        self.held.fetch_max(position, Ordering::SeqCst);
+        if position <= self.last {
+            return Ok(());
+        }
+        let Some(s) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        match s.write_all(format!("ACK {position}\n").as_bytes()) {
+            Ok(()) => {
+                self.last = position;
+                stats.acked.fetch_max(position, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = s.shutdown(Shutdown::Both);
+                self.stream = None;
+                Err(format!(
+                    "cannot write ACK {position}: {e}; closing the connection"
+                ))
             }
         }
-        let n = all.len() as u64;
-        let end = match ctx.store_many(all) {
-            Ok(()) => {
-                add(&stats.lines, n);
-                continue;
-            }
-            Err(StoreError::Stopped(items)) => {
-                add(&stats.lost_lines, items.len() as u64);
-                End::Stopped
-            }
-            Err(StoreError::Failed { items, reason }) => {
-                add(&stats.lost_lines, items.len() as u64);
-                End::Restart {
-                    reason: format!("storing {} lines failed: {reason}", items.len()),
-                    error: true,
+    }
+}
+
+/// The store thread of one connection.
+struct StoreThread {
+    ctx: ReceiverContext<String>,
+    stats: Arc<SocketStats>,
+    failed: Arc<Mutex<Option<End>>>,
+    stop: Arc<AtomicBool>,
+    /// `Some` in ack mode.
+    acker: Option<Acker>,
+}
+
+impl StoreThread {
+    /// Coalesces everything queued into one store call at a time (`store_many_at` with the
+    /// position in ack mode, `store_many` otherwise); acknowledges after each `Ok` in ack mode. On a
+    /// refused store it records why in `failed`, counts what is left as lost and exits, so nothing
+    /// after a refused store is stored or acknowledged on this connection.
+    fn run(mut self, rx: &mpsc::Receiver<Batch>) {
+        while let Ok(first) = rx.recv() {
+            let mut all = first.items;
+            let mut position = first.position;
+            while all.len() < MAX_LINES_PER_STORE {
+                match rx.try_recv() {
+                    Ok(more) => {
+                        all.extend(more.items);
+                        position = position.max(more.position);
+                    }
+                    Err(_) => break,
                 }
             }
-        };
-        for rest in rx.try_iter() {
-            add(&stats.lost_lines, rest.len() as u64);
+            let n = all.len() as u64;
+            let res = if self.acker.is_some() {
+                self.ctx.store_many_at(all, position)
+            } else {
+                self.ctx.store_many(all)
+            };
+            let end = match res {
+                Ok(()) => {
+                    add(&self.stats.lines, n);
+                    if let Some(a) = self.acker.as_mut() {
+                        if let Err(e) = a.stored(position, &self.stats) {
+                            if !self.stop.load(Ordering::SeqCst) && !self.ctx.is_stopped() {
+                                self.ctx.report_error(&e);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(StoreError::Stopped(items)) => {
+                    add(&self.stats.lost_lines, items.len() as u64);
+                    End::Stopped
+                }
+                Err(StoreError::Failed { items, reason }) => {
+                    add(&self.stats.lost_lines, items.len() as u64);
+                    End::Restart {
+                        reason: format!("storing {} lines failed: {reason}", items.len()),
+                        error: true,
+                    }
+                }
+            };
+            for rest in rx.try_iter() {
+                add(&self.stats.lost_lines, rest.items.len() as u64);
+            }
+            if let Ok(mut g) = self.failed.lock() {
+                *g = Some(end);
+            }
+            return;
         }
-        if let Ok(mut g) = failed.lock() {
-            *g = Some(end);
-        }
-        return;
     }
 }
 
@@ -637,6 +851,9 @@ pub(crate) struct LineAssembler {
     /// Connection offset of `buf[0]`.
     base: u64,
     counts: AsmCounts,
+    /// Complete (`\n`-terminated) lines consumed so far, whether they became records or were
+    /// dropped by a policy; a line that failed the connection is not counted.
+    lines: u64,
 }
 
 impl LineAssembler {
@@ -649,6 +866,7 @@ impl LineAssembler {
             discarding: false,
             base: 0,
             counts: AsmCounts::default(),
+            lines: 0,
         }
     }
 
@@ -673,6 +891,11 @@ impl LineAssembler {
             .inspect(|&n| self.end += n)
     }
 
+    /// Complete lines consumed so far (see the field).
+    pub(crate) fn lines(&self) -> u64 {
+        self.lines
+    }
+
     /// Buffer size in bytes (for the bounded-memory tests).
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
@@ -689,9 +912,11 @@ impl LineAssembler {
                     self.start += i + 1;
                     if self.discarding {
                         self.discarding = false;
+                        self.lines += 1;
                         continue;
                     }
                     self.emit(line_start, line_start + i, out)?;
+                    self.lines += 1;
                 }
                 None => {
                     let partial = self.end - self.start;
@@ -901,8 +1126,11 @@ mod tests {
                 ..LinePolicy::default()
             };
             let chunk = 1 + (next() % 97) as usize;
-            let (out, r, _) = run(data.chunks(chunk).collect(), policy, 1 + round % 13);
+            let (out, r, a) = run(data.chunks(chunk).collect(), policy, 1 + round % 13);
             assert_eq!(r, Ok(()));
+            // Ack-mode numbering: every `\n` is one line, kept or dropped.
+            let newlines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+            assert_eq!(a.lines(), newlines, "round {round}");
             let mut expect = Vec::new();
             let mut c = crate::lines::LineCounts::default();
             crate::lines::split_lines(&data, &policy, &mut expect, &mut c).unwrap();

@@ -4,6 +4,15 @@
 //! [`CollectingSink`] keeps every stored record in memory; [`Harness`] plays the supervisor's part:
 //! `on_start`, and on a `restart` request `on_stop`, the delay, `on_start` again — as Spark's
 //! `ReceiverSupervisor.restartReceiver`. It has no block generator, no WAL and no rate limit.
+//!
+//! For sequence-numbered (reliable) receivers the sink also plays the engine's position contract:
+//! [`CollectingSink::set_durable_position`] is what
+//! [`ReceiverSink::durable_position`] returns (a "recovered" position), every position passed to
+//! `store_many_at` is recorded ([`CollectingSink::positions`]), and faults can be scripted: a store
+//! that fails ([`CollectingSink::fail_store_at`]) or a crash right after a store became durable
+//! ([`CollectingSink::crash_after_store_at`]). To simulate a process restart, start a new
+//! [`Harness`] with [`Harness::start_with_sink`] and a fresh sink whose durable position is the
+//! old sink's [`CollectingSink::last_position`].
 
 use crate::receiver::{Receiver, ReceiverContext, ReceiverSink, StoreError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +30,17 @@ pub struct CollectingSink<T> {
     restarts: Mutex<Vec<String>>,
     stopped: AtomicBool,
     restart_tx: Mutex<Option<mpsc::Sender<Option<Duration>>>>,
+    positions: Mutex<Vec<u64>>,
+    durable: Mutex<Option<u64>>,
+    faults: Mutex<Faults>,
+}
+
+/// Scripted store faults (one-shot each).
+#[derive(Debug, Default)]
+struct Faults {
+    fail_at: Option<u64>,
+    crash_at: Option<u64>,
+    failed: u64,
 }
 
 impl<T> Default for CollectingSink<T> {
@@ -32,6 +52,9 @@ impl<T> Default for CollectingSink<T> {
             restarts: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             restart_tx: Mutex::new(None),
+            positions: Mutex::new(Vec::new()),
+            durable: Mutex::new(None),
+            faults: Mutex::new(Faults::default()),
         }
     }
 }
@@ -73,6 +96,43 @@ impl<T> CollectingSink<T> {
         lock(&self.errors).clone()
     }
 
+    /// Sets what [`ReceiverSink::durable_position`] returns (as if the engine had recovered this
+    /// position from its WAL); `None` (the default) is a fresh start.
+    pub fn set_durable_position(&self, position: Option<u64>) {
+        *lock(&self.durable) = position;
+    }
+
+    /// The positions of the successful `store_many_at` calls, in call order.
+    pub fn positions(&self) -> Vec<u64> {
+        lock(&self.positions).clone()
+    }
+
+    /// The position of the last successful `store_many_at` call (what the engine would recover
+    /// after a crash of this "process"), or `None` if there was none.
+    pub fn last_position(&self) -> Option<u64> {
+        lock(&self.positions).last().copied()
+    }
+
+    /// Makes the first `store_many_at` call whose position is at least `position` fail with
+    /// [`StoreError::Failed`] (nothing stored, records handed back), once.
+    pub fn fail_store_at(&self, position: u64) {
+        lock(&self.faults).fail_at = Some(position);
+    }
+
+    /// Simulates a `kill -9` right after a store became durable: the first `store_many_at` call
+    /// whose position is at least `position` stores its records and position, then the sink
+    /// behaves as a dead process: that call returns [`StoreError::Stopped`] with no records (so the
+    /// receiver cannot acknowledge them), [`is_stopped`](ReceiverSink::is_stopped) becomes true and
+    /// every later store is refused.
+    pub fn crash_after_store_at(&self, position: u64) {
+        lock(&self.faults).crash_at = Some(position);
+    }
+
+    /// Number of stores failed by [`fail_store_at`](Self::fail_store_at) so far.
+    pub fn failed_stores(&self) -> u64 {
+        lock(&self.faults).failed
+    }
+
     /// Waits until `pred(len)` holds or `timeout` passes; returns whether it held.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Self) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
@@ -96,6 +156,49 @@ impl<T: Send> ReceiverSink<T> for CollectingSink<T> {
         Ok(())
     }
 
+    fn store_many_at(&self, items: Vec<T>, position: u64) -> Result<(), StoreError<T>> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(StoreError::Stopped(items));
+        }
+        let mut faults = lock(&self.faults);
+        if faults.fail_at.is_some_and(|p| position >= p) {
+            faults.fail_at = None;
+            faults.failed += 1;
+            return Err(StoreError::Failed {
+                items,
+                reason: format!("scripted failure at position {position}"),
+            });
+        }
+        let crash = faults.crash_at.is_some_and(|p| position >= p);
+        if crash {
+            faults.crash_at = None;
+        }
+        drop(faults);
+        {
+            // Items and position are recorded together, as one WAL block.
+            let mut stored = lock(&self.items);
+            let mut positions = lock(&self.positions);
+            if positions.last().is_some_and(|&last| position < last) {
+                self.errors_push(format!(
+                    "store_many_at position went backwards: {position} after {:?}",
+                    positions.last()
+                ));
+            }
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            stored.extend(items);
+            positions.push(position);
+        }
+        if crash {
+            self.stopped.store(true, Ordering::SeqCst);
+            return Err(StoreError::Stopped(Vec::new()));
+        }
+        Ok(())
+    }
+
+    fn durable_position(&self) -> Option<u64> {
+        *lock(&self.durable)
+    }
+
     fn restart(&self, reason: &str, delay: Option<Duration>) {
         lock(&self.restarts).push(reason.to_owned());
         if let Some(tx) = lock(&self.restart_tx).as_ref() {
@@ -112,6 +215,12 @@ impl<T: Send> ReceiverSink<T> for CollectingSink<T> {
     }
 }
 
+impl<T> CollectingSink<T> {
+    fn errors_push(&self, message: String) {
+        lock(&self.errors).push(message);
+    }
+}
+
 /// Runs a receiver against a [`CollectingSink`], honouring restart requests.
 #[derive(Debug)]
 pub struct Harness<T> {
@@ -122,8 +231,17 @@ pub struct Harness<T> {
 
 impl<T: Send + 'static> Harness<T> {
     /// Starts `receiver`; restart requests without a delay wait `default_delay`.
-    pub fn start<R: Receiver<T>>(mut receiver: R, default_delay: Duration) -> Self {
-        let sink: Arc<CollectingSink<T>> = Arc::new(CollectingSink::default());
+    pub fn start<R: Receiver<T>>(receiver: R, default_delay: Duration) -> Self {
+        Self::start_with_sink(receiver, Arc::new(CollectingSink::default()), default_delay)
+    }
+
+    /// As [`start`](Self::start), storing into `sink` (for example one with a durable position or
+    /// scripted faults). Use a fresh sink per harness: stopping the harness stops its sink.
+    pub fn start_with_sink<R: Receiver<T>>(
+        mut receiver: R,
+        sink: Arc<CollectingSink<T>>,
+        default_delay: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Option<Duration>>();
         *lock(&sink.restart_tx) = Some(tx.clone());
         let ctx = ReceiverContext::new(Arc::clone(&sink) as Arc<dyn ReceiverSink<T>>);
