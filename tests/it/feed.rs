@@ -171,6 +171,24 @@ fn ack_mode_resumes_where_the_receiver_says_and_completes_on_full_ack() {
     assert!(tx >= 3000 + (1000 - 800), "{stats}");
 }
 
+/// A restarted feeder against a receiver with recovered state: the receiver holds 300 lines an
+/// earlier feeder delivered; the new feeder starts at line 300, never at its own line 0.
+#[test]
+fn a_fresh_feeder_resumes_beyond_its_own_lines_where_the_receiver_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path(), 1000);
+    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
+    let (mut s, mut r) = hello(&addr, 300);
+    let got = read_lines(&mut r, 700);
+    assert_eq!(got.first().map(String::as_str), Some("line-300"));
+    assert_eq!(got.last().map(String::as_str), Some("line-999"));
+    s.write_all(b"ACK 1000\n").unwrap();
+    let stats = finish(child);
+    assert_eq!(stats["complete"], true, "{stats}");
+    assert_eq!(stats["transmissions"], 700, "{stats}");
+    assert_eq!(stats["resume_below_ack"], 0);
+}
+
 #[test]
 fn ack_mode_reports_a_receiver_that_lost_acknowledged_lines() {
     let dir = tempfile::tempdir().unwrap();

@@ -322,11 +322,13 @@ fn feed(args: &FeedArgs) -> Result<FeedStats, FeedError> {
                         );
                     }
                     if resume > next_unsent {
+                        // The receiver holds lines an earlier feeder process delivered (this
+                        // feeder was restarted): they count as sent, and the feed resumes there.
                         eprintln!(
-                            "spate feed: receiver {peer} resumes at line {resume}, beyond the {next_unsent} lines sent; starting at {next_unsent}"
+                            "spate feed: receiver {peer} resumes at line {resume}, beyond the {next_unsent} lines this feeder sent (delivered by an earlier feeder); starting at {resume}"
                         );
+                        next_unsent = resume;
                     }
-                    let resume = resume.min(next_unsent);
                     ack_state.acked.store(resume, Ordering::Relaxed);
                     acked_max = acked_max.max(resume);
                     resume

@@ -365,7 +365,7 @@ impl<T: Send + 'static> Supervisor<T> {
             if close {
                 g.closed = true;
             }
-            if g.buffer.is_empty() {
+            if g.tickets.is_empty() {
                 return;
             }
             let records = std::mem::take(&mut g.buffer);
@@ -445,19 +445,15 @@ impl<T: Send + 'static> ReceiverSink<T> for Supervisor<T> {
 
 impl<T: Send + 'static> Supervisor<T> {
     fn store_positioned(&self, items: Vec<T>, position: Option<u64>) -> Result<(), StoreError<T>> {
-        if items.is_empty() {
-            if let Some(p) = position {
-                // Nothing to store but the position moved (e.g. only skipped lines): it becomes
-                // durable with the next block.
-                let mut g = self.gen.lock();
-                g.position = Some(g.position.map_or(p, |q| q.max(p)));
-            }
+        if items.is_empty() && position.is_none() {
             return Ok(());
         }
+        // An empty store with a position (every line dropped by a policy) still waits for its
+        // block: the position must be durable before `Ok`, since the source acknowledges it.
         if self.stopped.load(Ordering::Acquire) {
             return Err(StoreError::Stopped(items));
         }
-        if let Some(l) = &self.limiter {
+        if let Some(l) = self.limiter.as_ref().filter(|_| !items.is_empty()) {
             if !l.acquire(items.len(), self.clock.as_ref(), &self.stopped) {
                 return Err(StoreError::Stopped(items));
             }

@@ -38,22 +38,24 @@ fn parse_dur(s: &str) -> Result<DurationMs, String> {
 /// Runs `spate clicks`.
 pub(crate) fn run(args: ClicksArgs) -> Result<(), String> {
     let ClicksArgs { job, window, slide } = args;
-    let ctx = run::context(&job, "clicks")?;
-    let (lines, stats) = run::input(&ctx, &job)?;
     let malformed = Arc::new(AtomicU64::new(0));
     let bad = Arc::clone(&malformed);
-    let per_type = lines
-        .flat_map(move |l: String| match parse_click(&l) {
-            Some(c) => vec![(c.device_type.to_owned(), c.clicks)],
-            None => {
-                bad.fetch_add(1, Ordering::Relaxed);
-                Vec::new()
-            }
-        })
-        .and_then(|s| s.reduce_by_key_and_window(|a, b| a + b, window, slide))
-        .and_then(|s| s.name("clicks_per_device_type"))
-        .map_err(|e| e.to_string())?;
-    run::outputs(&per_type, &job, "clicks")?;
+    let (ctx, stats) = run::context(&job, "clicks", |ctx| {
+        let (lines, stats) = run::input(ctx, &job)?;
+        let per_type = lines
+            .flat_map(move |l: String| match parse_click(&l) {
+                Some(c) => vec![(c.device_type.to_owned(), c.clicks)],
+                None => {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                    Vec::new()
+                }
+            })
+            .and_then(|s| s.reduce_by_key_and_window(|a, b| a + b, window, slide))
+            .and_then(|s| s.name("clicks_per_device_type"))
+            .map_err(|e| e.to_string())?;
+        run::outputs(&per_type, &job, "clicks")?;
+        Ok(stats)
+    })?;
     if let Some(file) = &job.describe {
         return run::describe(&ctx, file);
     }

@@ -59,6 +59,12 @@ pub(crate) struct JobArgs {
         conflicts_with = "dir"
     )]
     pub(crate) socket: Option<String>,
+    /// With --socket: acknowledged ingest (protocol spate-ack/1, served by `spate feed --ack`): the
+    /// receiver tells the sender where to resume and acknowledges lines once stored; with
+    /// --checkpoint (receiver WAL on), a kill -9 loses no acknowledged line. See
+    /// docs/format/feed-protocol.md.
+    #[arg(long, requires = "socket")]
+    pub(crate) ack: bool,
     /// Read new text files moved atomically into this directory (Spark's textFileStream rules;
     /// see docs/sources.md).
     #[arg(long, value_name = "PATH")]
@@ -86,11 +92,18 @@ pub(crate) struct JobArgs {
     /// override both).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
-    /// Checkpoint location (file:///path, a bare path, s3://bucket/prefix). ACCEPTED BUT NOT USED
-    /// YET: this version keeps no checkpoint and no WAL, so a restart starts from scratch and
-    /// socket lines received but not processed are lost on a crash. Fault tolerance comes next.
+    /// Checkpoint location (file:///path, a bare path, s3://bucket/prefix). Set, the job writes
+    /// metadata checkpoints and a receiver WAL and recovers through get_or_create after a crash
+    /// (a changed build is refused with a diff). See docs/recovery.md.
     #[arg(long, value_name = "URL")]
     pub(crate) checkpoint: Option<String>,
+    /// Write-ahead log directory (default: <checkpoint>/wal; required for s3:// checkpoints).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) wal_dir: Option<PathBuf>,
+    /// With --checkpoint: if no checkpoint there is valid, archive what is there (never delete)
+    /// and start fresh (Spark's createOnError).
+    #[arg(long)]
+    pub(crate) create_on_error: bool,
     /// Write each batch's result to DIR/<name>-<batch ms>.txt (key<TAB>value lines, sorted by
     /// key, written atomically).
     #[arg(long, value_name = "DIR")]
@@ -210,8 +223,8 @@ impl InputStats {
     }
 }
 
-/// Builds the context from defaults, `--config`, `SPATE_*` and the flags.
-pub(crate) fn context(args: &JobArgs, app: &str) -> Result<StreamingContext, String> {
+/// The engine configuration from defaults, `--config`, `SPATE_*` and the flags.
+fn config(args: &JobArgs, app: &str) -> Result<StreamingConfig, String> {
     args.check()?;
     let mut cfg = StreamingConfig::load(args.config.as_deref()).map_err(|e| e.to_string())?;
     cfg.app_name = app.to_owned();
@@ -232,9 +245,92 @@ pub(crate) fn context(args: &JobArgs, app: &str) -> Result<StreamingContext, Str
     if args.checkpoint.is_some() {
         cfg.checkpoint.clone_from(&args.checkpoint);
     }
+    if let Some(w) = &args.wal_dir {
+        cfg.wal_dir = Some(w.clone());
+    }
+    if args.create_on_error {
+        cfg.create_on_error = true;
+    }
     cfg.stop_gracefully_on_signal = true;
     cfg.validate().map_err(|e| e.to_string())?;
-    StreamingContext::new(cfg).map_err(|e| e.to_string())
+    Ok(cfg)
+}
+
+/// Builds the job's context: with a checkpoint (`--checkpoint` or the config's), through
+/// `StreamingContext::get_or_create` (recovering, or refusing an incompatible checkpoint with its
+/// diff); otherwise a fresh context. `build` registers the job's graph and returns its input
+/// counters. With `--describe`, the checkpoint is not touched.
+pub(crate) fn context<F>(
+    args: &JobArgs,
+    app: &str,
+    build: F,
+) -> Result<(StreamingContext, InputStats), String>
+where
+    F: FnOnce(&StreamingContext) -> Result<InputStats, String>,
+{
+    let mut cfg = config(args, app)?;
+    let mut stats = None;
+    let mut failure = None;
+    let mut build = Some(build);
+    let mut build_in = |ctx: &StreamingContext| -> spate_streaming::Result<()> {
+        let Some(build) = build.take() else {
+            return Err(spate_streaming::StreamingError::Failed {
+                message: "the job graph was built twice".into(),
+            });
+        };
+        match build(ctx) {
+            Ok(s) => {
+                stats = Some(s);
+                Ok(())
+            }
+            Err(e) => {
+                failure = Some(e.clone());
+                Err(spate_streaming::StreamingError::Failed { message: e })
+            }
+        }
+    };
+    let url = cfg.checkpoint.clone().filter(|_| args.describe.is_none());
+    let ctx = match url {
+        Some(url) => {
+            let r = StreamingContext::get_or_create(&url, cfg, &mut build_in);
+            match r {
+                Ok(ctx) => {
+                    if let Some(rep) = ctx.restart_report() {
+                        eprintln!("spate: restart: {}", rep.summary());
+                        if let Some(w) = &rep.written_to {
+                            eprintln!("spate: restart report: {url}/{w}");
+                        }
+                    }
+                    ctx
+                }
+                Err(e) => {
+                    return Err(failure.unwrap_or_else(|| match &e {
+                        spate_streaming::StreamingError::IncompatibleCheckpoint {
+                            diff, ..
+                        } => {
+                            format!(
+                                "{e}\n  {}\n(run `spate checkpoint diff {url} --graph FILE` with \
+                                 FILE from --describe to check a build before starting it)",
+                                diff.lines().join("\n  ")
+                            )
+                        }
+                        _ => e.to_string(),
+                    }))
+                }
+            }
+        }
+        None => {
+            cfg.checkpoint = None;
+            let ctx = StreamingContext::new(cfg).map_err(|e| e.to_string())?;
+            if let Err(e) = build_in(&ctx) {
+                return Err(failure.unwrap_or_else(|| e.to_string()));
+            }
+            ctx
+        }
+    };
+    drop(build_in);
+    let stats = stats.ok_or("the job registered no input")?;
+    Ok((ctx, stats))
 }
 
 /// The input lines of the job.
@@ -248,6 +344,7 @@ pub(crate) fn input(
             addr.clone(),
             SocketConfig {
                 lines,
+                ack: args.ack,
                 ..SocketConfig::default()
             },
         );

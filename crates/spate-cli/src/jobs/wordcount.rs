@@ -19,17 +19,20 @@ pub(crate) struct WordcountArgs {
 /// Runs `spate wordcount`.
 pub(crate) fn run(args: WordcountArgs) -> Result<(), String> {
     let args = args.job;
-    let ctx = run::context(&args, "wordcount")?;
-    let (lines, stats) = run::input(&ctx, &args)?;
-    let counts = lines
-        // Map-side combine within each partition (a block of lines): count words as borrowed
-        // `&str` and allocate one `String` per distinct word, not per occurrence. Same result as
-        // flat_map(split_whitespace) -> map((w, 1)) -> reduce_by_key(+), several times cheaper.
-        .map_partitions(|part: Vec<String>| super::words::count_words(&part))
-        .and_then(|p| p.reduce_by_key(|a, b| a + b))
-        .and_then(|c| c.name("counts"))
-        .map_err(|e| e.to_string())?;
-    run::outputs(&counts, &args, "wordcount")?;
+    let (ctx, stats) = run::context(&args, "wordcount", |ctx| {
+        let (lines, stats) = run::input(ctx, &args)?;
+        let counts = lines
+            // Map-side combine within each partition (a block of lines): count words as borrowed
+            // `&str` and allocate one `String` per distinct word, not per occurrence. Same result
+            // as flat_map(split_whitespace) -> map((w, 1)) -> reduce_by_key(+), several times
+            // cheaper.
+            .map_partitions(|part: Vec<String>| super::words::count_words(&part))
+            .and_then(|p| p.reduce_by_key(|a, b| a + b))
+            .and_then(|c| c.name("counts"))
+            .map_err(|e| e.to_string())?;
+        run::outputs(&counts, &args, "wordcount")?;
+        Ok(stats)
+    })?;
     if let Some(file) = &args.describe {
         return run::describe(&ctx, file);
     }
