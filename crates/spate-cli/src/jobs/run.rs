@@ -328,7 +328,6 @@ where
             ctx
         }
     };
-    drop(build_in);
     let stats = stats.ok_or("the job registered no input")?;
     Ok((ctx, stats))
 }
