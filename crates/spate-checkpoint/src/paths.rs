@@ -121,6 +121,13 @@ pub enum ParsedName {
         /// The object's name before it was archived.
         original: String,
     },
+    /// `wal/<file>`: the engine's write-ahead log, which lives under a local checkpoint directory by
+    /// default (`spate-wal` manages it; docs/format/wal.md). Never resolved, verified or deleted by
+    /// the checkpoint store (archived with the rest by `archive`).
+    Wal {
+        /// The file name within `wal/`.
+        name: String,
+    },
     /// Anything else (garbage, a foreign file): never deleted, reported.
     Unknown,
 }
@@ -242,6 +249,14 @@ impl CheckpointPaths {
                         };
                     }
                 }
+            }
+            return ParsedName::Unknown;
+        }
+        if let Some(rest) = name.strip_prefix("wal/") {
+            if !rest.is_empty() && !rest.contains('/') {
+                return ParsedName::Wal {
+                    name: rest.to_owned(),
+                };
             }
             return ParsedName::Unknown;
         }
@@ -379,5 +394,18 @@ mod tests {
             ParsedName::Archived { .. }
         ));
         assert_eq!(CheckpointPaths::archive_prefix("a"), "archived/a/");
+    }
+
+    #[test]
+    fn wal_files_are_their_own_family() {
+        assert_eq!(
+            CheckpointPaths::parse("wal/00000000000000000000.wal"),
+            ParsedName::Wal {
+                name: "00000000000000000000.wal".into()
+            }
+        );
+        assert_eq!(CheckpointPaths::parse("wal/"), ParsedName::Unknown);
+        assert_eq!(CheckpointPaths::parse("wal/a/b"), ParsedName::Unknown);
+        assert_eq!(CheckpointPaths::parse("walrus"), ParsedName::Unknown);
     }
 }

@@ -153,6 +153,9 @@ pub struct Listing {
     /// Archived copies (`archived/<label>/...`), ascending by name. Never chosen, never deleted by
     /// GC.
     pub archived: Vec<ListedObject>,
+    /// Files of the engine's write-ahead log under `wal/` (a local checkpoint's default WAL
+    /// directory): neither checkpoints nor garbage; never deleted by GC.
+    pub wal: Vec<ListedObject>,
     /// Objects whose names spate did not build (garbage, foreign files): reported, never deleted.
     pub unknown: Vec<ListedObject>,
 }
@@ -173,6 +176,7 @@ impl Listing {
                 ParsedName::Probe => l.probes.push(o),
                 ParsedName::RestartReport { .. } => l.restart_reports.push(o),
                 ParsedName::Archived { .. } => l.archived.push(o),
+                ParsedName::Wal { .. } => l.wal.push(o),
                 ParsedName::Unknown => l.unknown.push(o),
             }
         }
@@ -429,6 +433,7 @@ pub fn plan_gc(
         .iter()
         .chain(&listing.restart_reports)
         .chain(&listing.archived)
+        .chain(&listing.wal)
         .chain(&listing.unknown)
     {
         objects.push((o.path.clone(), GcClass::Kept));

@@ -359,6 +359,12 @@ async fn verify(loc: &Location) -> ExitCode {
             u.path, u.size
         );
     }
+    if !listing.wal.is_empty() {
+        println!(
+            "{} write-ahead log file(s) under wal/ (the engine's; check with `spate wal verify`)",
+            listing.wal.len()
+        );
+    }
     if !listing.restart_reports.is_empty() || !listing.archived.is_empty() {
         println!(
             "{} restart report(s), {} archived object(s) (not checkpoints, not verified)",
