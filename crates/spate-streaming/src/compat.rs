@@ -45,6 +45,7 @@ pub const OPERATIONAL_KEYS: &[&str] = &[
     "concurrent_jobs",
     "checkpoint",
     "wal_dir",
+    "wal_segment_bytes",
     "receiver_wal",
     "missed_batches",
     "checkpoint_retain",

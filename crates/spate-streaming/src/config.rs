@@ -87,6 +87,10 @@ pub struct StreamingConfig {
     /// path>/wal` for local checkpoint URLs; **required** for `s3://` and `memory://` checkpoints,
     /// since the WAL needs a local file with fdatasync (docs/design/0001-fault-tolerance.md).
     pub wal_dir: Option<PathBuf>,
+    /// WAL segment size in bytes (default 64 MiB); segments are deleted whole once no retained
+    /// batch needs them, so smaller segments free disk sooner. Spark rolls its WAL every 60 s
+    /// (`rollingIntervalSecs`); spate also rolls every 60 s.
+    pub wal_segment_bytes: u64,
     /// Write received blocks to the WAL before `store` returns
     /// (`spark.streaming.receiver.writeAheadLog.enable`). Default **true** when checkpointing
     /// (Spark: false). Off, received-but-unprocessed records are lost on a crash.
@@ -151,6 +155,7 @@ impl Default for StreamingConfig {
             concurrent_jobs: 1,
             checkpoint: None,
             wal_dir: None,
+            wal_segment_bytes: 64 << 20,
             receiver_wal: true,
             missed_batches: MissedBatches::GenerateAll,
             checkpoint_retain: 10,
@@ -333,6 +338,7 @@ impl StreamingConfig {
                     self.wal_dir = (!value.trim().is_empty()).then(|| PathBuf::from(value));
                 }
                 "SPATE_RECEIVER_WAL" => self.receiver_wal = parse_bool(key, value)?,
+                "SPATE_WAL_SEGMENT_BYTES" => self.wal_segment_bytes = parse_num(key, value)?,
                 "SPATE_CREATE_ON_ERROR" => self.create_on_error = parse_bool(key, value)?,
                 "SPATE_MISSED_BATCHES" => {
                     self.missed_batches =
@@ -379,6 +385,13 @@ impl StreamingConfig {
         }
         if self.concurrent_jobs == 0 {
             return bad("concurrent_jobs", "0".into(), "must be at least 1");
+        }
+        if self.wal_segment_bytes < 4096 {
+            return bad(
+                "wal_segment_bytes",
+                self.wal_segment_bytes.to_string(),
+                "must be at least 4096",
+            );
         }
         if self.checkpoint_retain == 0 {
             return bad("checkpoint_retain", "0".into(), "must be at least 1");

@@ -175,6 +175,7 @@ impl StreamingContext {
                     &wal,
                     Arc::clone(&clock),
                     None,
+                    config.wal_segment_bytes,
                 )?))
             }
             None => None,
@@ -189,7 +190,13 @@ impl StreamingContext {
         wal: &std::path::Path,
     ) -> Result<Self> {
         let url = config.checkpoint.clone().unwrap_or_default();
-        let d = Durability::open(&url, wal, Arc::clone(&clock), Some(store))?;
+        let d = Durability::open(
+            &url,
+            wal,
+            Arc::clone(&clock),
+            Some(store),
+            config.wal_segment_bytes,
+        )?;
         Self::build(config, clock, Some(Arc::new(d)))
     }
 

@@ -104,6 +104,7 @@ impl Durability {
         wal: &Path,
         clock: Arc<dyn Clock>,
         store: Option<BlockingCheckpointStore>,
+        segment_bytes: u64,
     ) -> Result<Durability> {
         let store =
             match store {
@@ -115,7 +116,7 @@ impl Durability {
                     },
                 )?,
             };
-        let (journal, replayed) = Journal::open(wal, clock)?;
+        let (journal, replayed) = Journal::open(wal, clock, segment_bytes)?;
         Ok(Durability {
             url: url.to_owned(),
             journal: Arc::new(journal),

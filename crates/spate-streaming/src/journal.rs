@@ -81,13 +81,18 @@ pub(crate) fn block_handle(info: &ReceivedBlockInfo) -> Option<RecordHandle> {
 
 impl Journal {
     /// Opens (creating if needed) the WAL in `dir`, repairing a torn tail, and replays it.
-    pub(crate) fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<(Journal, Replayed)> {
+    pub(crate) fn open(
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+        segment_bytes: u64,
+    ) -> Result<(Journal, Replayed)> {
         let wal_err = |source| StreamingError::Wal {
             dir: dir.to_owned(),
             source,
         };
         let opts = WalOptions {
             clock,
+            segment_bytes,
             ..WalOptions::default()
         };
         let (wal, report) = Wal::open(Arc::new(StdFs), dir, opts).map_err(wal_err)?;
