@@ -675,3 +675,37 @@ fn windows_see_the_same_batches_after_a_restart() {
         assert_eq!(*out.lock(), *expected.lock(), "restart after batch {k}");
     }
 }
+
+/// A metadata checkpoint that cannot be written stops the context with a typed error from
+/// `await_termination` (Spark only logs it and keeps running, so its next recovery silently starts
+/// from an older checkpoint).
+#[test]
+fn a_failed_metadata_checkpoint_surfaces() {
+    let _g = context_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    let clock = ManualClock::new(0);
+    let ctx = StreamingContext::get_or_create_with_clock(
+        &url(&dir),
+        conf(),
+        Arc::new(clock.clone()),
+        |c| app(c, &out),
+    )
+    .unwrap();
+    ctx.start().unwrap();
+    advance_and_wait(&ctx, &clock, BatchTime(1000)).unwrap();
+    // Make every further manifest write fail: `manifests` becomes a plain file.
+    let m = dir.path().join("ckpt/manifests");
+    std::fs::remove_dir_all(&m).unwrap();
+    std::fs::write(&m, b"not a directory").unwrap();
+    clock.set_time(2000);
+    let err = loop {
+        match ctx.await_termination_timeout(std::time::Duration::from_secs(30)) {
+            Err(e) => break e,
+            Ok(true) => panic!("terminated without an error"),
+            Ok(false) => panic!("no error within 30 s"),
+        }
+    };
+    assert!(matches!(err, StreamingError::Checkpoint { .. }), "{err}");
+    ctx.stop(false).unwrap();
+}

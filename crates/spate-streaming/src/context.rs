@@ -507,9 +507,17 @@ impl StreamingContext {
                     zero = p.zero.0;
                     start_time = s.restart_time.0;
                     if let Some(r) = d.report.lock().as_mut() {
-                        r.batches_rescheduled = s.times.iter().map(|t| t.0).collect();
+                        let times: Vec<u64> = s.times.iter().map(|t| t.0).collect();
+                        let changed =
+                            r.batches_rescheduled != times || r.restart_time != Some(start_time);
+                        r.batches_rescheduled = times;
                         r.batches_skipped = s.skipped.iter().map(|t| t.0).collect();
                         r.restart_time = Some(start_time);
+                        if changed {
+                            // Time passed between get_or_create and start: the stored report
+                            // shows the schedule actually run.
+                            crate::recovery::write_report(&d.store, r);
+                        }
                     }
                     tracing::info!(
                         rescheduled = s.times.len(),
