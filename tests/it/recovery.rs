@@ -699,12 +699,10 @@ fn a_failed_metadata_checkpoint_surfaces() {
     std::fs::remove_dir_all(&m).unwrap();
     std::fs::write(&m, b"not a directory").unwrap();
     clock.set_time(2000);
-    let err = loop {
-        match ctx.await_termination_timeout(std::time::Duration::from_secs(30)) {
-            Err(e) => break e,
-            Ok(true) => panic!("terminated without an error"),
-            Ok(false) => panic!("no error within 30 s"),
-        }
+    let err = match ctx.await_termination_timeout(std::time::Duration::from_secs(30)) {
+        Err(e) => e,
+        Ok(true) => panic!("terminated without an error"),
+        Ok(false) => panic!("no error within 30 s"),
     };
     assert!(matches!(err, StreamingError::Checkpoint { .. }), "{err}");
     ctx.stop(false).unwrap();
