@@ -1,0 +1,3 @@
+//! # spate-state
+//!
+//! State backends of stateful operators and the incremental data-checkpoint format (issue 6).
