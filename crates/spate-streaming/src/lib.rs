@@ -92,6 +92,7 @@ mod output;
 mod pair;
 pub mod recovery;
 pub mod shuffle;
+mod sink;
 mod supervisor;
 pub mod testing;
 mod tracker;
@@ -106,6 +107,7 @@ pub use graph::{diff, GraphChange, GraphDescription, GraphDiff, OperatorDescript
 pub use listener::{BatchInfo, OutputOperationInfo, ReceiverInfo, StreamingListener};
 pub use output::{format_print, output_file_name, write_file_atomically};
 pub use recovery::{RestartOutcome, RestartReport};
+pub use sink::{FileTransactionalSink, TransactionalSink};
 pub use tracker::{
     AllocatedBlocks, BlockHandler, BlockStoreError, MemoryBlockHandler, ReceivedBlockInfo,
     ReceivedBlockTracker, TrackerEvent,

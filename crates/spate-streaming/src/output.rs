@@ -72,7 +72,7 @@ pub fn write_file_atomically(path: &Path, contents: &[u8]) -> Result<()> {
 }
 
 impl<T: Data> DStream<T> {
-    fn output(
+    pub(crate) fn output(
         &self,
         kind: &'static str,
         f: impl Fn(BatchTime, &Batch<T>) -> std::result::Result<(), String> + Send + Sync + 'static,
