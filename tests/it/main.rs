@@ -9,4 +9,5 @@ mod jobs;
 mod recovery;
 mod sources;
 mod sources_engine;
+mod state;
 mod wal;

@@ -49,6 +49,9 @@ pub const OPERATIONAL_KEYS: &[&str] = &[
     "receiver_wal",
     "missed_batches",
     "checkpoint_retain",
+    "state_backend",
+    "state_dir",
+    "state_snapshot_every",
     "create_on_error",
 ];
 

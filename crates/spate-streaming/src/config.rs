@@ -100,9 +100,44 @@ pub struct StreamingConfig {
     pub missed_batches: MissedBatches,
     /// Completed checkpoints kept by automatic GC (default 10; Spark keeps the last 10 files).
     pub checkpoint_retain: usize,
+    /// Where stateful operators keep their state: `memory` (default) or `sled` (local disk under
+    /// `state_dir`, for state larger than memory). Either way the checkpoint is the source of
+    /// truth: the sled directory is rebuilt from it on every start.
+    pub state_backend: StateBackendKind,
+    /// Directory of the sled state backend. Default: `<checkpoint path>/state` for local
+    /// checkpoints; required with `state_backend = "sled"` and a remote checkpoint.
+    pub state_dir: Option<PathBuf>,
+    /// Data checkpoints of a stateful operator between two full snapshots of a partition: every
+    /// `state_snapshot_every`-th data checkpoint writes a snapshot, the others a delta of the keys
+    /// changed since the previous one (default 10; 1 = always a snapshot). Bounds restore work.
+    pub state_snapshot_every: u32,
     /// With no valid checkpoint but files present, archive them and start fresh instead of failing
     /// (Spark's `getOrCreate(createOnError = true)`, which deletes nothing either). Default false.
     pub create_on_error: bool,
+}
+
+/// Where stateful operators keep their state (see [`StreamingConfig::state_backend`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackendKind {
+    /// In memory (hash maps per partition).
+    #[default]
+    Memory,
+    /// sled 0.34 trees on local disk, one per operator partition.
+    Sled,
+}
+
+impl std::str::FromStr for StateBackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "memory" => Ok(StateBackendKind::Memory),
+            "sled" => Ok(StateBackendKind::Sled),
+            other => Err(format!(
+                "unknown state backend {other:?} (expected memory or sled)"
+            )),
+        }
+    }
 }
 
 /// Restart policy for batch times missed during an outage (see
@@ -159,6 +194,9 @@ impl Default for StreamingConfig {
             receiver_wal: true,
             missed_batches: MissedBatches::GenerateAll,
             checkpoint_retain: 10,
+            state_backend: StateBackendKind::Memory,
+            state_dir: None,
+            state_snapshot_every: 10,
             create_on_error: false,
         }
     }
@@ -349,6 +387,18 @@ impl StreamingConfig {
                         })?;
                 }
                 "SPATE_CHECKPOINT_RETAIN" => self.checkpoint_retain = parse_num(key, value)?,
+                "SPATE_STATE_BACKEND" => {
+                    self.state_backend =
+                        value.parse().map_err(|reason| ConfigError::InvalidValue {
+                            key: key.to_owned(),
+                            value: value.to_owned(),
+                            reason,
+                        })?;
+                }
+                "SPATE_STATE_DIR" => {
+                    self.state_dir = (!value.trim().is_empty()).then(|| PathBuf::from(value));
+                }
+                "SPATE_STATE_SNAPSHOT_EVERY" => self.state_snapshot_every = parse_num(key, value)?,
                 _ => {}
             }
         }
@@ -392,6 +442,9 @@ impl StreamingConfig {
                 self.wal_segment_bytes.to_string(),
                 "must be at least 4096",
             );
+        }
+        if self.state_snapshot_every == 0 {
+            return bad("state_snapshot_every", "0".into(), "must be at least 1");
         }
         if self.checkpoint_retain == 0 {
             return bad("checkpoint_retain", "0".into(), "must be at least 1");

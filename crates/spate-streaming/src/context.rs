@@ -85,6 +85,7 @@ pub(crate) struct GraphState {
     pub(crate) outputs: Vec<Arc<OutputOp>>,
     pub(crate) inputs: Vec<Arc<dyn InputStream>>,
     pub(crate) next_receiver: u32,
+    pub(crate) state_ops: Vec<Arc<dyn crate::state::StatefulOp>>,
 }
 
 #[derive(Default)]
@@ -176,6 +177,7 @@ impl StreamingContext {
                     Arc::clone(&clock),
                     None,
                     config.wal_segment_bytes,
+                    Arc::new(spate_io::StdFs),
                 )?))
             }
             None => None,
@@ -188,6 +190,7 @@ impl StreamingContext {
         clock: Arc<dyn Clock>,
         store: spate_checkpoint::BlockingCheckpointStore,
         wal: &std::path::Path,
+        fs: Arc<dyn spate_io::FileSystem>,
     ) -> Result<Self> {
         let url = config.checkpoint.clone().unwrap_or_default();
         let d = Durability::open(
@@ -196,6 +199,7 @@ impl StreamingContext {
             Arc::clone(&clock),
             Some(store),
             config.wal_segment_bytes,
+            fs,
         )?;
         Self::build(config, clock, Some(Arc::new(d)))
     }
@@ -284,14 +288,21 @@ impl StreamingContext {
         };
         let replayed = d.replayed.lock().take().unwrap_or_default();
         let mut recorded = std::collections::BTreeSet::new();
+        let mut cleaned_through: Option<BatchTime> = None;
         {
             let mut tr = self.inner.tracker.lock();
             for (lsn, e) in &replayed.events {
-                if let crate::tracker::TrackerEvent::BatchAllocated { time, .. } = e {
-                    if *time > m.batch_time {
-                        recorded.insert(*time);
+                match e {
+                    crate::tracker::TrackerEvent::BatchAllocated { time, .. } => {
+                        if *time > m.batch_time {
+                            recorded.insert(*time);
+                        }
+                        d.note_batch_lsn(*time, *lsn);
                     }
-                    d.note_batch_lsn(*time, *lsn);
+                    crate::tracker::TrackerEvent::BatchCleanup { times } => {
+                        cleaned_through = cleaned_through.max(times.iter().max().copied());
+                    }
+                    crate::tracker::TrackerEvent::BlockAdded(_) => {}
                 }
                 tr.apply(e);
             }
@@ -345,12 +356,103 @@ impl StreamingContext {
                 }
             }
         }
+        // Recovery step 4: the state of every stateful operator as of its newest data checkpoint
+        // in this manifest (snapshot + deltas, partitions in parallel).
+        let state_ops = self.inner.graph.lock().state_ops.clone();
+        if !state_ops.is_empty() {
+            let checkpoint = spate_checkpoint::CheckpointPaths::manifest(m.key);
+            d.set_chains_from(m)?;
+            let chains = d.chains.lock().clone();
+            let source = self.inner.state_source()?;
+            for op in &state_ops {
+                let id = op.operator();
+                let Some(c) = chains.get(&id) else {
+                    return Err(StreamingError::State {
+                        operator: id,
+                        reason: format!("checkpoint {checkpoint} holds no state for it"),
+                    });
+                };
+                if let Some(ct) = cleaned_through.filter(|ct| *ct > c.time) {
+                    return Err(StreamingError::CheckpointTooOld {
+                        checkpoint,
+                        reason: format!(
+                            "{id}'s state is as of {} but the inputs of batches up to {ct} were \
+                             cleaned up after a newer checkpoint; restoring would lose them",
+                            c.time
+                        ),
+                    });
+                }
+                op.open(&source)?;
+                let read = |r: &spate_checkpoint::DataObjectRef| -> Result<Vec<u8>> {
+                    d.store
+                        .block_on(d.store.store().read_object(r))
+                        .map(|b| b.to_vec())
+                        .map_err(|e| d.ckpt_err(e))
+                };
+                let objects: Vec<Vec<Vec<u8>>> = {
+                    use rayon::prelude::*;
+                    c.partitions
+                        .par_iter()
+                        .map(|refs| refs.iter().map(read).collect::<Result<Vec<_>>>())
+                        .collect::<Result<Vec<_>>>()?
+                };
+                let bytes: u64 = c.partitions.iter().flatten().map(|o| o.size).sum();
+                let output = c.output.as_ref().map(read).transpose()?;
+                op.restore(c.time, objects, output.as_deref())?;
+                report.state.push(crate::recovery::StateRestored {
+                    operator: id.0,
+                    kind: op.kind().to_owned(),
+                    time: c.time.0,
+                    keys: op.len(),
+                    objects: c.partitions.iter().map(Vec::len).sum::<usize>() as u64,
+                    bytes,
+                });
+            }
+        }
         *d.plan.lock() = Some(RestartPlan {
             zero: m.zero_time,
             checkpoint_time: m.batch_time,
             pending: m.pending_batches.clone(),
             recorded,
+            cleaned_through,
         });
+        Ok(())
+    }
+
+    /// Checks the stateful operators' requirements (Spark's `validateAtStart`): a checkpoint
+    /// location, and data-checkpoint intervals that are positive multiples of their slides.
+    fn check_state_ops(&self) -> Result<()> {
+        let ops = self.inner.graph.lock().state_ops.clone();
+        let Some(first) = ops.first() else {
+            return Ok(());
+        };
+        if self.inner.durability.is_none() {
+            return Err(StreamingError::InvalidArgument {
+                kind: first.kind(),
+                reason: "stateful operators require a checkpoint location: set \
+                         StreamingConfig::checkpoint or use StreamingContext::get_or_create \
+                         (Spark: \"The checkpoint directory has not been set\")"
+                    .into(),
+            });
+        }
+        for op in &ops {
+            let iv = op
+                .requested_interval()
+                .unwrap_or_else(|| op.default_interval());
+            let slide = op.slide();
+            if iv.0 == 0 || iv.0 < slide.0 || !iv.0.is_multiple_of(slide.0.max(1)) {
+                return Err(StreamingError::InvalidArgument {
+                    kind: "checkpoint",
+                    reason: format!(
+                        "{} ({}): data-checkpoint interval {iv} must be a positive multiple of \
+                         its slide {slide}",
+                        op.operator(),
+                        op.kind()
+                    ),
+                });
+            }
+            op.set_interval(iv);
+        }
         Ok(())
     }
 
@@ -482,6 +584,7 @@ impl StreamingContext {
             .durability
             .as_ref()
             .and_then(|d| d.plan.lock().clone());
+        self.check_state_ops()?;
         if let Some(d) = &inner.durability {
             for i in &inner.graph.lock().inputs {
                 if let Some(reason) = i.checkpointable() {
@@ -506,6 +609,16 @@ impl StreamingContext {
                     );
                     zero = p.zero.0;
                     start_time = s.restart_time.0;
+                    let mut s = s;
+                    if let Some(ct) = p.cleaned_through {
+                        // Completed before the crash and their inputs cleaned up since (a fallback
+                        // to an older checkpoint): re-running them would emit wrong outputs.
+                        let (gone, keep): (Vec<BatchTime>, Vec<BatchTime>) =
+                            s.times.iter().partition(|t| **t <= ct);
+                        s.times = keep;
+                        s.skipped.extend(gone);
+                        s.skipped.sort_unstable();
+                    }
                     if let Some(r) = d.report.lock().as_mut() {
                         let times: Vec<u64> = s.times.iter().map(|t| t.0).collect();
                         let changed =
@@ -541,16 +654,28 @@ impl StreamingContext {
             d.open_writer(inner.config.checkpoint_retain)?;
             if plan.is_none() {
                 // The first checkpoint, before any receiver stores a block: every WAL record is
-                // covered by some manifest from now on.
-                let positions = inner.source_positions()?;
-                let draft = d.draft(
-                    CheckpointKind::Completed,
-                    BatchTime(zero),
-                    BatchTime(zero),
-                    inner.config.batch_interval,
-                    positions,
-                );
-                d.submit(draft, None)?;
+                // covered by some manifest from now on. With stateful operators it is a data
+                // checkpoint of their initial state.
+                inner.zero_time.store(zero, Ordering::Release);
+                let state_ops = inner.graph.lock().state_ops.clone();
+                if state_ops.is_empty() {
+                    let positions = inner.source_positions()?;
+                    let draft = d.draft(
+                        CheckpointKind::Completed,
+                        BatchTime(zero),
+                        BatchTime(zero),
+                        inner.config.batch_interval,
+                        positions,
+                    );
+                    d.submit(draft, None)?;
+                } else {
+                    let source = inner.state_source()?;
+                    for op in &state_ops {
+                        op.open(&source)?;
+                        op.load_initial(BatchTime(zero))?;
+                    }
+                    inner.data_checkpoint(d, BatchTime(zero), &state_ops, None)?;
+                }
             }
             let (tx, rx) = crossbeam_channel::unbounded::<Submitted>();
             *d.submit_tx.lock() = Some(tx);
@@ -1096,7 +1221,33 @@ impl Inner {
             if let Some(o) = oldest_pending {
                 before = before.min(o);
             }
-            if let Err(e) = self.submit_checkpoint(d, CheckpointKind::Completed, t, Some(before)) {
+            let zero = self.zero_time.load(Ordering::Acquire);
+            let due: Vec<Arc<dyn crate::state::StatefulOp>> = self
+                .graph
+                .lock()
+                .state_ops
+                .iter()
+                .filter(|op| {
+                    let iv = op.interval().0.max(1);
+                    // Not again for a batch re-run after a restore from its own data checkpoint.
+                    let done = d
+                        .chains
+                        .lock()
+                        .get(&op.operator())
+                        .is_some_and(|c| c.time >= t);
+                    t.0 > zero && (t.0 - zero).is_multiple_of(iv) && !done
+                })
+                .cloned()
+                .collect();
+            let r = if due.is_empty() {
+                if let Some(f) = d.state_floor(self.config.batch_interval) {
+                    before = before.min(f);
+                }
+                self.submit_checkpoint(d, CheckpointKind::Completed, t, Some(before))
+            } else {
+                self.data_checkpoint(d, t, &due, Some(before))
+            };
+            if let Err(e) = r {
                 self.record_failure(e);
             }
             return;
@@ -1104,6 +1255,136 @@ impl Inner {
         let (_, removed) = self.tracker.lock().cleanup_old_batches(before);
         for i in &inputs {
             i.clear(before, &removed);
+        }
+    }
+
+    /// DESIGN.md §4 step 5: a data checkpoint at `t` (the state of `due` is as of `t`): each
+    /// operator's partitions as a snapshot (every `state_snapshot_every`-th time, or with no chain)
+    /// or a delta on its previous data checkpoint, written and committed before the next batch may
+    /// change the state; then, the checkpoint being durable, step-7 cleanup up to `before` (bounded
+    /// by the state floor).
+    fn data_checkpoint(
+        &self,
+        d: &Durability,
+        t: BatchTime,
+        due: &[Arc<dyn crate::state::StatefulOp>],
+        before: Option<BatchTime>,
+    ) -> Result<()> {
+        use crate::durability::{output_label, OpMeta, STATE_KEY};
+        let k = self.config.state_snapshot_every.max(1);
+        let mut new_objects = Vec::new();
+        let mut replaced = BTreeMap::new();
+        for op in due {
+            let id = op.operator();
+            let chain = d.chains.lock().get(&id).cloned();
+            let snapshot = chain
+                .as_ref()
+                .is_none_or(|c| c.deltas + 1 >= k || c.partitions.len() != op.partitions());
+            let base = chain.as_ref().map_or(t, |c| c.time);
+            let (objs, output) = op.checkpoint(t, snapshot, base)?;
+            let mut parts = Vec::new();
+            for (p, bytes) in objs.into_iter().enumerate() {
+                let label = spate_state::format::object_label(
+                    id,
+                    spate_types::PartitionId(u32::try_from(p).unwrap_or(u32::MAX)),
+                    snapshot,
+                );
+                let mut paths: Vec<String> = match (&chain, snapshot) {
+                    (Some(c), false) => c
+                        .partitions
+                        .get(p)
+                        .map(|v| v.iter().map(|o| o.path.clone()).collect())
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                paths.push(label.clone());
+                parts.push(paths);
+                new_objects.push((label, bytes::Bytes::from(bytes)));
+            }
+            let output = output.map(|b| {
+                let l = output_label(id);
+                new_objects.push((l.clone(), bytes::Bytes::from(b)));
+                l
+            });
+            replaced.insert(
+                id,
+                OpMeta {
+                    op: id.0,
+                    time: t.0,
+                    deltas: if snapshot {
+                        0
+                    } else {
+                        chain.as_ref().map_or(0, |c| c.deltas + 1)
+                    },
+                    previous: chain.as_ref().map(|c| c.time.0),
+                    partitions: parts,
+                    output,
+                },
+            );
+        }
+        let (meta, carried) = d.state_part(&replaced);
+        let zero = BatchTime(self.zero_time.load(Ordering::Acquire));
+        let positions = self.source_positions()?;
+        let mut draft = d.draft(
+            CheckpointKind::Data,
+            t,
+            zero,
+            self.config.batch_interval,
+            positions,
+        );
+        draft.source_positions.insert(
+            STATE_KEY.to_owned(),
+            spate_types::codec::encode(&meta)
+                .map_err(|e| StreamingError::spawn("state meta encoding", e))?,
+        );
+        draft.carried_objects = carried;
+        draft.new_objects = new_objects;
+        let m = d.commit_now(draft)?;
+        d.set_chains_from(&m)?;
+        tracing::debug!(
+            time = t.0,
+            objects = m.objects.len(),
+            bytes = m.data_bytes(),
+            "data checkpoint committed"
+        );
+        if let Some(mut before) = before {
+            if let Some(f) = d.state_floor(self.config.batch_interval) {
+                before = before.min(f);
+            }
+            self.after_completed(d, before);
+        }
+        Ok(())
+    }
+
+    /// The state backends' home, from the configuration (sled: rebuilt empty, the checkpoint is the
+    /// source of truth).
+    pub(crate) fn state_source(&self) -> Result<crate::state::BackendSource> {
+        match self.config.state_backend {
+            crate::config::StateBackendKind::Memory => Ok(crate::state::BackendSource::Memory),
+            crate::config::StateBackendKind::Sled => {
+                let dir = match (&self.config.state_dir, &self.config.checkpoint) {
+                    (Some(d), _) => d.clone(),
+                    (None, Some(url)) => crate::durability::local_dir(url)
+                        .map(|d| d.join("state"))
+                        .ok_or_else(|| {
+                            StreamingError::Config(crate::config::ConfigError::InvalidValue {
+                                key: "state_dir".into(),
+                                value: String::new(),
+                                reason: "the sled state backend needs a local directory: set \
+                                         state_dir (the checkpoint is not on local disk)"
+                                    .into(),
+                            })
+                        })?,
+                    (None, None) => std::path::PathBuf::from("spate-state"),
+                };
+                let store = spate_state::SledStore::open_fresh(&dir).map_err(|e| {
+                    StreamingError::State {
+                        operator: OperatorId(u32::MAX),
+                        reason: format!("opening sled at {}: {e}", dir.display()),
+                    }
+                })?;
+                Ok(crate::state::BackendSource::Sled(Arc::new(store)))
+            }
         }
     }
 

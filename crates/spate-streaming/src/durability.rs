@@ -86,6 +86,8 @@ pub(crate) struct Durability {
     pub(crate) report: Mutex<Option<RestartReport>>,
     /// Checkpoints committed in this run (for tests and the report).
     pub(crate) committed: Mutex<u64>,
+    /// Data-checkpoint chains of the stateful operators.
+    pub(crate) chains: Mutex<BTreeMap<spate_types::OperatorId, OpChain>>,
 }
 
 impl fmt::Debug for Durability {
@@ -105,6 +107,7 @@ impl Durability {
         clock: Arc<dyn Clock>,
         store: Option<BlockingCheckpointStore>,
         segment_bytes: u64,
+        fs: Arc<dyn spate_io::FileSystem>,
     ) -> Result<Durability> {
         let store =
             match store {
@@ -116,7 +119,7 @@ impl Durability {
                     },
                 )?,
             };
-        let (journal, replayed) = Journal::open(wal, clock, segment_bytes)?;
+        let (journal, replayed) = Journal::open(fs, wal, clock, segment_bytes)?;
         Ok(Durability {
             url: url.to_owned(),
             journal: Arc::new(journal),
@@ -135,6 +138,7 @@ impl Durability {
             plan: Mutex::new(None),
             report: Mutex::new(None),
             committed: Mutex::new(0),
+            chains: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -180,6 +184,13 @@ impl Durability {
         d.pending_batches = self.pending.lock().iter().copied().collect();
         d.source_positions = source_positions;
         d.wal_position = Some(self.journal.next_lsn());
+        if !self.chains.lock().is_empty() {
+            let (meta, carried) = self.state_part(&BTreeMap::new());
+            if let Ok(b) = spate_types::codec::encode(&meta) {
+                d.source_positions.insert(STATE_KEY.to_owned(), b);
+            }
+            d.carried_objects = carried;
+        }
         d
     }
 
@@ -306,3 +317,191 @@ impl Durability {
 
 /// How long a graceful stop waits for the last checkpoints beyond its own timeout.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// The data-checkpoint chain of one stateful operator: the objects (per partition: a snapshot
+/// then deltas, in order) that rebuild its state as of `time`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OpChain {
+    pub(crate) time: BatchTime,
+    pub(crate) partitions: Vec<Vec<spate_checkpoint::DataObjectRef>>,
+    pub(crate) output: Option<spate_checkpoint::DataObjectRef>,
+    /// Deltas written since the snapshot.
+    pub(crate) deltas: u32,
+    /// The durable data-checkpoint time before `time` (inputs since it are kept, so a fallback by
+    /// one data checkpoint can still recompute).
+    pub(crate) previous: Option<BatchTime>,
+}
+
+/// `source_positions["state"]` of a manifest: per stateful operator, the state's time and its
+/// objects in restore order. A path without `/` is a label of the manifest's own data objects.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StateMeta {
+    pub(crate) ops: Vec<OpMeta>,
+}
+
+/// One operator in [`StateMeta`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct OpMeta {
+    pub(crate) op: u32,
+    pub(crate) time: u64,
+    pub(crate) deltas: u32,
+    pub(crate) previous: Option<u64>,
+    pub(crate) partitions: Vec<Vec<String>>,
+    pub(crate) output: Option<String>,
+}
+
+pub(crate) const STATE_KEY: &str = "state";
+
+/// Label of a stateful operator's stored output (map_with_state re-emission).
+pub(crate) fn output_label(op: spate_types::OperatorId) -> String {
+    format!("output-{:010}.bin", op.0)
+}
+
+impl Durability {
+    /// The state meta and carried objects for a draft: every chain as it stands, except the
+    /// operators in `replaced` (whose new objects the caller adds).
+    pub(crate) fn state_part(
+        &self,
+        replaced: &BTreeMap<spate_types::OperatorId, OpMeta>,
+    ) -> (StateMeta, Vec<spate_checkpoint::DataObjectRef>) {
+        let chains = self.chains.lock();
+        let mut meta = StateMeta::default();
+        let mut carried = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (op, c) in chains.iter() {
+            if let Some(m) = replaced.get(op) {
+                // A delta keeps the chain before it.
+                if m.deltas > 0 {
+                    for objs in &c.partitions {
+                        for o in objs {
+                            if seen.insert(o.path.clone()) {
+                                carried.push(o.clone());
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            for objs in &c.partitions {
+                for o in objs {
+                    if seen.insert(o.path.clone()) {
+                        carried.push(o.clone());
+                    }
+                }
+            }
+            if let Some(o) = &c.output {
+                if seen.insert(o.path.clone()) {
+                    carried.push(o.clone());
+                }
+            }
+            meta.ops.push(OpMeta {
+                op: op.0,
+                time: c.time.0,
+                deltas: c.deltas,
+                previous: c.previous.map(|t| t.0),
+                partitions: c
+                    .partitions
+                    .iter()
+                    .map(|v| v.iter().map(|o| o.path.clone()).collect())
+                    .collect(),
+                output: c.output.as_ref().map(|o| o.path.clone()),
+            });
+        }
+        meta.ops.extend(replaced.values().cloned());
+        meta.ops.sort_by_key(|m| m.op);
+        (meta, carried)
+    }
+
+    /// Rebuilds the chains from a committed (or restored) manifest's state meta.
+    pub(crate) fn set_chains_from(&self, m: &spate_checkpoint::Manifest) -> Result<()> {
+        let Some(bytes) = m.source_positions.get(STATE_KEY) else {
+            return Ok(());
+        };
+        let meta: StateMeta = spate_types::codec::decode(bytes).map_err(|e| {
+            self.ckpt_err(spate_checkpoint::CheckpointError::Corrupt {
+                object: spate_checkpoint::CheckpointPaths::manifest(m.key),
+                reason: spate_checkpoint::CorruptReason::Decode(format!("state meta: {e}")),
+            })
+        })?;
+        let own = |p: &str| -> String {
+            if p.contains('/') {
+                p.to_owned()
+            } else {
+                spate_checkpoint::CheckpointPaths::data(m.key, p)
+            }
+        };
+        let find = |p: &str| -> Result<spate_checkpoint::DataObjectRef> {
+            let path = own(p);
+            m.objects
+                .iter()
+                .find(|o| o.path == path)
+                .cloned()
+                .ok_or_else(|| {
+                    self.ckpt_err(spate_checkpoint::CheckpointError::Corrupt {
+                        object: spate_checkpoint::CheckpointPaths::manifest(m.key),
+                        reason: spate_checkpoint::CorruptReason::Invalid(format!(
+                            "state object {path} is not among the manifest's objects"
+                        )),
+                    })
+                })
+        };
+        let mut chains = BTreeMap::new();
+        for o in &meta.ops {
+            let partitions = o
+                .partitions
+                .iter()
+                .map(|v| v.iter().map(|p| find(p)).collect::<Result<Vec<_>>>())
+                .collect::<Result<Vec<_>>>()?;
+            let output = o.output.as_deref().map(find).transpose()?;
+            chains.insert(
+                spate_types::OperatorId(o.op),
+                OpChain {
+                    time: BatchTime(o.time),
+                    partitions,
+                    output,
+                    deltas: o.deltas,
+                    previous: o.previous.map(BatchTime),
+                },
+            );
+        }
+        *self.chains.lock() = chains;
+        Ok(())
+    }
+
+    /// Commits a draft and waits for it (data checkpoints: the state must not move on before its
+    /// objects are encoded, and the chain must know their references).
+    pub(crate) fn commit_now(&self, draft: CheckpointDraft) -> Result<spate_checkpoint::Manifest> {
+        let ticket = {
+            let w = self.writer.lock();
+            let Some(w) = w.as_ref() else {
+                return Err(self.ckpt_err(spate_checkpoint::CheckpointError::WriterStopped));
+            };
+            w.submit(draft).map_err(|e| self.ckpt_err(e))?
+        };
+        *self.outstanding.lock() += 1;
+        let r = ticket.wait_blocking();
+        self.resolved();
+        match r {
+            Ok(Ok(m)) => {
+                *self.committed.lock() += 1;
+                Ok(m)
+            }
+            Ok(Err(a)) => Err(
+                self.ckpt_err(spate_checkpoint::CheckpointError::InvalidArgument(format!(
+                    "{a:?}"
+                ))),
+            ),
+            Err(e) => Err(self.ckpt_err(e)),
+        }
+    }
+
+    /// The oldest batch whose inputs stateful operators may still need (so a restore from the
+    /// newest or the previous data checkpoint can recompute): `None` without stateful operators.
+    pub(crate) fn state_floor(&self, slide: DurationMs) -> Option<BatchTime> {
+        self.chains
+            .lock()
+            .values()
+            .map(|c| BatchTime(c.previous.unwrap_or(c.time).0 + slide.0))
+            .min()
+    }
+}

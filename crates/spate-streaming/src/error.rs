@@ -198,6 +198,23 @@ pub enum StreamingError {
         /// Records found.
         records: u64,
     },
+    /// A stateful operator's state could not be read, updated, checkpointed or restored.
+    #[error("state of {operator}: {reason}")]
+    State {
+        /// The stateful operator.
+        operator: OperatorId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The checkpoint is older than what the WAL still holds: batches it would need to recompute
+    /// have had their inputs cleaned up. Nothing was restored.
+    #[error("checkpoint {checkpoint} is too old to restore: {reason}")]
+    CheckpointTooOld {
+        /// The manifest chosen.
+        checkpoint: String,
+        /// Which inputs are missing.
+        reason: String,
+    },
     /// A thread or thread pool could not be created.
     #[error("cannot start {what}: {reason}")]
     Spawn {

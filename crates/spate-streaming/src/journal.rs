@@ -11,7 +11,7 @@ use crate::tracker::{
     BlockHandler, BlockStoreError, MemoryBlockHandler, ReceivedBlockInfo, TrackerEvent,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use spate_io::{Clock, StdFs};
+use spate_io::{Clock, FileSystem};
 use spate_sources::Selection;
 use spate_types::{BlockId, Lsn, OperatorId, ReceiverId};
 use spate_wal::{RecordHandle, RecoveryReport, Wal, WalOptions};
@@ -82,6 +82,7 @@ pub(crate) fn block_handle(info: &ReceivedBlockInfo) -> Option<RecordHandle> {
 impl Journal {
     /// Opens (creating if needed) the WAL in `dir`, repairing a torn tail, and replays it.
     pub(crate) fn open(
+        fs: Arc<dyn FileSystem>,
         dir: &Path,
         clock: Arc<dyn Clock>,
         segment_bytes: u64,
@@ -95,7 +96,7 @@ impl Journal {
             segment_bytes,
             ..WalOptions::default()
         };
-        let (wal, report) = Wal::open(Arc::new(StdFs), dir, opts).map_err(wal_err)?;
+        let (wal, report) = Wal::open(fs, dir, opts).map_err(wal_err)?;
         let journal = Journal {
             wal,
             dir: dir.to_owned(),

@@ -93,13 +93,14 @@ mod pair;
 pub mod recovery;
 pub mod shuffle;
 mod sink;
+mod state;
 mod supervisor;
 pub mod testing;
 mod tracker;
 
 pub use batch::Batch;
 pub use compat::{BuildDescription, CompatibilityDiff, SettingChange};
-pub use config::{ConfigError, MissedBatches, StreamingConfig};
+pub use config::{ConfigError, MissedBatches, StateBackendKind, StreamingConfig};
 pub use context::{ContextState, StreamingContext};
 pub use dstream::{DStream, Data, Key};
 pub use error::{BoxError, Result, StreamingError};
@@ -108,6 +109,7 @@ pub use listener::{BatchInfo, OutputOperationInfo, ReceiverInfo, StreamingListen
 pub use output::{format_print, output_file_name, write_file_atomically};
 pub use recovery::{RestartOutcome, RestartReport};
 pub use sink::{FileTransactionalSink, TransactionalSink};
+pub use state::{MapWithStateDStream, State, StateSpec, UpdateStateSpec};
 pub use tracker::{
     AllocatedBlocks, BlockHandler, BlockStoreError, MemoryBlockHandler, ReceivedBlockInfo,
     ReceivedBlockTracker, TrackerEvent,

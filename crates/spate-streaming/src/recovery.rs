@@ -66,6 +66,23 @@ pub struct RejectedCheckpoint {
     pub reason: String,
 }
 
+/// One stateful operator's restored state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRestored {
+    /// Operator id.
+    pub operator: u32,
+    /// `update_state_by_key` or `map_with_state`.
+    pub kind: String,
+    /// The batch time the state is as of (its newest data checkpoint), ms.
+    pub time: u64,
+    /// Keys restored.
+    pub keys: u64,
+    /// Objects read (snapshots and deltas over all partitions).
+    pub objects: u64,
+    /// Bytes of those objects.
+    pub bytes: u64,
+}
+
 /// What WAL recovery found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalRecoverySummary {
@@ -113,6 +130,9 @@ pub struct RestartReport {
     pub selections_recovered: u64,
     /// Durable source position per receiver id (where an acknowledged source resumes).
     pub receiver_positions: BTreeMap<u32, u64>,
+    /// State restored per stateful operator.
+    #[serde(default)]
+    pub state: Vec<StateRestored>,
     /// Zero time of the restored grid, ms.
     pub zero_time: Option<u64>,
     /// First timer tick after the restart (the next grid time after "now"), ms.
@@ -145,6 +165,7 @@ impl RestartReport {
             blocks_unallocated: 0,
             selections_recovered: 0,
             receiver_positions: BTreeMap::new(),
+            state: Vec::new(),
             zero_time: None,
             restart_time: None,
             pending_batches: Vec::new(),
@@ -192,6 +213,8 @@ pub(crate) struct RestartPlan {
     pub(crate) pending: Vec<BatchTime>,
     /// Times after the checkpoint that the WAL shows were generated before the crash.
     pub(crate) recorded: BTreeSet<BatchTime>,
+    /// The newest batch whose allocation was cleaned up (its inputs are gone).
+    pub(crate) cleaned_through: Option<BatchTime>,
 }
 
 /// The batches a restart runs (Spark's `JobGenerator.restart`).
@@ -286,11 +309,9 @@ fn archive_wal(dir: &Path, report: &mut RestartReport) -> Result<()> {
     Ok(())
 }
 
-fn wal_segments(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |rd| {
-        rd.filter_map(std::result::Result::ok)
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".wal")))
-            .count()
+fn wal_segments(fs: &dyn spate_io::FileSystem, dir: &Path) -> usize {
+    fs.list(dir).map_or(0, |names| {
+        names.iter().filter(|n| n.ends_with(".wal")).count()
     })
 }
 
@@ -338,8 +359,26 @@ impl StreamingContext {
     /// As [`get_or_create`](Self::get_or_create).
     pub fn get_or_create_with_clock<F>(
         url: &str,
+        conf: StreamingConfig,
+        clock: Arc<dyn Clock>,
+        build: F,
+    ) -> Result<StreamingContext>
+    where
+        F: FnOnce(&StreamingContext) -> Result<()>,
+    {
+        Self::get_or_create_on(url, conf, clock, Arc::new(spate_io::StdFs), build)
+    }
+
+    /// As [`get_or_create_with_clock`](Self::get_or_create_with_clock) with the WAL on `fs` (tests
+    /// pass a [`spate_io::SimFs`] to crash it at any instant; the checkpoint store is unchanged).
+    ///
+    /// # Errors
+    /// As [`get_or_create`](Self::get_or_create).
+    pub fn get_or_create_on<F>(
+        url: &str,
         mut conf: StreamingConfig,
         clock: Arc<dyn Clock>,
+        fs: Arc<dyn spate_io::FileSystem>,
         build: F,
     ) -> Result<StreamingContext>
     where
@@ -392,12 +431,12 @@ impl StreamingContext {
             Err(e) => return Err(ckpt_err(e)),
         };
         report.phases_ms.insert("resolve".into(), ms(t));
-        if resolved.is_none() && wal_segments(&wal) > 0 {
+        if resolved.is_none() && wal_segments(fs.as_ref(), &wal) > 0 {
             if conf.create_on_error {
                 archive_wal(&wal, &mut report)?;
                 report.outcome = RestartOutcome::FreshAfterArchive;
             } else {
-                let records = wal_segments_records(&wal);
+                let records = wal_segments(fs.as_ref(), &wal) as u64;
                 return Err(StreamingError::OrphanWal { dir: wal, records });
             }
         }
@@ -426,7 +465,7 @@ impl StreamingContext {
         // Step 2: build and compare.
         let t = Instant::now();
         let wal_t = Instant::now();
-        let ctx = StreamingContext::with_durability(conf, clock, store, &wal)?;
+        let ctx = StreamingContext::with_durability(conf, clock, store, &wal, fs)?;
         let wal_ms = ms(wal_t);
         build(&ctx)?;
         report.phases_ms.insert("build".into(), ms(t) - wal_ms);
@@ -517,10 +556,6 @@ impl StreamingContext {
             .as_ref()
             .and_then(|d| d.report.lock().clone())
     }
-}
-
-fn wal_segments_records(dir: &Path) -> u64 {
-    wal_segments(dir) as u64
 }
 
 /// Writes the report as JSON beside the checkpoint (best effort: a failure is logged).

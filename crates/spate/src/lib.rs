@@ -13,9 +13,10 @@ pub use spate_types as types;
 pub use spate_streaming::{
     diff, format_print, output_file_name, testing, write_file_atomically, Batch, BatchInfo,
     BatchTime, BlockHandler, BoxError, BuildDescription, Clock, CompatibilityDiff, ConfigError,
-    ContextState, DStream, Data, DurationMs, GraphChange, GraphDescription, GraphDiff, Key,
-    ManualClock, MemoryBlockHandler, MissedBatches, OperatorDescription, OperatorId,
-    OutputOperationInfo, Receiver, ReceiverContext, ReceiverError, ReceiverId, ReceiverInfo,
-    ReplayableSource, RestartOutcome, RestartReport, Result, Selection, SourceError, StoreError,
-    StreamingConfig, StreamingContext, StreamingError, StreamingListener, SystemClock,
+    ContextState, DStream, Data, DurationMs, FileTransactionalSink, GraphChange, GraphDescription,
+    GraphDiff, Key, ManualClock, MapWithStateDStream, MemoryBlockHandler, MissedBatches,
+    OperatorDescription, OperatorId, OutputOperationInfo, Receiver, ReceiverContext, ReceiverError,
+    ReceiverId, ReceiverInfo, ReplayableSource, RestartOutcome, RestartReport, Result, Selection,
+    SourceError, State, StateBackendKind, StateSpec, StoreError, StreamingConfig, StreamingContext,
+    StreamingError, StreamingListener, SystemClock, TransactionalSink, UpdateStateSpec,
 };
