@@ -10,4 +10,5 @@ mod recovery;
 mod sources;
 mod sources_engine;
 mod state;
+mod state_props;
 mod wal;

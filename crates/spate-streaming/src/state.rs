@@ -723,6 +723,16 @@ where
         self.stream.clone()
     }
 
+    /// Sets the data-checkpoint interval (see [`DStream::checkpoint`]), keeping access to
+    /// [`state_snapshots`](Self::state_snapshots).
+    ///
+    /// # Errors
+    /// As [`DStream::checkpoint`].
+    pub fn checkpoint(self, interval: DurationMs) -> Result<Self> {
+        self.stream.checkpoint(interval)?;
+        Ok(self)
+    }
+
     /// Every key's state after each batch (Spark's `stateSnapshots()`).
     ///
     /// # Errors
