@@ -2,6 +2,7 @@
 mod ack_ingest;
 mod checkpoint;
 mod checkpoint_cli;
+mod crash;
 mod engine;
 mod engine_runtime;
 mod feed;
