@@ -1167,3 +1167,43 @@ fn damage_hidden_behind_a_zeroed_range_of_a_sealed_segment_is_still_detected() {
     assert_eq!(report.records(), 27);
     assert_eq!(report.skipped.len(), 1, "{report:?}");
 }
+
+/// Regression (found by the recovery benchmark): a frame ending exactly where the reader's first
+/// read of a sealed segment ends (256 KiB) made the empty remainder look like the end-of-data
+/// marker, so the records after it in that segment were skipped and open failed with `LsnGap`.
+#[test]
+fn a_frame_ending_exactly_at_the_first_read_boundary_does_not_end_a_sealed_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+    let first = (256 << 10) - HEADER_LEN - spate_wal::format::FRAME_HEADER_LEN;
+    {
+        let (wal, _) = Wal::open(
+            Arc::clone(&fs),
+            dir.path(),
+            opts(SyncPolicy::EveryAppend, 300 << 10),
+        )
+        .unwrap();
+        wal.append(1, &vec![7u8; first]).unwrap();
+        wal.append(1, b"second").unwrap();
+        wal.append(1, b"third").unwrap();
+        // Rolls: the first segment is sealed.
+        wal.append(1, &vec![9u8; 100 << 10]).unwrap();
+        wal.append(1, b"fifth").unwrap();
+    }
+    let (wal, report) = Wal::open(
+        Arc::clone(&fs),
+        dir.path(),
+        opts(SyncPolicy::EveryAppend, 300 << 10),
+    )
+    .unwrap();
+    assert!(report.segments.len() >= 2, "{report:?}");
+    let got = replay(&wal, 0);
+    assert_eq!(
+        got.len(),
+        5,
+        "{:?}",
+        got.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(got[1].1, b"second");
+    assert_eq!(got[4].1, b"fifth");
+}

@@ -29,6 +29,9 @@ pub(crate) const KIND_CLEANUP: u8 = 3;
 /// WAL record kind: a replayable source's selection for a batch (step 2).
 pub(crate) const KIND_SELECTED: u8 = 4;
 
+/// Largest WAL record the engine writes or trusts (a block's encoded records plus header), bytes.
+pub(crate) const MAX_BLOCK_BYTES: u32 = 1 << 30;
+
 /// The fixed part of a `Block` record; the codec-encoded records follow it.
 #[derive(Debug, Serialize, Deserialize)]
 struct BlockHeader {
@@ -94,6 +97,9 @@ impl Journal {
         let opts = WalOptions {
             clock,
             segment_bytes,
+            // One record per block, and a block holds everything a receiver stored in one block
+            // interval: at millions of lines/s that exceeds the WAL's 64 MiB default.
+            max_record_bytes: MAX_BLOCK_BYTES,
             ..WalOptions::default()
         };
         let (wal, report) = Wal::open(fs, dir, opts).map_err(wal_err)?;

@@ -437,6 +437,13 @@ impl WalReader {
             }
             let pos = cur.pos;
             let is_last = self.next_segment == self.segments.len();
+            if cur.bytes.len() - pos < 8 && cur.bytes.len() < cur.file_len {
+                // Fewer bytes than a frame's length word are loaded: what follows is unknown, not
+                // an end-of-data marker (a frame may end exactly where the last read ended).
+                let want = (pos + FRAME_HEADER_LEN).max(cur.bytes.len().saturating_mul(2));
+                fill(&cur.file, &cur.path, cur.file_len, &mut cur.bytes, want)?;
+                continue;
+            }
             let decoded = decode_frame(&cur.bytes[pos..], self.max_payload);
             if let Ok(Decoded::Incomplete { needed }) = decoded {
                 if cur.bytes.len() < cur.file_len {
