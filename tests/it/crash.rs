@@ -1027,21 +1027,7 @@ fn corrupt_manifest_and_wal_tail_between_runs_keep_outputs_exact() {
     outputs.check(&job.out, "after run 2 (restored from an older checkpoint)");
 
     // Append garbage to the last WAL segment.
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(ck.join("wal"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    segs.sort();
-    let last = segs.last().expect("a WAL segment");
-    let garbage: Vec<u8> = (0..97).map(|i| 0xA5 ^ (i as u8)).collect();
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(last)
-        .unwrap()
-        .write_all(&garbage)
-        .unwrap();
+    let (last, garbage) = append_wal_garbage(&ck.join("wal"));
 
     // Run 3 (final): reports the truncated tail, ends on idle.
     let p = Proc::spawn(&job.args(&loc, "200ms", &["--idle", "2s"]), &[]);
@@ -1062,12 +1048,64 @@ fn corrupt_manifest_and_wal_tail_between_runs_keep_outputs_exact() {
     );
     outputs.check(&job.out, "after run 3 (torn WAL tail)");
 
+    // Garbage again, and run 4 is SIGKILLed while it starts (WAL open: the torn tail being saved
+    // and truncated); run 5 recovers and ends on idle.
+    append_wal_garbage(&ck.join("wal"));
+    let p = Proc::spawn(&args, &[]);
+    let d = rng.ms(0, 500);
+    std::thread::sleep(d);
+    let err4 = p.kill9();
+    eprintln!("run 4: killed {d:?} after spawn; stderr: {err4:?}");
+    outputs.check(&job.out, &format!("after run 4 (killed {d:?} after spawn)"));
+    let p = Proc::spawn(&job.args(&loc, "200ms", &["--idle", "1s"]), &[]);
+    let (st, err) = p.wait(Duration::from_secs(60), "run 5");
+    assert!(
+        st.success(),
+        "run 5 failed: {st}\n{err}\nrun 4 (killed {d:?} after spawn):\n{err4}"
+    );
+    let r = loc.reports().pop().unwrap();
+    assert_eq!(r["outcome"], "restored", "{r}");
+    outputs.check(&job.out, "after run 5");
+    let torn: Vec<String> = std::fs::read_dir(ck.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".torn-"))
+        .collect();
+    assert_eq!(
+        torn.len(),
+        2,
+        "two torn tails truncated, their bytes kept: {torn:?}\nrun 4 (killed {d:?} after \
+         spawn):\n{err4}\nrun 5:\n{err}"
+    );
+
     let mut want = HashMap::new();
     for t in &parts {
         count_words(t, &mut want);
     }
     assert_counts_equal(&sum_outputs(&job.out).0, &want);
     assert!(outputs.rewritten >= 1, "no batch re-emitted");
+}
+
+/// Appends 97 non-zero bytes to the newest segment of the WAL in `wal` (after its preallocated
+/// zeros: an end-of-data marker followed by garbage, a torn tail); returns it and the bytes.
+fn append_wal_garbage(wal: &Path) -> (PathBuf, Vec<u8>) {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(wal)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    let last = segs.last().expect("a WAL segment").clone();
+    let garbage: Vec<u8> = (0..97).map(|i| 0xA5 ^ (i as u8)).collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap()
+        .write_all(&garbage)
+        .unwrap();
+    (last, garbage)
 }
 
 /// Engine bug (found by these tests): a file moved into `--dir` right after a fresh job printed
