@@ -34,12 +34,20 @@ impl ReplayableSource<(u8, u8)> for Scripted {
         })
     }
     fn read(&self, sel: &Selection) -> Result<Vec<(u8, u8)>, SourceError> {
-        let b: [u8; 8] = sel.data.as_slice().try_into().map_err(|_| SourceError::Invalid {
-            what: "selection",
-            reason: "not 8 bytes".into(),
-        })?;
+        let b: [u8; 8] = sel
+            .data
+            .as_slice()
+            .try_into()
+            .map_err(|_| SourceError::Invalid {
+                what: "selection",
+                reason: "not 8 bytes".into(),
+            })?;
         let k = u64::from_le_bytes(b) as usize;
-        Ok(self.script.get(k.wrapping_sub(1)).cloned().unwrap_or_default())
+        Ok(self
+            .script
+            .get(k.wrapping_sub(1))
+            .cloned()
+            .unwrap_or_default())
     }
     fn position(&self) -> Result<Vec<u8>, SourceError> {
         Ok(self.last.to_le_bytes().to_vec())
@@ -166,7 +174,7 @@ fn run_with_crashes(
                 // Crash while batch `s` may be running: the WAL loses (or tears) unsynced writes
                 // and every later WAL operation of this "process" fails.
                 std::thread::sleep(Duration::from_micros(seed % 3000));
-                sim.crash(if seed % 2 == 0 {
+                sim.crash(if seed.is_multiple_of(2) {
                     CrashMode::DropUnsynced
                 } else {
                     CrashMode::TearUnsynced
@@ -191,10 +199,7 @@ fn run_with_crashes(
 }
 
 fn script_strategy() -> impl Strategy<Value = Vec<Vec<(u8, u8)>>> {
-    prop::collection::vec(
-        prop::collection::vec((0u8..12, 1u8..100), 0..8),
-        4..11,
-    )
+    prop::collection::vec(prop::collection::vec((0u8..12, 1u8..100), 0..8), 4..11)
 }
 
 proptest! {

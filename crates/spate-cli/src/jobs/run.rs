@@ -295,6 +295,12 @@ where
             let r = StreamingContext::get_or_create(&url, cfg, &mut build_in);
             match r {
                 Ok(ctx) => {
+                    // The file source ignores files modified at or before its creation time, in
+                    // whole ms (Spark's newFilesOnly, SPARK-4518's `<=`), and file systems stamp
+                    // mtimes from the kernel's coarse clock, up to a tick (≤ 10 ms) behind: print
+                    // the restart line only once that much has passed, so a file written after
+                    // the line is always new.
+                    wait_past_mtime_granularity();
                     if let Some(rep) = ctx.restart_report() {
                         eprintln!("spate: restart: {}", rep.summary());
                         if let Some(w) = &rep.written_to {
@@ -330,6 +336,21 @@ where
     };
     let stats = stats.ok_or("the job registered no input")?;
     Ok((ctx, stats))
+}
+
+fn wall_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Returns once the wall clock is 20 ms past what it read on entry: more than the lag of the
+/// kernel's coarse clock that stamps file mtimes (one tick, 10 ms at HZ=100).
+fn wait_past_mtime_granularity() {
+    let t = wall_ms();
+    while wall_ms() <= t + 20 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The input lines of the job.
