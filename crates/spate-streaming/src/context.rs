@@ -1222,23 +1222,32 @@ impl Inner {
                 before = before.min(o);
             }
             let zero = self.zero_time.load(Ordering::Acquire);
-            let due: Vec<Arc<dyn crate::state::StatefulOp>> = self
-                .graph
-                .lock()
-                .state_ops
-                .iter()
-                .filter(|op| {
-                    let iv = op.interval().0.max(1);
-                    // Not again for a batch re-run after a restore from its own data checkpoint.
-                    let done = d
-                        .chains
-                        .lock()
-                        .get(&op.operator())
-                        .is_some_and(|c| c.time >= t);
-                    t.0 > zero && (t.0 - zero).is_multiple_of(iv) && !done
-                })
-                .cloned()
-                .collect();
+            // A data checkpoint covers every stateful operator at once (a consistent cut: a
+            // chained operator recomputing from its own older checkpoint must find its parent's
+            // state at the same time), whenever any of them is due.
+            let state_ops = self.graph.lock().state_ops.clone();
+            let on_grid = |op: &Arc<dyn crate::state::StatefulOp>| {
+                t.0 > zero && (t.0 - zero).is_multiple_of(op.slide().0.max(1))
+            };
+            let not_done = |op: &Arc<dyn crate::state::StatefulOp>| {
+                // Not again for a batch re-run after a restore from its own data checkpoint.
+                !d.chains
+                    .lock()
+                    .get(&op.operator())
+                    .is_some_and(|c| c.time >= t)
+            };
+            let any_due = state_ops.iter().any(|op| {
+                t.0 > zero && (t.0 - zero).is_multiple_of(op.interval().0.max(1)) && not_done(op)
+            });
+            let due: Vec<Arc<dyn crate::state::StatefulOp>> = if any_due {
+                state_ops
+                    .iter()
+                    .filter(|op| on_grid(op) && not_done(op))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let r = if due.is_empty() {
                 if let Some(f) = d.state_floor(self.config.batch_interval) {
                     before = before.min(f);

@@ -17,6 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Parses a duration flag (`1s`, `500ms`, `2m`, or plain ms).
+///
+/// # Errors
+/// A one-line message naming the value.
+pub(crate) fn parse_duration_arg(s: &str) -> Result<DurationMs, String> {
+    parse_duration(s)
+}
+
 fn parse_duration(s: &str) -> Result<DurationMs, String> {
     let t = s.trim();
     if let Ok(ms) = t.parse::<u64>() {

@@ -1,10 +1,12 @@
-//! `spate wordcount`: per-batch word counts over a socket or a directory.
+//! `spate wordcount`: word counts over a socket or a directory.
 //!
 //! A word is a maximal run of non-whitespace characters (`str::split_whitespace`, Unicode
-//! whitespace), counted case-sensitively. Each batch's counts are printed (Spark's `print` format)
-//! and, with `--output DIR`, written to `DIR/wordcount-<batch ms>.txt`. The counts are per batch
-//! (stateless, like the Spark harness's stateless run); the stateful, fault-tolerant version comes
-//! with the checkpoint and WAL issues.
+//! whitespace), counted case-sensitively. Without `--checkpoint` the counts are per batch
+//! (stateless, like the Spark harness's stateless run). With `--checkpoint URL` the job keeps a
+//! **running total per word** since its first start (`update_state_by_key`, data-checkpointed),
+//! which survives `kill -9` exactly; `--per-batch` keeps per-batch counts with a checkpoint. Each
+//! batch's result is printed (Spark's `print` format) and, with `--output DIR`, written to
+//! `DIR/wordcount-<batch ms>.txt` (the running totals: every word seen so far).
 
 use super::run::{self, JobArgs};
 use clap::Args;
@@ -14,10 +16,19 @@ use clap::Args;
 pub(crate) struct WordcountArgs {
     #[command(flatten)]
     job: JobArgs,
+    /// With --checkpoint: per-batch counts instead of running totals.
+    #[arg(long)]
+    per_batch: bool,
+    /// Data-checkpoint interval of the running totals (default: the smallest multiple of --batch
+    /// at least 10 s, Spark's rule for updateStateByKey).
+    #[arg(long, value_parser = super::run::parse_duration_arg)]
+    state_checkpoint: Option<spate_streaming::DurationMs>,
 }
 
 /// Runs `spate wordcount`.
 pub(crate) fn run(args: WordcountArgs) -> Result<(), String> {
+    let per_batch = args.per_batch || args.job.checkpoint.is_none();
+    let state_checkpoint = args.state_checkpoint;
     let args = args.job;
     let (ctx, stats) = run::context(&args, "wordcount", |ctx| {
         let (lines, stats) = run::input(ctx, &args)?;
@@ -30,7 +41,20 @@ pub(crate) fn run(args: WordcountArgs) -> Result<(), String> {
             .and_then(|p| p.reduce_by_key(|a, b| a + b))
             .and_then(|c| c.name("counts"))
             .map_err(|e| e.to_string())?;
-        run::outputs(&counts, &args, "wordcount")?;
+        if per_batch {
+            run::outputs(&counts, &args, "wordcount")?;
+        } else {
+            let mut totals = counts
+                .update_state_by_key(|new: &[u64], old: Option<u64>| {
+                    Some(old.unwrap_or(0) + new.iter().sum::<u64>())
+                })
+                .and_then(|t| t.name("totals"))
+                .map_err(|e| e.to_string())?;
+            if let Some(i) = state_checkpoint {
+                totals = totals.checkpoint(i).map_err(|e| e.to_string())?;
+            }
+            run::outputs(&totals, &args, "wordcount")?;
+        }
         Ok(stats)
     })?;
     if let Some(file) = &args.describe {
