@@ -1231,10 +1231,10 @@ impl Inner {
             };
             let not_done = |op: &Arc<dyn crate::state::StatefulOp>| {
                 // Not again for a batch re-run after a restore from its own data checkpoint.
-                !d.chains
+                d.chains
                     .lock()
                     .get(&op.operator())
-                    .is_some_and(|c| c.time >= t)
+                    .is_none_or(|c| c.time < t)
             };
             let any_due = state_ops.iter().any(|op| {
                 t.0 > zero && (t.0 - zero).is_multiple_of(op.interval().0.max(1)) && not_done(op)
