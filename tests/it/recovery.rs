@@ -696,7 +696,8 @@ fn a_failed_metadata_checkpoint_surfaces() {
     advance_and_wait(&ctx, &clock, BatchTime(1000)).unwrap();
     // Make every further manifest write fail: `manifests` becomes a plain file.
     let m = dir.path().join("ckpt/manifests");
-    std::fs::remove_dir_all(&m).unwrap();
+    // Renamed away atomically (a writer may be putting a temp file into it right now).
+    std::fs::rename(&m, dir.path().join("ckpt/manifests.old")).unwrap();
     std::fs::write(&m, b"not a directory").unwrap();
     clock.set_time(2000);
     let err = match ctx.await_termination_timeout(std::time::Duration::from_secs(30)) {

@@ -414,3 +414,65 @@ fn chained_stateful_operators_restore_consistently() {
         assert_eq!(*out.lock(), *expected.lock(), "restart after batch {k}");
     }
 }
+
+/// Exactly-once outputs: `save_as_text_files` re-emits byte-identical files for re-run batches,
+/// and a `TransactionalSink` (the file implementation, whose ledger is its committed directories)
+/// commits every batch exactly once across restarts — a re-run of a committed batch is skipped.
+#[test]
+fn outputs_are_identical_or_exactly_once_across_restarts() {
+    let _g = context_lock();
+    fn out_app(ctx: &StreamingContext, dir: &std::path::Path) -> spate::Result<()> {
+        let words = ctx.replayable_stream(Words::default())?;
+        let totals = words
+            .map(|w: String| (w, 1u64))?
+            .update_state_by_key(|vals: &[u64], old: Option<u64>| {
+                Some(old.unwrap_or(0) + vals.iter().sum::<u64>())
+            })?
+            .checkpoint(DurationMs(3000))?
+            .map(|(w, n)| format!("{w} {n}"))?;
+        totals.save_as_text_files(dir.join("text/totals").display().to_string(), "txt")?;
+        totals.transactional_output(spate::FileTransactionalSink::new(dir.join("tx"), "totals"))?;
+        Ok(())
+    }
+    let base = tempfile::tempdir().unwrap();
+    run(&url(&base), conf(StateBackendKind::Memory), 0, N, |c| {
+        out_app(c, base.path())
+    });
+    let listing = |d: &std::path::Path| -> BTreeMap<String, Vec<u8>> {
+        walk(d)
+            .into_iter()
+            .map(|p| {
+                (
+                    p.strip_prefix(d).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let want_text = listing(&base.path().join("text"));
+    let want_tx = listing(&base.path().join("tx"));
+    assert_eq!(want_text.len() as u64, N);
+    for k in [2u64, 5, 9] {
+        let dir = tempfile::tempdir().unwrap();
+        run(&url(&dir), conf(StateBackendKind::Memory), 0, k, |c| {
+            out_app(c, dir.path())
+        });
+        let sink = spate::FileTransactionalSink::new(dir.path().join("tx"), "totals");
+        let committed_before = sink.committed_batches().unwrap();
+        let ctx = run(&url(&dir), conf(StateBackendKind::Memory), k, N, |c| {
+            out_app(c, dir.path())
+        });
+        // The re-run checkpoint batch was already committed: skipped, not committed twice.
+        let r = ctx.restart_report().unwrap();
+        assert!(r.batches_rescheduled.contains(&(k * 1000)), "{r:?}");
+        assert!(committed_before.contains(&BatchTime(k * 1000)));
+        assert_eq!(
+            listing(&dir.path().join("text")),
+            want_text,
+            "text files, restart after {k}"
+        );
+        let mut got_tx = listing(&dir.path().join("tx"));
+        got_tx.retain(|name, _| !name.starts_with("_staging"));
+        assert_eq!(got_tx, want_tx, "transactional output, restart after {k}");
+    }
+}

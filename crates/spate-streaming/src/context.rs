@@ -28,6 +28,11 @@ const POLL: Duration = Duration::from_millis(20);
 /// The process-wide active context (Spark allows one active `StreamingContext` per JVM).
 static ACTIVE: Mutex<Option<String>> = parking_lot::const_mutex(None);
 
+/// Forgets the active context's registration (tests only: see `testing::context_lock`).
+pub(crate) fn clear_active_registration() {
+    *ACTIVE.lock() = None;
+}
+
 /// Lifecycle state of a context (Spark's `StreamingContextState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContextState {

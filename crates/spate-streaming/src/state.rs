@@ -143,7 +143,8 @@ where
         (a != u64::MAX).then_some(BatchTime(a))
     }
 
-    /// The whole state as a batch (partition `p` = backend `p`).
+    /// The whole state as a batch (partition `p` = backend `p`), each partition in the canonical
+    /// key order ([`sort_canonical`]) so a batch re-run after a restore emits it identically.
     fn snapshot_batch(&self) -> Result<Batch<(K, S)>> {
         let bs = self.backends();
         let parts: Result<Vec<Vec<(K, S)>>> = bs
@@ -153,6 +154,7 @@ where
                 let mut v = Vec::with_capacity(usize::try_from(b.len()).unwrap_or(0));
                 b.for_each(&mut |k, s| v.push((k.clone(), s.clone())))
                     .map_err(|e| state_err(self.id(), e))?;
+                sort_canonical(&mut v);
                 Ok(v)
             })
             .collect();
@@ -336,6 +338,28 @@ where
         *last.lock() = Some((t, b.clone()));
     }
     Ok(out)
+}
+
+/// Sorts entries into a canonical order that depends only on the keys: by a fixed-seed hash of the
+/// key, ties broken by the key's encoding. A hash map's iteration order depends on its insertion
+/// history, which a restore changes; this order does not, and costs one `u64` sort.
+fn sort_canonical<K: Key + Serialize, X>(v: &mut Vec<(K, X)>) {
+    use std::hash::Hasher;
+    let h = |k: &K| {
+        let mut s = rustc_hash::FxHasher::default();
+        s.write_u64(0x5370_6174_6553_7461); // "SpateSta"
+        std::hash::Hash::hash(k, &mut s);
+        s.finish()
+    };
+    let mut keyed: Vec<(u64, (K, X))> = v.drain(..).map(|e| (h(&e.0), e)).collect();
+    keyed.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| {
+            spate_types::codec::encode(&a.1 .0)
+                .unwrap_or_default()
+                .cmp(&spate_types::codec::encode(&b.1 .0).unwrap_or_default())
+        })
+    });
+    v.extend(keyed.into_iter().map(|(_, e)| e));
 }
 
 /// Groups a batch of pairs by key into `n` partitions, keeping arrival order within a partition
@@ -986,18 +1010,24 @@ where
                             }
                             if let Some(idle) = timeout {
                                 let threshold = bt.0.saturating_sub(idle.0);
+                                let mut expired: Vec<(K, S)> = Vec::new();
                                 b.update_all_with(&mut |k, (s, last)| {
                                     if last < threshold && !touched.contains(k) {
-                                        let mut st = State::new(Some(s), true);
-                                        if let Some(m) = func(bt, k, None, &mut st) {
-                                            out.push(m);
-                                        }
+                                        expired.push((k.clone(), s));
                                         Update::Removed
                                     } else {
                                         Update::Unchanged((s, last))
                                     }
                                 })
                                 .map_err(|e| state_err(opid, e))?;
+                                // Final calls in the canonical key order (deterministic output).
+                                sort_canonical(&mut expired);
+                                for (k, s) in expired {
+                                    let mut st = State::new(Some(s), true);
+                                    if let Some(m) = func(bt, &k, None, &mut st) {
+                                        out.push(m);
+                                    }
+                                }
                             }
                             Ok(out)
                         })

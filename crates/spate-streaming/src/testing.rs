@@ -32,8 +32,14 @@ static CONTEXT_LOCK: Mutex<()> = parking_lot::const_mutex(());
 
 /// Serialises in-process tests that start a context (only one context may be active per
 /// process). Hold the guard for the whole life of the context.
+///
+/// A test that panicked while its context was active leaves the process-wide "active context"
+/// registration behind; taking the lock clears it, so one failure does not fail every later test
+/// with `AnotherContextActive` (the leaked context's threads may still run; they share nothing).
 pub fn context_lock() -> MutexGuard<'static, ()> {
-    CONTEXT_LOCK.lock()
+    let g = CONTEXT_LOCK.lock();
+    crate::context::clear_active_registration();
+    g
 }
 
 /// A config for deterministic tests: the given batch interval, 2 worker threads, 2 partitions.
