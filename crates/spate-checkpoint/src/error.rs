@@ -262,6 +262,28 @@ impl CheckpointError {
         }
     }
 
+    /// The error a fail point site returns for `return(arg)` (`docs/failpoints.md`): a
+    /// [`CheckpointError::Store`] with op `"failpoint"` whose source (`object_store::Error::Generic`,
+    /// store `"failpoint"`) names the fail point; `indeterminate` when the step before it may have
+    /// taken effect.
+    #[cfg(feature = "failpoints")]
+    #[must_use]
+    pub fn failpoint(name: &str, object: &str, arg: &str, indeterminate: bool) -> Self {
+        CheckpointError::Store {
+            op: "failpoint",
+            object: object.to_owned(),
+            determinacy: if indeterminate {
+                Determinacy::Indeterminate
+            } else {
+                Determinacy::Determinate
+            },
+            source: object_store::Error::Generic {
+                store: "failpoint",
+                source: Box::new(spate_types::failpoints::io_error(name, arg)),
+            },
+        }
+    }
+
     /// Whether retrying the same request may succeed (timeouts and generic server/connection errors).
     #[must_use]
     pub fn is_transient(&self) -> bool {

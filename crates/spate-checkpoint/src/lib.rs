@@ -64,3 +64,9 @@ pub use store::{
     Resolved, RetryPolicy, S3Options, StoreOptions, VerifyLevel,
 };
 pub use writer::{BlockingCheckpointStore, CheckpointWriter, CommitTicket, WriterConfig};
+
+/// `true` only in the **deliberately broken, test-only** build with the
+/// `chaos-broken-manifest-first` feature: a commit then publishes the manifest before writing its
+/// data objects (a crash in between leaves a manifest whose objects are missing). The chaos
+/// harness's oracle self-test uses it; never ship such a build.
+pub const CHAOS_BROKEN_MANIFEST_FIRST: bool = cfg!(feature = "chaos-broken-manifest-first");

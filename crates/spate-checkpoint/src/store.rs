@@ -750,6 +750,9 @@ impl CheckpointStore {
         let (manifests, data): (Vec<&str>, Vec<&str>) =
             plan.deletions().partition(|p| p.starts_with("manifests/"));
         for p in manifests.into_iter().chain(data) {
+            spate_types::spate_fail!("checkpoint::gc::delete::before", |a| Err(
+                CheckpointError::failpoint("checkpoint::gc::delete::before", p, &a, false)
+            ));
             self.delete(p).await?;
         }
         Ok(plan)
@@ -1124,6 +1127,9 @@ impl CheckpointStore {
 
     /// Fails with [`CheckpointError::Fenced`] if a generation newer than `ours` has been claimed.
     async fn check_fence(&self, ours: Generation, published: bool) -> Result<()> {
+        spate_types::spate_fail!("checkpoint::fence::check", |a| Err(
+            CheckpointError::failpoint("checkpoint::fence::check", GENERATIONS, &a, false)
+        ));
         let offset = self.full(&CheckpointPaths::floor(ours));
         let prefix = self.full(GENERATIONS);
         let newer: Vec<object_store::ObjectMeta> = self
@@ -1347,16 +1353,18 @@ impl Committer {
         self.store.check_fence(self.generation, false).await?;
         let key = self.next_key(draft.batch_time);
         let mut objects = draft.carried_objects;
+        // Test-only broken build: data objects are written after the manifest (below).
+        #[cfg(feature = "chaos-broken-manifest-first")]
+        let mut deferred: Vec<(String, Bytes)> = Vec::new();
         for (label, payload) in draft.new_objects {
             let rel = CheckpointPaths::data(key, &label);
             let crc32 = crc32fast::hash(&payload);
             let env = Bytes::from(envelope::encode(ObjectKind::Data, &payload));
             let size = env.len() as u64;
-            if !self.store.create(&rel, env).await? {
-                return Err(CheckpointError::InvalidArgument(format!(
-                    "data object {rel} already exists with other contents"
-                )));
-            }
+            #[cfg(feature = "chaos-broken-manifest-first")]
+            deferred.push((rel.clone(), env));
+            #[cfg(not(feature = "chaos-broken-manifest-first"))]
+            self.put_data_object(&rel, env).await?;
             objects.push(DataObjectRef {
                 path: rel,
                 size,
@@ -1384,9 +1392,19 @@ impl Committer {
         // The key is consumed whatever happens next: a retry uses a fresh name.
         self.last = Some(key);
         self.min_time = key.time;
+        spate_types::spate_fail!("checkpoint::manifest::put::before", |a| Err(
+            CheckpointError::failpoint("checkpoint::manifest::put::before", &rel, &a, false)
+        ));
         let created = self.store.create(&rel, bytes).await?;
         if !created {
             return Ok(Err(AlreadyPublished::Different { manifest: rel }));
+        }
+        spate_types::spate_fail!("checkpoint::manifest::put::after", |a| Err(
+            CheckpointError::failpoint("checkpoint::manifest::put::after", &rel, &a, true)
+        ));
+        #[cfg(feature = "chaos-broken-manifest-first")]
+        for (rel, env) in deferred {
+            self.put_data_object(&rel, env).await?;
         }
         // The manifest is published: a failure to check the fence now cannot say "not committed".
         self.store
@@ -1394,5 +1412,21 @@ impl Committer {
             .await
             .map_err(CheckpointError::into_indeterminate)?;
         Ok(Ok(manifest))
+    }
+
+    /// Writes one new data object of a commit (conditional create; the name must be new).
+    async fn put_data_object(&self, rel: &str, env: Bytes) -> Result<()> {
+        spate_types::spate_fail!("checkpoint::data::put::before", |a| Err(
+            CheckpointError::failpoint("checkpoint::data::put::before", rel, &a, false)
+        ));
+        if !self.store.create(rel, env).await? {
+            return Err(CheckpointError::InvalidArgument(format!(
+                "data object {rel} already exists with other contents"
+            )));
+        }
+        spate_types::spate_fail!("checkpoint::data::put::after", |a| Err(
+            CheckpointError::failpoint("checkpoint::data::put::after", rel, &a, false)
+        ));
+        Ok(())
     }
 }

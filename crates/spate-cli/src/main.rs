@@ -10,6 +10,7 @@ mod jobs;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod failpoints;
 mod wal;
 
 /// spate — fault-tolerant micro-batch stream processing.
@@ -25,7 +26,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print version and format information.
-    Info,
+    Info {
+        /// List every named fail point instead (name, crate, description; tab-separated), and
+        /// whether this build compiled them in (`spate-cli/failpoints` feature).
+        #[arg(long)]
+        failpoints: bool,
+    },
     /// Inspect a write-ahead log directory (`dump`, `verify`).
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -44,10 +50,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(code) = failpoints::setup() {
+        return code;
+    }
     match cli.command {
         Command::Wal(cmd) => wal::run(cmd),
         Command::Checkpoint(cmd) => checkpoint::run(cmd),
-        Command::Info => {
+        Command::Info { failpoints: true } => failpoints::list(),
+        Command::Info { failpoints: false } => {
             println!(
                 "spate {} (wal format {}, checkpoint format {}, codec {})",
                 env!("CARGO_PKG_VERSION"),

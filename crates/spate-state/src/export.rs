@@ -29,6 +29,13 @@ where
     S: Serialize,
     B: StateBackend<K, S> + ?Sized,
 {
+    spate_types::spate_fail!("state::snapshot::encode::before", |a| Err(
+        crate::StateError::Io {
+            op: "failpoint",
+            path: std::path::PathBuf::from("state::snapshot::encode::before"),
+            source: spate_types::failpoints::io_error("state::snapshot::encode::before", &a),
+        }
+    ));
     // Collect (key, value) bytes in one buffer, sort by key, write.
     let mut buf: Vec<u8> = Vec::new();
     let mut idx: Vec<(usize, usize, usize)> = Vec::with_capacity(backend.len() as usize);
@@ -59,6 +66,13 @@ pub fn export_delta<K, S: Serialize>(
     time: BatchTime,
     base: BatchTime,
 ) -> Result<Vec<u8>> {
+    spate_types::spate_fail!("state::delta::encode::before", |a| Err(
+        crate::StateError::Io {
+            op: "failpoint",
+            path: std::path::PathBuf::from("state::delta::encode::before"),
+            source: spate_types::failpoints::io_error("state::delta::encode::before", &a),
+        }
+    ));
     let mut w = ObjectWriter::delta(CODEC_BINCODE2, operator, partition, time, base)?;
     for c in &changes.entries {
         match &c.value {

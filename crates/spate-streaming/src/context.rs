@@ -1135,7 +1135,14 @@ impl Inner {
             };
             self.bus.post(Event::OutputStarted(oi.clone()));
             let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.pool.install(|| (op.run)(time))
+                spate_types::spate_fail!("engine::job::run::before", |a| Err(
+                    spate_types::failpoints::message("engine::job::run::before", &a)
+                ));
+                let r = self.pool.install(|| (op.run)(time));
+                spate_types::spate_fail!("engine::job::run::after", |a| Err(
+                    spate_types::failpoints::message("engine::job::run::after", &a)
+                ));
+                r
             }));
             let failure = match res {
                 Ok(Ok(())) => None,
@@ -1172,8 +1179,14 @@ impl Inner {
         let mut tr = self.tracker.lock();
         if let Some(e) = tr.plan_allocation(t) {
             if let Some(d) = self.durability.as_ref().filter(|d| d.logs_allocations()) {
+                spate_types::spate_fail!("engine::allocate::before", |a| Err(d
+                    .journal
+                    .failpoint("engine::allocate::before", &a)));
                 let lsn = d.journal.append_event(&e)?;
                 d.note_batch_lsn(t, lsn);
+                spate_types::spate_fail!("engine::allocate::after", |a| Err(d
+                    .journal
+                    .failpoint("engine::allocate::after", &a)));
             }
             tr.apply(&e);
         }
@@ -1200,6 +1213,15 @@ impl Inner {
         let zero = BatchTime(self.zero_time.load(Ordering::Acquire));
         let positions = self.source_positions()?;
         let draft = d.draft(kind, t, zero, self.config.batch_interval, positions);
+        if kind == CheckpointKind::Generated {
+            spate_types::spate_fail!("engine::checkpoint::generated::submit", |a| Err(
+                d.failpoint("engine::checkpoint::generated::submit", &a, false)
+            ));
+        } else {
+            spate_types::spate_fail!("engine::checkpoint::completed::submit", |a| Err(
+                d.failpoint("engine::checkpoint::completed::submit", &a, false)
+            ));
+        }
         d.submit(draft, cleanup_before)
     }
 
@@ -1353,7 +1375,13 @@ impl Inner {
         );
         draft.carried_objects = carried;
         draft.new_objects = new_objects;
+        spate_types::spate_fail!("engine::checkpoint::data::commit::before", |a| Err(
+            d.failpoint("engine::checkpoint::data::commit::before", &a, false)
+        ));
         let m = d.commit_now(draft)?;
+        spate_types::spate_fail!("engine::checkpoint::data::commit::after", |a| Err(
+            d.failpoint("engine::checkpoint::data::commit::after", &a, true)
+        ));
         d.set_chains_from(&m)?;
         tracing::debug!(
             time = t.0,

@@ -194,6 +194,17 @@ impl Durability {
         d
     }
 
+    /// The error of an engine checkpoint fail point site (`docs/failpoints.md`).
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn failpoint(&self, name: &str, arg: &str, indeterminate: bool) -> StreamingError {
+        self.ckpt_err(spate_checkpoint::CheckpointError::failpoint(
+            name,
+            "",
+            arg,
+            indeterminate,
+        ))
+    }
+
     /// Submits a draft to the async writer; the waiter thread handles the outcome.
     pub(crate) fn submit(
         &self,
@@ -262,6 +273,9 @@ impl Durability {
         tracker: &Mutex<ReceivedBlockTracker>,
         before: BatchTime,
     ) -> Result<Vec<ReceivedBlockInfo>> {
+        spate_types::spate_fail!("engine::cleanup::before", |a| Err(self
+            .journal
+            .failpoint("engine::cleanup::before", &a)));
         let mut removed = Vec::new();
         let bound = {
             let mut tr = tracker.lock();

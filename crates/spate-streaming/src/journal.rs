@@ -177,6 +177,15 @@ impl Journal {
         }
     }
 
+    /// The error of a fail point site (`docs/failpoints.md`): a WAL I/O error naming the point.
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn failpoint(&self, name: &str, arg: &str) -> StreamingError {
+        self.err(spate_wal::WalError::Io {
+            path: self.dir.clone(),
+            source: spate_types::failpoints::io_error(name, arg),
+        })
+    }
+
     /// Appends and syncs a block record (step 1).
     fn append_block(
         &self,
@@ -199,10 +208,16 @@ impl Journal {
         );
         payload.extend_from_slice(&header);
         payload.extend_from_slice(data);
+        spate_types::spate_fail!("engine::block::store::before", |a| Err(
+            self.failpoint("engine::block::store::before", &a)
+        ));
         let h = self
             .wal
             .append_with_handle(KIND_BLOCK, &payload)
             .map_err(|e| self.err(e))?;
+        spate_types::spate_fail!("engine::block::store::after", |a| Err(
+            self.failpoint("engine::block::store::after", &a)
+        ));
         Ok(ReceivedBlockInfo {
             block,
             num_records,
@@ -242,6 +257,9 @@ impl Journal {
 
     /// Appends and syncs a selection record, returning its LSN.
     pub(crate) fn append_selection(&self, op: OperatorId, sel: &Selection) -> Result<Lsn> {
+        spate_types::spate_fail!("engine::selection::before", |a| Err(
+            self.failpoint("engine::selection::before", &a)
+        ));
         let payload = spate_types::codec::encode(&(op, sel))
             .map_err(|e| StreamingError::spawn("selection encoding", e))?;
         self.wal

@@ -12,9 +12,13 @@
 //!   (bincode 2.0.1, pinned: 3.0.0 is a `compile_error!` tombstone). Every decode is size-limited so a
 //!   corrupt length prefix can never make spate allocate gigabytes.
 //!
+//! * **fail points** ([`failpoints`]) — the list of every named fail point and the
+//!   [`spate_fail!`] site macro (a no-op unless the calling crate's `failpoints` feature is on).
+//!
 //! Nothing in this crate performs I/O.
 
 pub mod codec;
+pub mod failpoints;
 pub mod format;
 mod ids;
 mod time;

@@ -81,3 +81,8 @@ pub use reader::{
     WalReader,
 };
 pub use wal::{SyncPolicy, Wal, WalOptions};
+
+/// `true` only in the **deliberately broken, test-only** build with the `chaos-broken-skip-sync`
+/// feature: group commit then skips `fdatasync` but reports success (acknowledged records are lost
+/// on power loss). The chaos harness's oracle self-test uses it; never ship such a build.
+pub const CHAOS_BROKEN_SKIP_SYNC: bool = cfg!(feature = "chaos-broken-skip-sync");

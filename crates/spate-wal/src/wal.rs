@@ -318,6 +318,10 @@ impl Wal {
     }
 
     fn enqueue(&self, kind: u8, payload: &[u8], time_ms: u64) -> Result<RecordHandle, WalError> {
+        spate_types::spate_fail!("wal::append::before", |a| Err(WalError::io(
+            &self.inner.dir,
+            spate_types::failpoints::io_error("wal::append::before", &a)
+        )));
         if kind == 0 {
             return Err(WalError::ReservedKind);
         }
@@ -586,6 +590,10 @@ impl Wal {
                 if Some(first) == active || !synced || !removable(&st, first, meta) {
                     break;
                 }
+                spate_types::spate_fail!("wal::truncate::before", |a| Err(WalError::io(
+                    &meta.path,
+                    spate_types::failpoints::io_error("wal::truncate::before", &a)
+                )));
                 let meta = st.segments.remove(&first).expect("listed");
                 meta.path
             };
@@ -712,7 +720,7 @@ impl Inner {
             mark_sync_point(&mut chunk.bytes);
             if current.as_ref().is_none_or(|(s, _)| *s != chunk.segment) {
                 if let Some((s, f)) = current.take() {
-                    if dirty {
+                    if dirty && !SKIP_SYNC {
                         // Seal the old segment: a non-last segment is always fully durable.
                         f.sync_data()
                             .map_err(|e| WalError::io(self.seg_path(s), e))?;
@@ -722,14 +730,32 @@ impl Inner {
                 *current = Some((chunk.segment, f));
             }
             let (s, f) = current.as_ref().expect("set");
+            spate_types::spate_fail!("wal::write::before", |a| Err(WalError::io(
+                self.seg_path(*s),
+                spate_types::failpoints::io_error("wal::write::before", &a)
+            )));
             f.write_all_at(chunk.offset, &chunk.bytes)
                 .map_err(|e| WalError::io(self.seg_path(*s), e))?;
+            spate_types::spate_fail!("wal::write::after", |a| Err(WalError::io(
+                self.seg_path(*s),
+                spate_types::failpoints::io_error("wal::write::after", &a)
+            )));
             dirty = true;
         }
         if dirty {
             let (s, f) = current.as_ref().expect("written");
-            f.sync_data()
-                .map_err(|e| WalError::io(self.seg_path(*s), e))?;
+            spate_types::spate_fail!("wal::sync::before", |a| Err(WalError::io(
+                self.seg_path(*s),
+                spate_types::failpoints::io_error("wal::sync::before", &a)
+            )));
+            if !SKIP_SYNC {
+                f.sync_data()
+                    .map_err(|e| WalError::io(self.seg_path(*s), e))?;
+            }
+            spate_types::spate_fail!("wal::sync::after", |a| Err(WalError::io(
+                self.seg_path(*s),
+                spate_types::failpoints::io_error("wal::sync::after", &a)
+            )));
         }
         Ok(())
     }
@@ -742,6 +768,10 @@ impl Inner {
     /// rename, `fsync` of the directory. A segment file name therefore always has a full header.
     fn create_segment(&self, first_lsn: u64, created_ms: u64) -> Result<SharedFile, WalError> {
         let path = self.seg_path(first_lsn);
+        spate_types::spate_fail!("wal::roll::before", |a| Err(WalError::io(
+            &path,
+            spate_types::failpoints::io_error("wal::roll::before", &a)
+        )));
         let tmp = self.dir.join(format!("{first_lsn:020}{TEMP_SUFFIX}"));
         let fs = &self.fs;
         let _ = fs.remove(&tmp);
@@ -759,6 +789,11 @@ impl Inner {
         Ok(f)
     }
 }
+
+/// **Test-only broken build** (`chaos-broken-skip-sync`): group commit skips its `fdatasync` calls
+/// but reports success, so acknowledged records are lost when un-synced data is dropped (power
+/// loss, `SimFs::crash`). Exists only so the chaos harness can prove its oracle catches it.
+const SKIP_SYNC: bool = crate::CHAOS_BROKEN_SKIP_SYNC;
 
 fn background_sync(inner: &Inner) {
     let (interval, bytes) = match inner.opts.sync_policy {
