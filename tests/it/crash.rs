@@ -1181,12 +1181,55 @@ fn newest_totals(dir: &Path) -> (HashMap<String, u64>, String) {
 fn stateful_wordcount_survives_20_sigkills_with_exact_totals() {
     let (mut rng, _note) = seeded("stateful_wordcount_survives_20_sigkills_with_exact_totals");
     let work = tempfile::tempdir().unwrap();
-    let root = work.path();
-    let loc = Location::local(&root.join("ck"));
+    let loc = Location::local(&work.path().join("ck"));
+    stateful_wordcount_scenario(&mut rng, work.path(), &loc, 20, 40);
+}
+
+/// The same on an S3 checkpoint (s3s-fs on 127.0.0.1), with the WAL and the sled state directory
+/// on local disk, killed 5 times.
+#[test]
+fn stateful_wordcount_on_s3_survives_sigkills_with_exact_totals() {
+    let Some(srv) =
+        spate_tests::s3::s3sfs("stateful_wordcount_on_s3_survives_sigkills_with_exact_totals")
+    else {
+        return;
+    };
+    let (mut rng, _note) = seeded("stateful_wordcount_on_s3_survives_sigkills_with_exact_totals");
+    let work = tempfile::tempdir().unwrap();
+    let mut envs = vec![
+        ("AWS_ENDPOINT".into(), srv.endpoint.clone()),
+        ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), srv.access_key.clone()),
+        ("AWS_SECRET_ACCESS_KEY".into(), srv.secret_key.clone()),
+    ];
+    envs.push((
+        "SPATE_WAL_DIR".into(),
+        work.path().join("wal").display().to_string(),
+    ));
+    envs.push((
+        "SPATE_STATE_DIR".into(),
+        work.path().join("state").display().to_string(),
+    ));
+    let loc = Location {
+        url: srv.url(&spate_tests::s3::unique_prefix("stateful")),
+        opts: srv.options(),
+        envs,
+        store: None,
+    };
+    stateful_wordcount_scenario(&mut rng, work.path(), &loc, 5, 16);
+}
+
+fn stateful_wordcount_scenario(
+    rng: &mut Rng,
+    root: &Path,
+    loc: &Location,
+    kills: usize,
+    files: usize,
+) {
     let job = Arc::new(DirJob::new(root, None));
-    let files = 40usize;
     let corpus = gen_corpus(root, 60 * files as u64, rng.range(1, 1_000_000));
-    let parts = chunks(&corpus, files, &mut rng);
+    let parts = chunks(&corpus, files, rng);
     let args = |extra: &[&str]| {
         let mut a = os(&["wordcount", "--dir"]);
         a.push(job.input.clone().into());
@@ -1212,13 +1255,14 @@ fn stateful_wordcount_survives_20_sigkills_with_exact_totals() {
         } else {
             "sled"
         };
-        vec![("SPATE_STATE_BACKEND".to_owned(), b.to_owned())]
+        let mut e = vec![("SPATE_STATE_BACKEND".to_owned(), b.to_owned())];
+        e.extend(loc.envs.iter().cloned());
+        e
     };
-    let kills = 20;
     let mut mover = None;
     let mut log = Vec::new();
     for k in 0..kills {
-        let env = backend_env(&mut rng);
+        let env = backend_env(rng);
         let p = Proc::spawn(&args(&[]), &env);
         if k > 0 && rng.range(0, 5) == 0 {
             let d = rng.ms(0, 400);
@@ -1248,7 +1292,7 @@ fn stateful_wordcount_survives_20_sigkills_with_exact_totals() {
         ));
     }
     mover.expect("mover started").join().unwrap();
-    let env = backend_env(&mut rng);
+    let env = backend_env(rng);
     let p = Proc::spawn(&args(&["--idle", "2s"]), &env);
     p.wait_restarted("final run");
     let (st, err) = p.wait(Duration::from_secs(120), "final run");
