@@ -440,6 +440,16 @@ impl StreamingContext {
                     .into(),
             });
         }
+        if self.inner.config.concurrent_jobs > 1 {
+            return Err(StreamingError::InvalidArgument {
+                kind: first.kind(),
+                reason: format!(
+                    "stateful operators need batches applied in order: concurrent_jobs must be 1 \
+                     (is {})",
+                    self.inner.config.concurrent_jobs
+                ),
+            });
+        }
         for op in &ops {
             let iv = op
                 .requested_interval()
