@@ -3,6 +3,7 @@
 //! Every subcommand answers bad input (missing paths, damaged files, unreachable stores) with a
 //! one-line error on stderr and a non-zero exit code; it never panics on input.
 
+mod chaos;
 mod checkpoint;
 mod feed;
 mod jobs;
@@ -46,6 +47,9 @@ enum Command {
     Wordcount(jobs::wordcount::WordcountArgs),
     /// Clicks per device type over a sliding window (malformed lines counted, never fatal).
     Clicks(jobs::clicks::ClicksArgs),
+    /// Crash testing: kill a streaming program many times and check exactly-once results.
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
 }
 
 fn main() -> ExitCode {
@@ -71,5 +75,6 @@ fn main() -> ExitCode {
         Command::Gen(args) => jobs::report(jobs::gen::run(args)),
         Command::Wordcount(args) => jobs::report(jobs::wordcount::run(args)),
         Command::Clicks(args) => jobs::report(jobs::clicks::run(args)),
+        Command::Chaos(cmd) => chaos::run(cmd),
     }
 }

@@ -1,0 +1,287 @@
+//! `spate chaos run`: the crash-testing harness (`spate-chaos`) from the command line.
+//!
+//! Exit codes: 0 when the oracle found nothing wrong, 1 when it found something (the report says
+//! what, and the command that reproduces it), 2 when the harness itself could not run (bad flags,
+//! directories, corpus generation).
+
+use clap::{Args, Subcommand};
+use spate_chaos::schedule::{Disturbance, ScheduleParams};
+use spate_chaos::{ChaosConfig, Program};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `spate chaos` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChaosCommand {
+    /// Kill a streaming program many times (SIGKILL at seeded instants, fail points) while it
+    /// consumes a seeded input, restart it each time, and check the result is exactly once.
+    Run(Box<RunArgs>),
+    /// Print the fail points `--failpoints all` arms, one per line.
+    Failpoints,
+}
+
+/// `spate chaos run` arguments.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// SIGKILL cycles.
+    #[arg(long, default_value_t = 30)]
+    cycles: u32,
+    /// Seed of the schedule (corpus, kill instants, fail point order, disturbances); random if
+    /// absent (printed in the report and the reproduce command).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Fail points to arm, one extra cycle each: `all` or a comma-separated list of names. Needs a
+    /// binary built with `--features failpoints`.
+    #[arg(long)]
+    failpoints: Option<String>,
+    /// The fail action armed at each point (the `fail` crate syntax, as understood by the
+    /// program's `SPATE_FAILPOINTS`).
+    #[arg(long, default_value = "return(abort)")]
+    failpoint_action: String,
+    /// Checkpoint location of the chaos run (path, `file://`, `s3://bucket/prefix`: a unique
+    /// sub-prefix is added). Default: a directory under the work directory.
+    #[arg(long)]
+    store: Option<String>,
+    /// The program's `--wal-dir` (required with an `s3://` store).
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
+    /// `wordcount` (running totals), `wordcount-per-batch`, `clicks`, or the path of a binary
+    /// speaking the contract in docs/chaos.md.
+    #[arg(long, default_value = "wordcount")]
+    program: String,
+    /// Write the JSON report here (`-`: stdout).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Work directory (input, outputs, local checkpoints). Default: a new directory under the
+    /// system temp dir, deleted after a passing run.
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Keep the work directory even when the run passes.
+    #[arg(long)]
+    keep: bool,
+    /// Disturbances between runs: `none`, `all`, or a comma-separated list of `manifest`
+    /// (flip a byte of the newest manifest), `wal` (garbage after the WAL tail), `state` (delete the
+    /// sled state dir).
+    #[arg(long, default_value = "none")]
+    disturb: String,
+    /// Probability of a disturbance after a cycle.
+    #[arg(long, default_value_t = 0.15)]
+    disturb_rate: f64,
+    /// Upper bound of the kill instant after the restart line, ms.
+    #[arg(long, default_value_t = 1200)]
+    max_kill_ms: u64,
+    /// Probability that a kill happens during start-up (0–400 ms after spawn).
+    #[arg(long, default_value_t = 0.2)]
+    early_kill: f64,
+    /// A fail point cycle skips the first 0..=N hits of its point (seeded).
+    #[arg(long, default_value_t = 2)]
+    failpoint_skip: u64,
+    /// How long a fail point cycle waits after the restart line for the program to abort before
+    /// declaring the point not reached (and killing it), ms.
+    #[arg(long, default_value_t = 5000)]
+    failpoint_timeout_ms: u64,
+    /// Input chunks (default: cycles + fail points + 5).
+    #[arg(long)]
+    chunks: Option<u32>,
+    /// Lines per chunk.
+    #[arg(long, default_value_t = 20)]
+    lines_per_chunk: u32,
+    /// The built-in programs' batch interval, ms.
+    #[arg(long, default_value_t = 200)]
+    batch_ms: u64,
+    /// Alternate the memory and sled state backends at random (built-in programs).
+    #[arg(long)]
+    mix_backends: bool,
+    /// Also make a crash-free reference run and compare (always for a custom binary).
+    #[arg(long)]
+    reference: bool,
+    /// No per-cycle progress lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub(crate) fn run(cmd: ChaosCommand) -> ExitCode {
+    match cmd {
+        ChaosCommand::Failpoints => match std::env::current_exe()
+            .map_err(|e| e.to_string())
+            .and_then(|b| spate_chaos::list_failpoints(&b).map_err(|e| e.to_string()))
+        {
+            Ok((names, compiled)) => {
+                if !compiled {
+                    eprintln!("spate chaos failpoints: this build has no fail points (build with --features failpoints)");
+                }
+                for f in names {
+                    println!("{f}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("spate chaos failpoints: {e}");
+                ExitCode::from(2)
+            }
+        },
+        ChaosCommand::Run(args) => match run_chaos(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("spate chaos run: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn parse_disturb(s: &str) -> Result<Vec<Disturbance>, String> {
+    let all = vec![
+        Disturbance::CorruptManifest,
+        Disturbance::WalGarbage,
+        Disturbance::DeleteStateDir,
+    ];
+    match s {
+        "none" | "" => return Ok(Vec::new()),
+        "all" => return Ok(all),
+        _ => {}
+    }
+    s.split(',')
+        .map(|x| match x.trim() {
+            "manifest" => Ok(Disturbance::CorruptManifest),
+            "wal" => Ok(Disturbance::WalGarbage),
+            "state" => Ok(Disturbance::DeleteStateDir),
+            o => Err(format!(
+                "--disturb: unknown disturbance {o:?} (manifest, wal, state)"
+            )),
+        })
+        .collect()
+}
+
+/// The command line that reproduces this run (the seed made explicit).
+fn repro_command(seed: u64, has_seed: bool) -> String {
+    let mut parts: Vec<String> = std::env::args()
+        .map(|a| {
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect();
+    if !has_seed {
+        parts.push(format!("--seed {seed}"));
+    }
+    parts.join(" ")
+}
+
+fn run_chaos(a: Box<RunArgs>) -> Result<bool, String> {
+    let seed = a.seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (t ^ (u64::from(std::process::id()) << 20)) % 1_000_000_000
+    });
+    let spate_bin =
+        std::env::current_exe().map_err(|e| format!("locating the spate binary: {e}"))?;
+    let program = Program::parse(&a.program);
+    let mut failpoints: Vec<String> = match a.failpoints.as_deref() {
+        None | Some("") | Some("none") => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    };
+    if !failpoints.is_empty() && !matches!(program, Program::Custom(_)) {
+        // The built-in programs run this binary: it must have the points compiled in.
+        let (known, compiled) =
+            spate_chaos::list_failpoints(&spate_bin).map_err(|e| e.to_string())?;
+        if !compiled {
+            return Err("--failpoints: this spate build has no fail points (cargo build -p spate-cli --features failpoints)".into());
+        }
+        if failpoints == ["all"] {
+            failpoints = known;
+        } else if let Some(u) = failpoints.iter().find(|f| !known.contains(f)) {
+            return Err(format!(
+                "--failpoints: unknown fail point {u:?} (spate chaos failpoints lists them)"
+            ));
+        }
+    } else if failpoints == ["all"] {
+        return Err(
+            "--failpoints all needs a built-in --program (give a list for a custom binary)".into(),
+        );
+    }
+    if a.cycles == 0 && failpoints.is_empty() {
+        return Err("--cycles 0 and no --failpoints: nothing to do".into());
+    }
+    if !(0.0..=1.0).contains(&a.disturb_rate) || !(0.0..=1.0).contains(&a.early_kill) {
+        return Err("--disturb-rate and --early-kill are probabilities (0.0–1.0)".into());
+    }
+    let disturbances = parse_disturb(&a.disturb)?;
+    if let Program::Custom(p) = &program {
+        if !p.is_file() {
+            return Err(format!(
+                "--program {}: not a file (nor wordcount, wordcount-per-batch, clicks)",
+                p.display()
+            ));
+        }
+    }
+    let (work, temp) = match &a.work {
+        Some(w) => (w.clone(), false),
+        None => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            (
+                std::env::temp_dir().join(format!("spate-chaos-{seed}-{t}-{}", std::process::id())),
+                true,
+            )
+        }
+    };
+    let total = a.cycles + failpoints.len() as u32;
+    let cfg = ChaosConfig {
+        spate_bin,
+        program,
+        seed,
+        schedule: ScheduleParams {
+            kill_cycles: a.cycles,
+            failpoints,
+            failpoint_action: a.failpoint_action.clone(),
+            max_failpoint_skip: a.failpoint_skip,
+            failpoint_timeout_ms: a.failpoint_timeout_ms,
+            chunks: a.chunks.unwrap_or(total + 5),
+            max_kill_ms: a.max_kill_ms,
+            early_kill_probability: a.early_kill,
+            max_early_ms: 400,
+            disturbance_probability: a.disturb_rate,
+            disturbances,
+            mix_backends: a.mix_backends,
+        },
+        store: a.store.clone(),
+        wal_dir: a.wal_dir.clone(),
+        envs: Vec::new(),
+        work_dir: work.clone(),
+        lines_per_chunk: a.lines_per_chunk,
+        batch_ms: a.batch_ms,
+        reference: a.reference,
+        command: repro_command(seed, a.seed.is_some()),
+        verbose: !a.quiet,
+    };
+    let report = spate_chaos::run(&cfg).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    match &a.report {
+        Some(p) if p.as_os_str() == "-" => println!("{json}"),
+        Some(p) => std::fs::write(p, &json).map_err(|e| format!("writing {}: {e}", p.display()))?,
+        None => {}
+    }
+    let to_stdout = a.report.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if to_stdout {
+        eprintln!("{}", report.summary());
+    } else {
+        println!("{}", report.summary());
+    }
+    let passed = report.passed();
+    if passed && temp && !a.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(passed)
+}

@@ -1,0 +1,334 @@
+//! `spate chaos` (issue 7), end to end: the real `spate` binary runs the harness, which runs
+//! `spate wordcount` / `spate clicks` / user binaries as child processes, kills them (SIGKILL,
+//! fail points) and restarts them; these tests check the verdicts in its JSON report — that a
+//! correct build passes with exact results, and that deliberately broken programs and builds are
+//! caught (the oracle's self-test).
+//!
+//! The seed is `SPATE_CHAOS_SEED` when set, else drawn from the clock, and printed; a failing run
+//! prints the command that reproduces its schedule.
+
+use spate_tests::spate_bin;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn seed() -> u64 {
+    match std::env::var("SPATE_CHAOS_SEED") {
+        Ok(s) if !s.trim().is_empty() => s.trim().parse().expect("SPATE_CHAOS_SEED"),
+        _ => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_000),
+    }
+}
+
+/// Runs `<bin> chaos run <args> --seed S --work <tmp> --report <tmp> -q`: (exit code, report,
+/// stdout).
+fn chaos(bin: &Path, args: &[&str], seed: u64) -> (i32, serde_json::Value, String) {
+    let work = tempfile::tempdir().unwrap();
+    let report = work.path().join("report.json");
+    let o = Command::new(bin)
+        .args(["chaos", "run", "-q", "--seed", &seed.to_string()])
+        .args(args)
+        .arg("--work")
+        .arg(work.path().join("w"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("running spate chaos run");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let code = o.status.code().unwrap_or(-1);
+    eprintln!("spate chaos run {args:?} --seed {seed}: exit {code}\n{out}");
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|e| panic!("no report ({e}); exit {code}\nstdout:\n{out}\nstderr:\n{err}"));
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (code, r, out)
+}
+
+fn kinds(r: &serde_json::Value) -> Vec<String> {
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_passed(code: i32, r: &serde_json::Value, out: &str) {
+    assert_eq!(r["verdict"], "pass", "findings: {}\n{out}", r["findings"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicated"], 0);
+    assert!(out.contains("verdict: pass"), "{out}");
+}
+
+/// The stateful word count (running totals, memory and sled backends at random) killed 12 times
+/// at seeded instants: exact totals, no batch file changed or missing, every restart restored.
+#[test]
+fn chaos_wordcount_kill_cycles_pass_with_exact_totals() {
+    let s = seed();
+    let (code, r, out) = chaos(
+        &spate_bin(),
+        &[
+            "--cycles",
+            "12",
+            "--mix-backends",
+            "--batch-ms",
+            "500",
+            "--max-kill-ms",
+            "1500",
+        ],
+        s,
+    );
+    assert_passed(code, &r, &out);
+    assert_eq!(r["cycles"], 12);
+    assert_eq!(r["kills"], 12);
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 13, "12 cycles and the final run");
+    assert_eq!(runs.last().unwrap()["ended"], "exit 0");
+    // The kills really happened and the program really recovered from checkpoints.
+    assert!(
+        r["recovery"]["restarts"].as_u64().unwrap() >= 5,
+        "{}",
+        r["recovery"]
+    );
+    assert!(r["output_files"].as_u64().unwrap() >= 10);
+    assert!(r["input_lines"].as_u64().unwrap() >= 12 * 20);
+}
+
+/// The clicks job (map_with_state + update_state_by_key) and the per-batch word count, with
+/// every disturbance between runs (flipped manifest byte, WAL garbage, deleted sled state dir).
+#[test]
+fn chaos_clicks_and_per_batch_wordcount_with_disturbances_pass() {
+    let s = seed();
+    let (code, r, out) = chaos(
+        &spate_bin(),
+        &[
+            "--program",
+            "clicks",
+            "--cycles",
+            "8",
+            "--disturb",
+            "all",
+            "--disturb-rate",
+            "0.5",
+            "--mix-backends",
+            "--batch-ms",
+            "500",
+            "--reference",
+        ],
+        s,
+    );
+    assert_passed(code, &r, &out);
+    assert!(
+        r["disturbances"].as_u64().unwrap() >= 1,
+        "seed {s}: no disturbance drawn"
+    );
+    assert_eq!(r["reference"]["ended"], "exit 0");
+    let (code, r, out) = chaos(
+        &spate_bin(),
+        &[
+            "--program",
+            "wordcount-per-batch",
+            "--cycles",
+            "8",
+            "--disturb",
+            "wal",
+            "--batch-ms",
+            "500",
+        ],
+        s,
+    );
+    assert_passed(code, &r, &out);
+    // Per-batch outputs: a batch re-run after a restart rewrote its file with the same bytes.
+    assert!(r["reemitted_identical"].as_u64().unwrap() >= 1, "{out}");
+}
+
+/// A wrapper around `spate wordcount` following the contract (docs/chaos.md); with `lose`, it
+/// deletes its checkpoint before every third start (a program that loses its durable state).
+fn wrapper(dir: &Path, lose: bool) -> PathBuf {
+    let p = dir.join(if lose { "lossy.sh" } else { "faithful.sh" });
+    let script = format!(
+        r#"#!/bin/sh
+# args: --dir IN --checkpoint CK --output OUT [--idle D]
+ck=""; prev=""
+for a in "$@"; do [ "$prev" = "--checkpoint" ] && ck="$a"; prev="$a"; done
+if [ {lose} = 1 ] && [ -n "$ck" ]; then
+  n=$(cat "$ck.starts" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$ck.starts"
+  if [ $((n % 3)) = 0 ]; then rm -rf "$ck"; fi
+fi
+exec '{bin}' wordcount "$@" --batch 500ms --print 0 --state-checkpoint 1s
+"#,
+        lose = u8::from(lose),
+        bin = spate_bin().display()
+    );
+    std::fs::write(&p, script).unwrap();
+    let st = Command::new("chmod").arg("+x").arg(&p).status().unwrap();
+    assert!(st.success());
+    p
+}
+
+/// A user binary speaking the contract passes (its oracle: its own crash-free reference run);
+/// the same binary made to lose its checkpoint now and then is caught: lost input against the
+/// reference and a fresh start after a restore (the oracle's self-test with a simple broken
+/// program).
+#[test]
+fn chaos_custom_program_passes_and_a_program_losing_its_checkpoint_is_caught() {
+    let s = seed();
+    let dir = tempfile::tempdir().unwrap();
+    let good = wrapper(dir.path(), false);
+    let (code, r, out) = chaos(
+        &good_bin(),
+        &["--program", good.to_str().unwrap(), "--cycles", "6"],
+        s,
+    );
+    assert_passed(code, &r, &out);
+    assert_eq!(
+        r["reference"]["ended"], "exit 0",
+        "a custom program always gets a reference run"
+    );
+
+    let bad = wrapper(dir.path(), true);
+    let (code, r, out) = chaos(
+        &good_bin(),
+        &[
+            "--program",
+            bad.to_str().unwrap(),
+            "--cycles",
+            "8",
+            "--early-kill",
+            "0",
+        ],
+        s,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(r["verdict"], "fail");
+    let k = kinds(&r);
+    assert!(k.iter().any(|k| k == "restart_outcome"), "{k:?}\n{out}");
+    assert!(
+        k.iter().any(|k| k == "reference_mismatch" || k == "lost"),
+        "{k:?}\n{out}"
+    );
+    assert!(
+        out.contains("reproduce: ") && out.contains(&format!("--seed {s}")),
+        "{out}"
+    );
+}
+
+fn good_bin() -> PathBuf {
+    spate_bin()
+}
+
+/// A `spate` binary built into `target/<sub>/debug/spate`, if it exists (built by hand or by CI:
+/// see docs/chaos.md).
+fn extra_bin(sub: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let p = root.join("target").join(sub).join("debug").join("spate");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!(
+            "{} not built: skipped (docs/chaos.md has the build command)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// Every fail point armed once (abort at a seeded hit) on a build with fail points: the program
+/// recovers from each crash with exact totals. Runs when `target/failpoints/debug/spate` exists:
+/// `CARGO_TARGET_DIR=target/failpoints cargo build -p spate-cli --features failpoints`.
+#[test]
+fn chaos_every_fail_point_once_passes_on_a_failpoints_build() {
+    let Some(bin) = extra_bin("failpoints") else {
+        return;
+    };
+    let (code, r, out) = chaos(
+        &bin,
+        &["--cycles", "2", "--failpoints", "all", "--batch-ms", "500"],
+        seed(),
+    );
+    assert_passed(code, &r, &out);
+    let hit = r["failpoints_hit"].as_array().unwrap().len();
+    assert!(hit >= 5, "only {hit} fail points reached:\n{out}");
+}
+
+/// Oracle self-test: the deliberately broken `chaos-broken-manifest-first` build (a commit
+/// publishes the manifest before its data objects), aborted at `checkpoint::data::put::before`
+/// (in this build: after the manifest is published, before its data exists), is caught: the next
+/// start rejects the newest checkpoint although nothing damaged it. (The final totals are still
+/// exact — recovery falls back — so only the protocol check can see it.) The same fail point in a
+/// correct build fires before the manifest and is harmless (see the fail point test). Runs when
+/// `target/chaos-broken/manifest-first/debug/spate` exists (docs/chaos.md).
+#[test]
+fn chaos_catches_the_broken_manifest_first_build() {
+    let Some(bin) = extra_bin("chaos-broken/manifest-first") else {
+        return;
+    };
+    let fp = "checkpoint::data::put::before";
+    let (code, r, out) = chaos(
+        &bin,
+        &[
+            "--cycles",
+            "3",
+            "--failpoints",
+            &[fp, fp, fp].join(","),
+            "--failpoint-skip",
+            "0",
+        ],
+        seed(),
+    );
+    assert_eq!(code, 1, "the broken build was not caught:\n{out}");
+    assert!(kinds(&r).iter().any(|k| k == "restart_outcome"), "{out}");
+    assert!(out.contains("rejected although none was damaged"), "{out}");
+}
+
+/// Regression (found by `spate chaos`; engine bug, open): a `spate wordcount --checkpoint`
+/// restarted after an outage longer than 64 batches fails right away with `checkpoint writer
+/// queue is full (64 pending)` — the restart reschedules every missed batch (Spark's
+/// generate-all policy) and each one queues a checkpoint faster than the writer drains them.
+/// Found with `spate chaos run --cycles 10 --seed 7 --disturb all --disturb-rate 0.5
+/// --mix-backends` on a loaded machine (restarts slower than the kills, the backlog grew to 153
+/// batches).
+#[test]
+#[ignore = "engine bug found by spate chaos: restart with > 64 missed batches fails (checkpoint writer queue full)"]
+fn chaos_regression_restart_after_more_than_64_missed_batches() {
+    let work = tempfile::tempdir().unwrap();
+    let (input, out, ck) = (
+        work.path().join("in"),
+        work.path().join("out"),
+        work.path().join("ck"),
+    );
+    std::fs::create_dir_all(&input).unwrap();
+    let args = |extra: &[&str]| {
+        let mut c = Command::new(spate_bin());
+        c.arg("wordcount")
+            .arg("--dir")
+            .arg(&input)
+            .arg("--checkpoint")
+            .arg(&ck)
+            .arg("--output")
+            .arg(&out)
+            .args(["--batch", "100ms", "--print", "0", "--no-status"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut first = args(&[]).spawn().unwrap();
+    let t = Instant::now();
+    while !ck.join("manifests").is_dir() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // 10 s down at 100 ms batches: 100 missed batches.
+    std::thread::sleep(Duration::from_secs(10));
+    let o = args(&["--idle", "1s"]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "restart after 100 missed batches failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
