@@ -688,7 +688,11 @@ impl Inner {
         let mut current = st.current_file.clone();
         let created_ms = self.opts.clock.now_ms();
         drop(st);
+        // A panic while leading (a fail point's `panic`, or a bug) must not leave `flushing` set:
+        // every later sync would wait forever. The guard poisons the WAL and wakes the waiters.
+        let guard = LeaderGuard { inner: self };
         let result = self.write_group(chunks, &mut current, created_ms);
+        std::mem::forget(guard);
         let mut st = self.state.lock();
         st.flushing = false;
         if current.is_some() {
@@ -794,6 +798,22 @@ impl Inner {
 /// but reports success, so acknowledged records are lost when un-synced data is dropped (power
 /// loss, `SimFs::crash`). Exists only so the chaos harness can prove its oracle catches it.
 const SKIP_SYNC: bool = crate::CHAOS_BROKEN_SKIP_SYNC;
+
+/// Poisons the WAL if the group commit leader unwinds (see [`Inner::sync_to`]).
+struct LeaderGuard<'a> {
+    inner: &'a Inner,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.inner.state.lock();
+        st.flushing = false;
+        st.poisoned
+            .get_or_insert_with(|| "the group commit leader panicked".to_owned());
+        drop(st);
+        self.inner.synced.notify_all();
+    }
+}
 
 fn background_sync(inner: &Inner) {
     let (interval, bytes) = match inner.opts.sync_policy {

@@ -203,6 +203,12 @@ fn panic_and_sleep_act_at_the_site() {
         let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.sync()));
         fail::remove("wal::write::before");
         assert!(p.is_err(), "panic not raised");
+        // The panicking leader poisoned the WAL instead of leaving later syncs waiting forever.
+        assert!(matches!(wal.sync(), Err(WalError::Poisoned { .. })));
+        assert!(matches!(
+            wal.append(1, &rec(3)),
+            Err(WalError::Poisoned { .. })
+        ));
         // The WAL is dropped like a crashed process's.
     }
     let wal = open(&dir);
