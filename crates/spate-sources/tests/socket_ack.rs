@@ -170,7 +170,13 @@ fn hello_then_every_line_stored_with_its_position_and_acknowledged() {
         acks.iter().all(|a| positions.contains(a)),
         "{acks:?} {positions:?}"
     );
-    let snap = stats.snapshot();
+    // The counter is updated just after the ACK is written: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut snap = stats.snapshot();
+    while snap.acked < 5000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        snap = stats.snapshot();
+    }
     assert_eq!((snap.acked, snap.resume, snap.lines), (5000, 0, 5000));
     drop(h);
     assert!(sink.errors().is_empty(), "{:?}", sink.errors());
