@@ -283,15 +283,15 @@ fn chaos_catches_the_broken_manifest_first_build() {
     assert!(out.contains("rejected although none was damaged"), "{out}");
 }
 
-/// Regression (found by `spate chaos`; engine bug, open): a `spate wordcount --checkpoint`
-/// restarted after an outage longer than 64 batches fails right away with `checkpoint writer
-/// queue is full (64 pending)` — the restart reschedules every missed batch (Spark's
-/// generate-all policy) and each one queues a checkpoint faster than the writer drains them.
+/// Regression (found by `spate chaos`; fixed): a `spate wordcount --checkpoint` restarted after an
+/// outage longer than 64 batches failed right away with `checkpoint writer queue is full (64
+/// pending)` — the restart reschedules every missed batch (Spark's generate-all policy) and each one
+/// queued a checkpoint faster than the writer drains them. Submissions now wait for room
+/// (back-pressure on the job generator).
 /// Found with `spate chaos run --cycles 10 --seed 7 --disturb all --disturb-rate 0.5
 /// --mix-backends` on a loaded machine (restarts slower than the kills, the backlog grew to 153
 /// batches).
 #[test]
-#[ignore = "engine bug found by spate chaos: restart with > 64 missed batches fails (checkpoint writer queue full)"]
 fn chaos_regression_restart_after_more_than_64_missed_batches() {
     let work = tempfile::tempdir().unwrap();
     let (input, out, ck) = (

@@ -156,6 +156,44 @@ impl CheckpointWriter {
         }
     }
 
+    /// As [`submit`](Self::submit), but waits while the queue is full (back-pressure instead of
+    /// [`CheckpointError::QueueFull`]), at most `timeout`. Call from a non-async thread only.
+    ///
+    /// # Errors
+    /// [`CheckpointError::QueueFull`] if the queue stayed full for `timeout`;
+    /// [`CheckpointError::WriterStopped`] after a fencing error or shutdown.
+    pub fn submit_blocking(
+        &self,
+        draft: CheckpointDraft,
+        timeout: std::time::Duration,
+    ) -> Result<CommitTicket> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut req = {
+            let (reply, rx) = oneshot::channel();
+            (Request { draft, reply }, rx)
+        };
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return Err(CheckpointError::WriterStopped);
+            }
+            match self.tx.try_send(req.0) {
+                Ok(()) => return Ok(CommitTicket { rx: req.1 }),
+                Err(mpsc::error::TrySendError::Full(r)) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(CheckpointError::QueueFull {
+                            capacity: self.capacity,
+                        });
+                    }
+                    req.0 = r;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(CheckpointError::WriterStopped)
+                }
+            }
+        }
+    }
+
     /// Stops accepting requests, waits for queued ones to finish.
     pub async fn shutdown(self) {
         drop(self.tx);

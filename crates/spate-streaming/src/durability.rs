@@ -217,7 +217,8 @@ impl Durability {
             let Some(w) = w.as_ref() else {
                 return Err(self.ckpt_err(spate_checkpoint::CheckpointError::WriterStopped));
             };
-            w.submit(draft).map_err(|e| self.ckpt_err(e))?
+            w.submit_blocking(draft, SUBMIT_TIMEOUT)
+                .map_err(|e| self.ckpt_err(e))?
         };
         *self.outstanding.lock() += 1;
         let tx = self.submit_tx.lock().clone();
@@ -328,6 +329,10 @@ impl Durability {
         }
     }
 }
+
+/// How long a submission waits for room in the writer's queue (back-pressure on the job generator,
+/// e.g. when a restart generates many missed batches at once) before failing.
+pub(crate) const SUBMIT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long a graceful stop waits for the last checkpoints beyond its own timeout.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -490,7 +495,8 @@ impl Durability {
             let Some(w) = w.as_ref() else {
                 return Err(self.ckpt_err(spate_checkpoint::CheckpointError::WriterStopped));
             };
-            w.submit(draft).map_err(|e| self.ckpt_err(e))?
+            w.submit_blocking(draft, SUBMIT_TIMEOUT)
+                .map_err(|e| self.ckpt_err(e))?
         };
         *self.outstanding.lock() += 1;
         let r = ticket.wait_blocking();
