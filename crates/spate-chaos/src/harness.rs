@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 const RESTART_LINE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the final run may take to consume the rest and end on idle.
 const FINAL_RUN_TIMEOUT: Duration = Duration::from_secs(300);
-/// `--idle` of the final run.
-const FINAL_IDLE: &str = "2s";
 
 /// Directories of one job (chaos run or reference run).
 #[derive(Debug)]
@@ -116,7 +114,7 @@ fn program_args(cfg: &ChaosConfig, job: &Job, last: bool) -> (PathBuf, Vec<Strin
         Program::Custom(_) => {}
     }
     if last {
-        a.extend(["--idle".into(), FINAL_IDLE.into()]);
+        a.extend(["--idle".into(), format!("{}ms", cfg.final_idle_ms)]);
     }
     (bin, a)
 }

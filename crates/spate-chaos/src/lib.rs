@@ -147,6 +147,9 @@ pub struct ChaosConfig {
     pub lines_per_chunk: u32,
     /// The program's `--batch` in ms (built-in programs).
     pub batch_ms: u64,
+    /// `--idle` of the final run (and the reference run), ms: it must end on its own once every
+    /// chunk is consumed.
+    pub final_idle_ms: u64,
     /// Also run the program once without crashes and compare (always done for custom programs).
     pub reference: bool,
     /// The command that reproduces this run (printed on failure).

@@ -75,6 +75,8 @@ pub struct ScheduleParams {
     pub failpoint_timeout_ms: u64,
     /// Number of input chunks.
     pub chunks: u32,
+    /// Lower bound of the kill delay after the restart line, ms (lets each run make progress).
+    pub min_kill_ms: u64,
     /// Upper bound of the kill delay after the restart line, ms.
     pub max_kill_ms: u64,
     /// Probability that a kill cycle kills during start-up (delay from spawn, 0–`max_early_ms`).
@@ -134,7 +136,7 @@ pub fn draw(seed: u64, p: &ScheduleParams) -> Vec<CyclePlan> {
                     delay_ms: if early {
                         rng.range(0, p.max_early_ms)
                     } else {
-                        rng.range(0, p.max_kill_ms)
+                        rng.range(p.min_kill_ms, p.max_kill_ms)
                     },
                     early,
                 }
@@ -186,6 +188,7 @@ mod tests {
             max_failpoint_skip: 2,
             failpoint_timeout_ms: 3000,
             chunks: 50,
+            min_kill_ms: 0,
             max_kill_ms: 1000,
             early_kill_probability: 0.2,
             max_early_ms: 400,

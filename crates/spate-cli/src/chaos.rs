@@ -67,6 +67,10 @@ pub(crate) struct RunArgs {
     /// Probability of a disturbance after a cycle.
     #[arg(long, default_value_t = 0.15)]
     disturb_rate: f64,
+    /// Lower bound of the kill instant after the restart line, ms (a run long enough to catch up
+    /// keeps the checkpoint moving; see docs/reliability.md).
+    #[arg(long, default_value_t = 0)]
+    min_kill_ms: u64,
     /// Upper bound of the kill instant after the restart line, ms.
     #[arg(long, default_value_t = 1200)]
     max_kill_ms: u64,
@@ -89,6 +93,11 @@ pub(crate) struct RunArgs {
     /// The built-in programs' batch interval, ms.
     #[arg(long, default_value_t = 200)]
     batch_ms: u64,
+    /// `--idle` of the final run, ms. `--idle` counts from the start, so it must exceed the time
+    /// a restart takes to re-run its rescheduled batches and select the files already waiting in
+    /// the input directory (S3 stores: seconds), or the final run ends before reading them.
+    #[arg(long, default_value_t = 5000)]
+    final_idle_ms: u64,
     /// Alternate the memory and sled state backends at random (built-in programs).
     #[arg(long)]
     mix_backends: bool,
@@ -249,7 +258,8 @@ fn run_chaos(a: Box<RunArgs>) -> Result<bool, String> {
             max_failpoint_skip: a.failpoint_skip,
             failpoint_timeout_ms: a.failpoint_timeout_ms,
             chunks: a.chunks.unwrap_or(total + 5),
-            max_kill_ms: a.max_kill_ms,
+            min_kill_ms: a.min_kill_ms,
+            max_kill_ms: a.max_kill_ms.max(a.min_kill_ms),
             early_kill_probability: a.early_kill,
             max_early_ms: 400,
             disturbance_probability: a.disturb_rate,
@@ -262,6 +272,7 @@ fn run_chaos(a: Box<RunArgs>) -> Result<bool, String> {
         work_dir: work.clone(),
         lines_per_chunk: a.lines_per_chunk,
         batch_ms: a.batch_ms,
+        final_idle_ms: a.final_idle_ms,
         reference: a.reference,
         command: repro_command(seed, a.seed.is_some()),
         verbose: !a.quiet,
