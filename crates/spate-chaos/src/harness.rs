@@ -169,6 +169,13 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    fn stopped(&self) -> bool {
+        self.cfg
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     fn finding(&mut self, kind: FindingKind, cycle: Option<u32>, detail: String) {
         self.findings.push(Finding {
             kind,
@@ -219,6 +226,11 @@ impl Ctx<'_> {
             let next_move =
                 restart_at.and_then(|r| moves.front().map(|m| r + Duration::from_millis(m.1)));
             let wake = next_move.map_or(deadline, |m| m.min(deadline));
+            let wake = wake.min(Instant::now() + Duration::from_millis(100));
+            if self.stopped() {
+                p.kill9();
+                return Err(ChaosError::Interrupted);
+            }
             match p.next_event(wake) {
                 Event::Line(l, t) => {
                     if restart_at.is_none() {

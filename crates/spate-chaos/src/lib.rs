@@ -156,6 +156,9 @@ pub struct ChaosConfig {
     pub command: String,
     /// Progress lines on stderr (one per cycle).
     pub verbose: bool,
+    /// Set (e.g. by a SIGINT/SIGTERM handler) to stop: the running child is killed and [`run`]
+    /// returns [`ChaosError::Interrupted`] within about 100 ms.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Harness errors: the harness itself could not run (not a verdict about the program).
@@ -175,6 +178,9 @@ pub enum ChaosError {
     /// The settings are inconsistent.
     #[error("invalid chaos settings: {0}")]
     Config(String),
+    /// [`ChaosConfig::stop`] was set; the running child was killed.
+    #[error("interrupted (the running program was killed; work directory kept)")]
+    Interrupted,
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ChaosError {

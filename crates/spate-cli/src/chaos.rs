@@ -247,6 +247,12 @@ fn run_chaos(a: Box<RunArgs>) -> Result<bool, String> {
         }
     };
     let total = a.cycles + failpoints.len() as u32;
+    // Ctrl-C / SIGTERM: the harness kills its running child and stops (no process left behind).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
+            .map_err(|e| format!("installing a signal handler: {e}"))?;
+    }
     let cfg = ChaosConfig {
         spate_bin,
         program,
@@ -276,6 +282,7 @@ fn run_chaos(a: Box<RunArgs>) -> Result<bool, String> {
         reference: a.reference,
         command: repro_command(seed, a.seed.is_some()),
         verbose: !a.quiet,
+        stop: Some(stop),
     };
     let report = spate_chaos::run(&cfg).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
