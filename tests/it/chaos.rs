@@ -106,6 +106,45 @@ fn chaos_wordcount_kill_cycles_pass_with_exact_totals() {
     assert!(r["input_lines"].as_u64().unwrap() >= 12 * 20);
 }
 
+/// A seed reproduces its schedule: two runs with the same seed plan the same kills (instant and
+/// kind), chunk moves, backends and disturbances, and name the same reproduce command.
+#[test]
+fn chaos_same_seed_replays_the_same_schedule() {
+    let s = seed();
+    let args = [
+        "--cycles",
+        "4",
+        "--mix-backends",
+        "--disturb",
+        "wal",
+        "--disturb-rate",
+        "0.5",
+        "--max-kill-ms",
+        "600",
+    ];
+    let (c1, r1, o1) = chaos(&spate_bin(), &args, s);
+    let (c2, r2, o2) = chaos(&spate_bin(), &args, s);
+    assert_passed(c1, &r1, &o1);
+    assert_passed(c2, &r2, &o2);
+    let plans = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["plan"].clone())
+            .collect()
+    };
+    assert_eq!(plans(&r1), plans(&r2), "seed {s}: schedules differ");
+    assert_eq!(r1["input_lines"], r2["input_lines"]);
+    let (_, r3, _) = chaos(&spate_bin(), &args, s + 1);
+    assert_ne!(
+        plans(&r1),
+        plans(&r3),
+        "seeds {s} and {}: same schedule",
+        s + 1
+    );
+}
+
 /// The clicks job (map_with_state + update_state_by_key) and the per-batch word count, with
 /// every disturbance between runs (flipped manifest byte, WAL garbage, deleted sled state dir).
 #[test]
