@@ -406,11 +406,41 @@ impl Ctx<'_> {
         }
     }
 
-    fn disturb(&mut self, d: Disturbance, seed: u64) -> String {
-        match d {
+    fn disturb(&mut self, d: Disturbance, seed: u64, cycle: u32) -> Result<String, ChaosError> {
+        Ok(match d {
+            Disturbance::Hook => {
+                let Some(cmd) = &self.cfg.hook else {
+                    return Ok("hook: none configured".into());
+                };
+                let o = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .env("SPATE_CHAOS_WORK", &self.cfg.work_dir)
+                    .env("SPATE_CHAOS_CHECKPOINT", &self.job.checkpoint)
+                    .env("SPATE_CHAOS_CYCLE", cycle.to_string())
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .output()
+                    .map_err(|e| ChaosError::Hook {
+                        command: cmd.clone(),
+                        message: e.to_string(),
+                    })?;
+                if !o.status.success() {
+                    return Err(ChaosError::Hook {
+                        command: cmd.clone(),
+                        message: format!(
+                            "{}: {}",
+                            describe_status(o.status),
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        ),
+                    });
+                }
+                format!("hook ran: {cmd}")
+            }
             Disturbance::CorruptManifest => {
                 let Some(ck) = &self.job.local_checkpoint else {
-                    return "corrupt manifest: skipped (not a local store)".into();
+                    return Ok("corrupt manifest: skipped (not a local store)".into());
                 };
                 let mut m: Vec<PathBuf> = std::fs::read_dir(ck.join("manifests"))
                     .into_iter()
@@ -420,7 +450,10 @@ impl Ctx<'_> {
                     .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
                     .collect();
                 if m.len() < 2 {
-                    return format!("corrupt manifest: skipped ({} manifest(s))", m.len());
+                    return Ok(format!(
+                        "corrupt manifest: skipped ({} manifest(s))",
+                        m.len()
+                    ));
                 }
                 m.sort();
                 let newest = m[m.len() - 1].clone();
@@ -442,7 +475,7 @@ impl Ctx<'_> {
             }
             Disturbance::WalGarbage => {
                 let Some(wal) = self.job.wal() else {
-                    return "WAL garbage: skipped (no local WAL)".into();
+                    return Ok("WAL garbage: skipped (no local WAL)".into());
                 };
                 let mut segs: Vec<PathBuf> = std::fs::read_dir(&wal)
                     .into_iter()
@@ -453,7 +486,7 @@ impl Ctx<'_> {
                     .collect();
                 segs.sort();
                 let Some(last) = segs.last() else {
-                    return "WAL garbage: skipped (no segment)".into();
+                    return Ok("WAL garbage: skipped (no segment)".into());
                 };
                 let garbage: Vec<u8> = (0..97u8).map(|i| 0xA5 ^ i).collect();
                 let r = std::fs::OpenOptions::new()
@@ -467,18 +500,18 @@ impl Ctx<'_> {
             }
             Disturbance::DeleteStateDir => {
                 let Some(ck) = &self.job.local_checkpoint else {
-                    return "delete state dir: skipped (not a local store)".into();
+                    return Ok("delete state dir: skipped (not a local store)".into());
                 };
                 let st = ck.join("state");
                 if !st.exists() {
-                    return "delete state dir: none".into();
+                    return Ok("delete state dir: none".into());
                 }
                 match std::fs::remove_dir_all(&st) {
                     Ok(()) => format!("deleted {}", st.display()),
                     Err(e) => format!("delete state dir: {e}"),
                 }
             }
-        }
+        })
     }
 }
 
@@ -549,7 +582,7 @@ pub fn run(cfg: &ChaosConfig) -> Result<Report, ChaosError> {
         let mut rec = ctx.run_once(Some(plan))?;
         if let Some(d) = plan.disturbance {
             disturbances += 1;
-            rec.disturbed = Some(ctx.disturb(d, drng.next_u64()));
+            rec.disturbed = Some(ctx.disturb(d, drng.next_u64(), plan.cycle)?);
         }
         if cfg.verbose {
             eprintln!(

@@ -156,6 +156,11 @@ pub struct ChaosConfig {
     pub command: String,
     /// Progress lines on stderr (one per cycle).
     pub verbose: bool,
+    /// The `hook` disturbance: a shell command (`sh -c`) run between two runs, with
+    /// `SPATE_CHAOS_WORK`, `SPATE_CHAOS_CHECKPOINT` and `SPATE_CHAOS_CYCLE` in its environment
+    /// (e.g. restart the S3 server: `kill $(cat s3.pid); s3s-fs ... & echo $! > s3.pid`). Its exit
+    /// status is recorded; a failing hook is a harness error.
+    pub hook: Option<String>,
     /// Set (e.g. by a SIGINT/SIGTERM handler) to stop: the running child is killed and [`run`]
     /// returns [`ChaosError::Interrupted`] within about 100 ms.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -178,6 +183,14 @@ pub enum ChaosError {
     /// The settings are inconsistent.
     #[error("invalid chaos settings: {0}")]
     Config(String),
+    /// The `hook` disturbance command failed.
+    #[error("hook {command:?}: {message}")]
+    Hook {
+        /// The command.
+        command: String,
+        /// Exit status or spawn error, and its stderr.
+        message: String,
+    },
     /// [`ChaosConfig::stop`] was set; the running child was killed.
     #[error("interrupted (the running program was killed; work directory kept)")]
     Interrupted,

@@ -42,6 +42,9 @@ pub enum Disturbance {
     /// Delete the sled state directory (`<checkpoint>/state`): the state must be rebuilt from the
     /// checkpoint. Local stores only.
     DeleteStateDir,
+    /// Run the user's hook command ([`crate::ChaosConfig::hook`]), e.g. stop and restart the S3
+    /// server, or fill a disk.
+    Hook,
 }
 
 /// One crash cycle.

@@ -61,9 +61,14 @@ pub(crate) struct RunArgs {
     keep: bool,
     /// Disturbances between runs: `none`, `all`, or a comma-separated list of `manifest`
     /// (flip a byte of the newest manifest), `wal` (garbage after the WAL tail), `state` (delete the
-    /// sled state dir).
+    /// sled state dir), `hook` (run --hook). `all` = manifest, wal, state, and hook when --hook
+    /// is given.
     #[arg(long, default_value = "none")]
     disturb: String,
+    /// Shell command for the `hook` disturbance (e.g. stop and restart the S3 server); gets
+    /// SPATE_CHAOS_WORK, SPATE_CHAOS_CHECKPOINT, SPATE_CHAOS_CYCLE. A failing hook stops the run.
+    #[arg(long)]
+    hook: Option<String>,
     /// Probability of a disturbance after a cycle.
     #[arg(long, default_value_t = 0.15)]
     disturb_rate: f64,
@@ -156,8 +161,9 @@ fn parse_disturb(s: &str) -> Result<Vec<Disturbance>, String> {
             "manifest" => Ok(Disturbance::CorruptManifest),
             "wal" => Ok(Disturbance::WalGarbage),
             "state" => Ok(Disturbance::DeleteStateDir),
+            "hook" => Ok(Disturbance::Hook),
             o => Err(format!(
-                "--disturb: unknown disturbance {o:?} (manifest, wal, state)"
+                "--disturb: unknown disturbance {o:?} (manifest, wal, state, hook)"
             )),
         })
         .collect()
@@ -225,7 +231,13 @@ fn run_chaos(a: Box<RunArgs>) -> Result<bool, String> {
     if !(0.0..=1.0).contains(&a.disturb_rate) || !(0.0..=1.0).contains(&a.early_kill) {
         return Err("--disturb-rate and --early-kill are probabilities (0.0–1.0)".into());
     }
-    let disturbances = parse_disturb(&a.disturb)?;
+    let mut disturbances = parse_disturb(&a.disturb)?;
+    if a.disturb == "all" && a.hook.is_some() {
+        disturbances.push(Disturbance::Hook);
+    }
+    if disturbances.contains(&Disturbance::Hook) && a.hook.is_none() {
+        return Err("--disturb hook needs --hook CMD".into());
+    }
     if let Program::Custom(p) = &program {
         if !p.is_file() {
             return Err(format!(
@@ -283,6 +295,7 @@ fn run_chaos(a: Box<RunArgs>) -> Result<bool, String> {
         command: repro_command(seed, a.seed.is_some()),
         verbose: !a.quiet,
         stop: Some(stop),
+        hook: a.hook.clone(),
     };
     let report = spate_chaos::run(&cfg).map_err(|e| e.to_string())?;
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
