@@ -447,6 +447,7 @@ fn async_writer_queue_surfaces_results_and_fencing() {
         .open_writer(spate_checkpoint::WriterConfig {
             capacity: 4,
             retention: Some(spate_checkpoint::Retention::default()),
+            ..spate_checkpoint::WriterConfig::default()
         })
         .unwrap();
     let mut tickets = Vec::new();

@@ -1182,7 +1182,7 @@ fn stateful_wordcount_survives_20_sigkills_with_exact_totals() {
     let (mut rng, _note) = seeded("stateful_wordcount_survives_20_sigkills_with_exact_totals");
     let work = tempfile::tempdir().unwrap();
     let loc = Location::local(&work.path().join("ck"));
-    stateful_wordcount_scenario(&mut rng, work.path(), &loc, 20, 40);
+    stateful_wordcount_scenario(&mut rng, work.path(), &loc, 20, 40, ("200ms", "1s"));
 }
 
 /// The same on an S3 checkpoint (s3s-fs on 127.0.0.1), with the WAL and the sled state directory
@@ -1217,15 +1217,18 @@ fn stateful_wordcount_on_s3_survives_sigkills_with_exact_totals() {
         envs,
         store: None,
     };
-    stateful_wordcount_scenario(&mut rng, work.path(), &loc, 5, 16);
+    stateful_wordcount_scenario(&mut rng, work.path(), &loc, 5, 16, ("500ms", "2500ms"));
 }
 
+/// `batch`: the batch interval (an object store needs longer batches than local disk: every batch
+/// writes metadata checkpoints and every data checkpoint waits for them).
 fn stateful_wordcount_scenario(
     rng: &mut Rng,
     root: &Path,
     loc: &Location,
     kills: usize,
     files: usize,
+    batch: (&str, &str),
 ) {
     let job = Arc::new(DirJob::new(root, None));
     let corpus = gen_corpus(root, 60 * files as u64, rng.range(1, 1_000_000));
@@ -1237,9 +1240,9 @@ fn stateful_wordcount_scenario(
             "--checkpoint",
             &loc.url,
             "--batch",
-            "200ms",
+            batch.0,
             "--state-checkpoint",
-            "1s",
+            batch.1,
             "--print",
             "0",
             "--no-status",

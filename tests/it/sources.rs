@@ -181,6 +181,13 @@ fn socket_random_garbage_never_crashes() {
         .sink()
         .wait_for(WAIT, |_| stats.snapshot().disconnects >= 1));
     server.join().unwrap();
+    // The store thread may still be handing decoded lines to the sink: wait for it before
+    // stopping (a stop fails the stores still queued, counted as lost).
+    let total = newlines as u64 + 1;
+    assert!(h.sink().wait_for(WAIT, |_| {
+        let s = stats.snapshot();
+        s.lines + s.too_long >= total
+    }));
     let sink = h.stop();
     let s = stats.snapshot();
     assert_eq!(s.bytes, 2_000_000);

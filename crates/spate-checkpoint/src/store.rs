@@ -1273,6 +1273,9 @@ pub enum AlreadyPublished {
         /// The manifest object.
         manifest: String,
     },
+    /// Not written: a later metadata-only draft was already queued behind it and supersedes it
+    /// ([`crate::WriterConfig::coalesce_metadata`]). Nothing was published for this draft.
+    Superseded,
 }
 
 /// The single writer of a location for one generation. Obtain with

@@ -27,6 +27,14 @@ pub struct WriterConfig {
     pub capacity: usize,
     /// Retention applied after each `Completed`/`Data` commit; `None` disables automatic GC.
     pub retention: Option<Retention>,
+    /// Skip a queued draft without data objects when another such draft is queued right behind it
+    /// (it is answered [`AlreadyPublished::Superseded`]): metadata manifests are self-contained, so
+    /// only the newest matters, and a slow store (S3) then keeps up with any batch rate. Drafts
+    /// with data objects are never skipped, and order is kept. Default false.
+    pub coalesce_metadata: bool,
+    /// Run retention GC at most this often (GC lists the whole location: costly on S3). Default 0
+    /// (after every `Completed`/`Data` commit).
+    pub gc_min_interval: std::time::Duration,
 }
 
 impl Default for WriterConfig {
@@ -34,6 +42,8 @@ impl Default for WriterConfig {
         WriterConfig {
             capacity: 16,
             retention: None,
+            coalesce_metadata: false,
+            gc_min_interval: std::time::Duration::ZERO,
         }
     }
 }
@@ -101,10 +111,34 @@ impl CheckpointWriter {
         let stopped = Arc::new(AtomicBool::new(false));
         let flag = stopped.clone();
         let task = handle.spawn(async move {
-            while let Some(req) = rx.recv().await {
+            let mut held: Option<Request> = None;
+            let mut last_gc: Option<std::time::Instant> = None;
+            loop {
+                let mut req = match held.take() {
+                    Some(r) => r,
+                    None => match rx.recv().await {
+                        Some(r) => r,
+                        None => break,
+                    },
+                };
                 if flag.load(Ordering::Acquire) {
                     let _ = req.reply.send(Err(CheckpointError::WriterStopped));
                     continue;
+                }
+                if config.coalesce_metadata {
+                    while req.draft.new_objects.is_empty() {
+                        match rx.try_recv() {
+                            Ok(next) if next.draft.new_objects.is_empty() => {
+                                let _ = req.reply.send(Ok(Err(AlreadyPublished::Superseded)));
+                                req = next;
+                            }
+                            Ok(next) => {
+                                held = Some(next);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
                 }
                 let kind = req.draft.kind;
                 let outcome = committer.commit(req.draft).await;
@@ -115,10 +149,13 @@ impl CheckpointWriter {
                     }
                     Err(e) => tracing::warn!(error = %e, "checkpoint commit failed"),
                     Ok(Ok(m)) => {
-                        if let (Some(r), true) = (
+                        let due = last_gc.is_none_or(|t| t.elapsed() >= config.gc_min_interval);
+                        if let (Some(r), true, true) = (
                             &config.retention,
                             kind != crate::manifest::CheckpointKind::Generated,
+                            due,
                         ) {
+                            last_gc = Some(std::time::Instant::now());
                             if let Err(e) = committer.store().gc(r).await {
                                 tracing::warn!(error = %e, key = %m.key, "checkpoint GC failed");
                             }
@@ -261,5 +298,62 @@ impl BlockingCheckpointStore {
     pub fn open_writer(&self, config: WriterConfig) -> Result<CheckpointWriter> {
         let c = self.rt.block_on(self.store.open_committer())?;
         Ok(CheckpointWriter::spawn(c, config, self.rt.handle()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::CheckpointKind;
+    use spate_types::{BatchTime, DurationMs};
+
+    #[test]
+    fn coalescing_skips_superseded_metadata_but_never_data_and_keeps_order() {
+        let store = BlockingCheckpointStore::open("memory://", StoreOptions::default()).unwrap();
+        let w = store
+            .open_writer(WriterConfig {
+                capacity: 64,
+                retention: None,
+                coalesce_metadata: true,
+                gc_min_interval: std::time::Duration::ZERO,
+            })
+            .unwrap();
+        let draft = |t: u64, data: bool| {
+            let mut d = CheckpointDraft::new(
+                CheckpointKind::Completed,
+                BatchTime(t),
+                BatchTime(0),
+                DurationMs(1000),
+            );
+            if data {
+                d.kind = CheckpointKind::Data;
+                d.new_objects = vec![("state".into(), bytes::Bytes::from_static(b"x"))];
+            }
+            d
+        };
+        // Queue many at once: the writer sees them back to back.
+        let tickets: Vec<_> = (1..=20u64)
+            .map(|t| w.submit(draft(t * 1000, t == 10)).unwrap())
+            .collect();
+        let outcomes: Vec<_> = tickets
+            .into_iter()
+            .map(|t| t.wait_blocking().unwrap())
+            .collect();
+        // The data draft and the last draft are always written.
+        assert!(outcomes[9].is_ok(), "{:?}", outcomes[9]);
+        assert!(outcomes[19].is_ok(), "{:?}", outcomes[19]);
+        let written: Vec<u64> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok().map(|m| m.batch_time.0))
+            .collect();
+        assert!(written.windows(2).all(|p| p[0] < p[1]), "{written:?}");
+        for o in &outcomes {
+            assert!(
+                matches!(o, Ok(_) | Err(AlreadyPublished::Superseded)),
+                "{o:?}"
+            );
+        }
+        let r = store.resolve_latest().unwrap().unwrap();
+        assert_eq!(r.manifest.batch_time, BatchTime(20_000));
     }
 }

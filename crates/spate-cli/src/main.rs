@@ -54,6 +54,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics: `SPATE_LOG=debug` (or any tracing filter, e.g. `spate_streaming=debug`) logs
+    // the engine's events to stderr.
+    if let Ok(filter) = std::env::var("SPATE_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     if let Err(code) = failpoints::setup() {
         return code;
     }

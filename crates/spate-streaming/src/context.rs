@@ -1494,6 +1494,11 @@ fn run_checkpoint_waiter(
                         inner.after_completed(d, before);
                     }
                 }
+                Ok(Err(spate_checkpoint::AlreadyPublished::Superseded)) => {
+                    // A newer metadata manifest was queued behind it; its cleanup waits for a
+                    // durable one.
+                    tracing::debug!(kind = ?s.kind, time = s.time.0, "checkpoint superseded");
+                }
                 Ok(Err(a)) => inner.record_failure(d.ckpt_err(
                     spate_checkpoint::CheckpointError::InvalidArgument(format!(
                         "checkpoint for batch {} not published: {a:?}",

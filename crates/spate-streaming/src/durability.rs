@@ -163,6 +163,10 @@ impl Durability {
                     keep: retain.max(1),
                     pinned: BTreeSet::new(),
                 }),
+                // Metadata manifests are self-contained: a slow store skips superseded ones
+                // instead of falling behind the batches.
+                coalesce_metadata: true,
+                gc_min_interval: Duration::from_secs(2),
             })
             .map_err(|e| self.ckpt_err(e))?;
         *self.writer.lock() = Some(w);

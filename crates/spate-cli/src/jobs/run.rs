@@ -443,6 +443,9 @@ struct Status {
     batches: AtomicU64,
     records: AtomicU64,
     last_input: Mutex<Instant>,
+    /// Batches submitted but not completed: a backlog (e.g. the batches a restart re-runs) is not
+    /// idleness.
+    outstanding: AtomicU64,
     input: InputStats,
     extra: Box<dyn Fn() -> String + Send + Sync>,
     enabled: bool,
@@ -458,7 +461,14 @@ impl std::fmt::Debug for Status {
 }
 
 impl StreamingListener for Status {
+    fn on_batch_submitted(&self, _info: &BatchInfo) {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn on_batch_completed(&self, info: &BatchInfo) {
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.records.fetch_add(info.num_records, Ordering::Relaxed);
         if info.num_records > 0 {
@@ -512,6 +522,7 @@ pub(crate) fn run(
         batches: AtomicU64::new(0),
         records: AtomicU64::new(0),
         last_input: Mutex::new(now),
+        outstanding: AtomicU64::new(0),
         input,
         extra,
         enabled: !args.no_status,
@@ -535,6 +546,14 @@ pub(crate) fn run(
         {
             reason = "duration reached";
         } else if args.idle.is_some_and(|d| {
+            if status.outstanding.load(Ordering::Relaxed) > 1 {
+                // Batches queued behind the running one (a restart's backlog): not idle; restart
+                // the idle clock. (One outstanding batch is just the timer's current batch.)
+                if let Ok(mut g) = status.last_input.lock() {
+                    *g = Instant::now();
+                }
+                return false;
+            }
             status
                 .last_input
                 .lock()
