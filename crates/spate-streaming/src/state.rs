@@ -391,6 +391,40 @@ fn smallest_multiple_at_least(slide: DurationMs, min: DurationMs) -> DurationMs 
     DurationMs(min.0.div_ceil(s).max(1) * s)
 }
 
+/// The `StatefulOp` methods that only read or set the shared [`StateCore`] fields (identical for
+/// every stateful operator).
+macro_rules! delegate_to_core {
+    () => {
+        fn operator(&self) -> OperatorId {
+            self.core.id()
+        }
+        fn kind(&self) -> &'static str {
+            self.core.kind
+        }
+        fn slide(&self) -> DurationMs {
+            self.core.slide
+        }
+        fn partitions(&self) -> usize {
+            self.core.partitions
+        }
+        fn requested_interval(&self) -> Option<DurationMs> {
+            *self.core.requested.lock()
+        }
+        fn set_requested(&self, d: DurationMs) {
+            *self.core.requested.lock() = Some(d);
+        }
+        fn default_interval(&self) -> DurationMs {
+            self.core.default_interval
+        }
+        fn set_interval(&self, d: DurationMs) {
+            self.core.interval.store(d.0, Ordering::Release);
+        }
+        fn interval(&self) -> DurationMs {
+            DurationMs(self.core.interval.load(Ordering::Acquire))
+        }
+    };
+}
+
 struct UpdateStateOp<K, S> {
     core: StateCore<K, S>,
 }
@@ -400,33 +434,7 @@ where
     K: Key + Serialize + DeserializeOwned,
     S: Data + Serialize + DeserializeOwned,
 {
-    fn operator(&self) -> OperatorId {
-        self.core.id()
-    }
-    fn kind(&self) -> &'static str {
-        self.core.kind
-    }
-    fn slide(&self) -> DurationMs {
-        self.core.slide
-    }
-    fn partitions(&self) -> usize {
-        self.core.partitions
-    }
-    fn requested_interval(&self) -> Option<DurationMs> {
-        *self.core.requested.lock()
-    }
-    fn set_requested(&self, d: DurationMs) {
-        *self.core.requested.lock() = Some(d);
-    }
-    fn default_interval(&self) -> DurationMs {
-        self.core.default_interval
-    }
-    fn set_interval(&self, d: DurationMs) {
-        self.core.interval.store(d.0, Ordering::Release);
-    }
-    fn interval(&self) -> DurationMs {
-        DurationMs(self.core.interval.load(Ordering::Acquire))
-    }
+    delegate_to_core!();
     fn open(&self, source: &BackendSource) -> Result<()> {
         self.core.open_backends(source)
     }
@@ -638,33 +646,7 @@ where
     S: Data + Serialize + DeserializeOwned,
     M: Data + Serialize + DeserializeOwned,
 {
-    fn operator(&self) -> OperatorId {
-        self.core.id()
-    }
-    fn kind(&self) -> &'static str {
-        self.core.kind
-    }
-    fn slide(&self) -> DurationMs {
-        self.core.slide
-    }
-    fn partitions(&self) -> usize {
-        self.core.partitions
-    }
-    fn requested_interval(&self) -> Option<DurationMs> {
-        *self.core.requested.lock()
-    }
-    fn set_requested(&self, d: DurationMs) {
-        *self.core.requested.lock() = Some(d);
-    }
-    fn default_interval(&self) -> DurationMs {
-        self.core.default_interval
-    }
-    fn set_interval(&self, d: DurationMs) {
-        self.core.interval.store(d.0, Ordering::Release);
-    }
-    fn interval(&self) -> DurationMs {
-        DurationMs(self.core.interval.load(Ordering::Acquire))
-    }
+    delegate_to_core!();
     fn open(&self, source: &BackendSource) -> Result<()> {
         *self.last.lock() = None;
         self.core.open_backends(source)
