@@ -1150,6 +1150,37 @@ fn file_moved_right_after_the_first_restart_line_is_read() {
     }
 }
 
+/// A file moved in right after a *fresh* start's restart line, then SIGKILL at once (before any
+/// batch): the next run must still read it. Found by the S3 stateful crash test (seed
+/// 1795233368833446825 lost one chunk): the CLI printed the line before `start()` made the first
+/// checkpoint durable, so a kill in between left no checkpoint, the next run started fresh with a
+/// later new-files threshold, and the file (mtime below it) was ignored forever. The line is now
+/// printed after `start()`: the threshold is in a durable checkpoint by then.
+#[test]
+fn file_moved_in_after_a_fresh_restart_line_survives_an_immediate_kill() {
+    for attempt in 0..4 {
+        let work = tempfile::tempdir().unwrap();
+        let loc = Location::local(&work.path().join("ck"));
+        let job = DirJob::new(work.path(), None);
+        let p = Proc::spawn(&job.args(&loc, "100ms", &[]), &[]);
+        p.wait_restarted("first run");
+        let text = format!("moved{attempt} moved{attempt} y\n");
+        job.move_in("f.txt", &text);
+        let first = p.kill9();
+        let p = Proc::spawn(&job.args(&loc, "100ms", &["--idle", "1s"]), &[]);
+        let (st, err) = p.wait(Duration::from_secs(30), "second run");
+        assert!(st.success(), "{err}");
+        let mut want = HashMap::new();
+        count_words(&text, &mut want);
+        let got = sum_outputs(&job.out).0;
+        assert_eq!(
+            got, want,
+            "attempt {attempt}: a file moved in after the restart line was lost by a kill\n\
+             first run stderr:\n{first}\nsecond run stderr:\n{err}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stateful word count (issue 6).
 
@@ -1222,6 +1253,16 @@ fn stateful_wordcount_on_s3_survives_sigkills_with_exact_totals() {
     stateful_wordcount_scenario(&mut rng, work.path(), &loc, 5, 16, ("500ms", "2500ms"));
 }
 
+/// With `SPATE_CRASH_LOG_DIR` set, each run's stderr is kept there as `run-K.log` (for debugging
+/// with `SPATE_LOG=spate_streaming=debug,...`, which the spawned runs inherit).
+fn keep_log(k: usize, stderr: &str) {
+    if let Some(dir) = std::env::var_os("SPATE_CRASH_LOG_DIR") {
+        let dir = PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join(format!("run-{k}.log")), stderr);
+    }
+}
+
 /// `batch`: the batch interval (an object store needs longer batches than local disk: every batch
 /// writes metadata checkpoints and every data checkpoint waits for them).
 fn stateful_wordcount_scenario(
@@ -1272,7 +1313,7 @@ fn stateful_wordcount_scenario(
         if k > 0 && rng.range(0, 5) == 0 {
             let d = rng.ms(0, 400);
             std::thread::sleep(d);
-            p.kill9();
+            keep_log(k, &p.kill9());
             log.push(format!("run {k} ({}): killed {d:?} after spawn", env[0].1));
             continue;
         }
@@ -1290,7 +1331,7 @@ fn stateful_wordcount_scenario(
         }
         let d = rng.ms(0, 900);
         std::thread::sleep(d);
-        p.kill9();
+        keep_log(k, &p.kill9());
         log.push(format!(
             "run {k} ({}): killed {d:?} after its restart line",
             env[0].1
@@ -1303,6 +1344,9 @@ fn stateful_wordcount_scenario(
     let (st, err) = p.wait(Duration::from_secs(120), "final run");
     assert!(st.success(), "final run failed: {st}\nstderr:\n{err}");
     eprintln!("{}", log.join("\n"));
+    // Shown only if an assertion below fails (the harness captures it otherwise).
+    eprintln!("final run stderr:\n{err}");
+    keep_log(kills, &err);
     let mut want = HashMap::new();
     for t in &parts {
         count_words(t, &mut want);

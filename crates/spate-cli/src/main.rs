@@ -11,6 +11,12 @@ mod jobs;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+// The engine allocates on receiver threads and frees on batch threads (blocks, per-batch maps);
+// mimalloc's thread-local free lists make that cheap where glibc malloc was 20-29 % of a profiled
+// word count (docs/performance.md). The benchmarks use it too, so their figures match the binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod failpoints;
 mod wal;
 
@@ -43,7 +49,7 @@ enum Command {
     Feed(feed::FeedArgs),
     /// Generate a deterministic corpus (words: byte-identical to the Spark harness; clicks).
     Gen(jobs::gen::GenArgs),
-    /// Word count over a socket or a directory (per-batch counts; --checkpoint not used yet).
+    /// Word count over a socket or a directory (per-batch counts; running totals per word with --checkpoint).
     Wordcount(jobs::wordcount::WordcountArgs),
     /// Clicks per device type over a sliding window (malformed lines counted, never fatal).
     Clicks(jobs::clicks::ClicksArgs),

@@ -302,21 +302,7 @@ where
         Some(url) => {
             let r = StreamingContext::get_or_create(&url, cfg, &mut build_in);
             match r {
-                Ok(ctx) => {
-                    // The file source ignores files modified at or before its creation time, in
-                    // whole ms (Spark's newFilesOnly, SPARK-4518's `<=`), and file systems stamp
-                    // mtimes from the kernel's coarse clock, up to a tick (≤ 10 ms) behind: print
-                    // the restart line only once that much has passed, so a file written after
-                    // the line is always new.
-                    wait_past_mtime_granularity();
-                    if let Some(rep) = ctx.restart_report() {
-                        eprintln!("spate: restart: {}", rep.summary());
-                        if let Some(w) = &rep.written_to {
-                            eprintln!("spate: restart report: {url}/{w}");
-                        }
-                    }
-                    ctx
-                }
+                Ok(ctx) => ctx,
                 Err(e) => {
                     return Err(failure.unwrap_or_else(|| match &e {
                         spate_streaming::StreamingError::IncompatibleCheckpoint {
@@ -344,6 +330,27 @@ where
     };
     let stats = stats.ok_or("the job registered no input")?;
     Ok((ctx, stats))
+}
+
+/// With a checkpoint, prints the restart line (`spate: restart: ...`) and where the restart report
+/// was written. Called after `start()`, which makes the first checkpoint durable (it records the
+/// file source's new-files threshold): a file moved in after the line is counted even if the
+/// process is killed right after it, since the next run restores that threshold instead of taking
+/// a new one. (Printed before `start()`, a kill in between lost such files: the next run started
+/// fresh with a later threshold.)
+fn print_restart_line(ctx: &StreamingContext) {
+    let Some(rep) = ctx.restart_report() else {
+        return;
+    };
+    // The file source ignores files modified at or before its creation time, in whole ms (Spark's
+    // newFilesOnly, SPARK-4518's `<=`), and file systems stamp mtimes from the kernel's coarse
+    // clock, up to a tick (<= 10 ms) behind: print the line only once that much has passed, so a
+    // file written after the line is always new.
+    wait_past_mtime_granularity();
+    eprintln!("spate: restart: {}", rep.summary());
+    if let (Some(w), Some(url)) = (&rep.written_to, &ctx.config().checkpoint) {
+        eprintln!("spate: restart report: {url}/{w}");
+    }
 }
 
 fn wall_ms() -> u128 {
@@ -530,6 +537,7 @@ pub(crate) fn run(
     });
     ctx.add_listener(Arc::clone(&status) as Arc<dyn StreamingListener>);
     ctx.start().map_err(|e| e.to_string())?;
+    print_restart_line(ctx);
     let mut reason = "stopped by signal";
     let result = loop {
         match ctx.await_termination_timeout(Duration::from_millis(100)) {
