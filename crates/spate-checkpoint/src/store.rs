@@ -213,6 +213,28 @@ pub struct CheckpointStore {
     prefix: Path,
     url: String,
     opts: StoreOptions,
+    /// What GC already verified in this process (shared by clones): see [`GcCache`].
+    gc_cache: Arc<std::sync::Mutex<GcCache>>,
+}
+
+/// Per-process memory of GC verification, so a GC does not re-read what an earlier one (or this
+/// process's own committer) already checked: manifests by key, and data objects by path with the
+/// size and crc32 they verified with. Every name is create-only (never overwritten), so a name
+/// stands for the same bytes for as long as it exists; an entry is used only while the object is
+/// still listed with the same size, and entries whose names left the listing are dropped.
+///
+/// Without it every GC read every object of the newest `keep` checkpoints again, and since each
+/// checkpoint references the whole delta chain of its state, that was `keep` x chain length
+/// reads per GC: on an S3 server with 40 ms small-object reads, seconds per GC, longer than the
+/// batch interval, so a stateful job fell further behind every batch (found as a final run that
+/// never went idle). Not covered (as before, outside the fault model within a running process):
+/// an object damaged in the store after this process verified or wrote it; the next process
+/// verifies everything once again, and restore ([`CheckpointStore::resolve_latest`]) always reads
+/// in full.
+#[derive(Debug, Default)]
+struct GcCache {
+    manifests: BTreeMap<CheckpointKey, Manifest>,
+    objects: BTreeMap<String, (u64, u32)>,
 }
 
 /// A resolved checkpoint: its manifest and how it was chosen.
@@ -264,6 +286,7 @@ impl CheckpointStore {
             prefix,
             url: url.to_owned(),
             opts,
+            gc_cache: Arc::default(),
         }
     }
 
@@ -724,7 +747,7 @@ impl CheckpointStore {
                 }
                 continue;
             }
-            let fact = self.gather(*key, VerifyLevel::Full).await?;
+            let fact = self.gather_for_gc(*key, &listing).await?;
             if let ManifestFact::Read { manifest, .. } = &fact {
                 refs.insert(
                     *key,
@@ -736,7 +759,72 @@ impl CheckpointStore {
                 valid.insert(*key);
             }
         }
+        self.prune_gc_cache(&listing);
         Ok(protocol::plan_gc(&listing, &valid, &refs, retention))
+    }
+
+    /// As [`gather`](Self::gather) with [`VerifyLevel::Full`], but through the [`GcCache`]: a
+    /// manifest read before is not read again, and an object verified before (same path, size and
+    /// crc, still listed with that size) is not read again. New results are remembered.
+    async fn gather_for_gc(&self, key: CheckpointKey, listing: &Listing) -> Result<ManifestFact> {
+        let cached = self.gc_lock().manifests.get(&key).cloned();
+        let m = match cached {
+            Some(m) => m,
+            None => match self.read_manifest(key).await {
+                Ok(m) => {
+                    self.gc_lock().manifests.insert(key, m.clone());
+                    m
+                }
+                Err(
+                    e @ (CheckpointError::NotFound { .. }
+                    | CheckpointError::Corrupt { .. }
+                    | CheckpointError::NewerFormat { .. }),
+                ) => return Ok(ManifestFact::Unreadable(e.to_string())),
+                Err(e) => return Err(e),
+            },
+        };
+        let mut checks = BTreeMap::new();
+        for r in &m.objects {
+            if checks.contains_key(&r.path) {
+                continue;
+            }
+            let known = self.gc_lock().objects.get(&r.path) == Some(&(r.size, r.crc32))
+                && listing.data.get(&r.path).is_some_and(|o| o.size == r.size);
+            let c = if known {
+                ObjectCheck::Ok
+            } else {
+                let c = self.check_object(r, VerifyLevel::Full).await?;
+                if c == ObjectCheck::Ok {
+                    self.remember_object(&r.path, r.size, r.crc32);
+                }
+                c
+            };
+            checks.insert(r.path.clone(), c);
+        }
+        Ok(ManifestFact::Read {
+            manifest: Box::new(m),
+            checks,
+        })
+    }
+
+    fn gc_lock(&self) -> std::sync::MutexGuard<'_, GcCache> {
+        // The cache holds plain data; a panic elsewhere cannot leave it inconsistent.
+        self.gc_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records an object this process verified or wrote itself (`size`: envelope bytes).
+    fn remember_object(&self, rel: &str, size: u64, crc32: u32) {
+        self.gc_lock().objects.insert(rel.to_owned(), (size, crc32));
+    }
+
+    /// Drops cache entries whose names are no longer listed (deleted by GC or by someone else).
+    fn prune_gc_cache(&self, listing: &Listing) {
+        let listed: BTreeSet<&CheckpointKey> = listing.manifests.iter().collect();
+        let mut c = self.gc_lock();
+        c.manifests.retain(|k, _| listed.contains(k));
+        c.objects.retain(|p, _| listing.data.contains_key(p));
     }
 
     /// Plans and executes GC: deletes only the plan's `Delete` objects, manifests first and then
@@ -1367,7 +1455,10 @@ impl Committer {
             #[cfg(feature = "chaos-broken-manifest-first")]
             deferred.push((rel.clone(), env));
             #[cfg(not(feature = "chaos-broken-manifest-first"))]
-            self.put_data_object(&rel, env).await?;
+            {
+                self.put_data_object(&rel, env).await?;
+                self.store.remember_object(&rel, size, crc32);
+            }
             objects.push(DataObjectRef {
                 path: rel,
                 size,
@@ -1402,6 +1493,7 @@ impl Committer {
         if !created {
             return Ok(Err(AlreadyPublished::Different { manifest: rel }));
         }
+        self.store.gc_lock().manifests.insert(key, manifest.clone());
         spate_types::spate_fail!("checkpoint::manifest::put::after", |a| Err(
             CheckpointError::failpoint("checkpoint::manifest::put::after", &rel, &a, true)
         ));

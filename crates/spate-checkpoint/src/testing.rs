@@ -53,6 +53,7 @@ pub struct FlakyObjectStore {
     seed: u64,
     enabled: AtomicBool,
     log: parking_free::Mutex<Vec<(String, Fault)>>,
+    gets: AtomicU64,
 }
 
 mod parking_free {
@@ -104,6 +105,7 @@ impl FlakyObjectStore {
             seed,
             enabled: AtomicBool::new(true),
             log: parking_free::Mutex::new(Vec::new()),
+            gets: AtomicU64::new(0),
         }
     }
 
@@ -121,6 +123,12 @@ impl FlakyObjectStore {
     /// Replaces the fault probabilities (`FaultConfig { fail_before: 1.0, .. }` = totally unavailable).
     pub fn set_config(&self, c: FaultConfig) {
         *self.config.lock() = c;
+    }
+
+    /// `get_opts` requests so far (reads of objects), faulted or not.
+    #[must_use]
+    pub fn gets(&self) -> u64 {
+        self.gets.load(Ordering::SeqCst)
     }
 
     /// The faults injected so far, per request (`op path`).
@@ -202,6 +210,7 @@ impl ObjectStore for FlakyObjectStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         match self.pick("get", location, false) {
             Fault::FailBefore => Err(injected("injected failure before get")),
             Fault::Latency(d) => {

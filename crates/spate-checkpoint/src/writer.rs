@@ -142,6 +142,7 @@ impl CheckpointWriter {
                 }
                 let kind = req.draft.kind;
                 let outcome = committer.commit(req.draft).await;
+                let mut gc_after = None;
                 match &outcome {
                     Err(e @ CheckpointError::Fenced { .. }) => {
                         tracing::error!(error = %e, "checkpoint writer fenced; stopping");
@@ -155,15 +156,21 @@ impl CheckpointWriter {
                             kind != crate::manifest::CheckpointKind::Generated,
                             due,
                         ) {
-                            last_gc = Some(std::time::Instant::now());
-                            if let Err(e) = committer.store().gc(r).await {
-                                tracing::warn!(error = %e, key = %m.key, "checkpoint GC failed");
-                            }
+                            gc_after = Some((r, m.key));
                         }
                     }
                     Ok(Err(_)) => {}
                 }
+                // The outcome is final once the commit returned: answer before GC (housekeeping
+                // that lists and may read the location), so a submitter waiting for a data
+                // checkpoint does not wait for it too.
                 let _ = req.reply.send(outcome);
+                if let Some((r, key)) = gc_after {
+                    last_gc = Some(std::time::Instant::now());
+                    if let Err(e) = committer.store().gc(r).await {
+                        tracing::warn!(error = %e, key = %key, "checkpoint GC failed");
+                    }
+                }
             }
         });
         CheckpointWriter {
