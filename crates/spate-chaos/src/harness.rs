@@ -730,6 +730,7 @@ pub fn run(cfg: &ChaosConfig) -> Result<Report, ChaosError> {
         seed: cfg.seed,
         command: cfg.command.clone(),
         program: cfg.program.name(),
+        mode: "process".into(),
         cycles: plans.len() as u32,
         kills,
         failpoint_cycles: plans.len() as u32 - kills,

@@ -18,6 +18,7 @@ mod oracle;
 mod process;
 pub mod rng;
 pub mod schedule;
+pub mod simfs;
 
 pub use harness::run;
 pub use oracle::{Finding, FindingKind};
@@ -254,9 +255,12 @@ pub struct Report {
     pub command: String,
     /// The program under test.
     pub program: String,
-    /// Crash cycles run (kill + fail point).
+    /// `process` (a child process ended by SIGKILL or fail points, [`run`]) or `simfs`
+    /// (in-process, power loss on a SimFs, [`simfs::run`]).
+    pub mode: String,
+    /// Crash cycles run (kill + fail point; SimFs crashes in the `simfs` mode).
     pub cycles: u32,
-    /// SIGKILL cycles.
+    /// SIGKILL cycles (SimFs crash cycles in the `simfs` mode).
     pub kills: u32,
     /// Fail point cycles.
     pub failpoint_cycles: u32,
@@ -306,11 +310,12 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "chaos {}: seed {}, {} cycles ({} SIGKILL, {} fail point), {} disturbances, {} input lines, {:.1} s",
+            "chaos {}: seed {}, {} cycles ({} {}, {} fail point), {} disturbances, {} input lines, {:.1} s",
             self.program,
             self.seed,
             self.cycles,
             self.kills,
+            if self.mode == "simfs" { "SimFs crash" } else { "SIGKILL" },
             self.failpoint_cycles,
             self.disturbances,
             self.input_lines,

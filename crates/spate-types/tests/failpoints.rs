@@ -79,7 +79,7 @@ with one of them:
 
 | feature (spate-cli) | crate feature | the bug | what catches it |
 |---|---|---|---|
-| `chaos-broken-skip-sync` | `spate-wal/chaos-broken-skip-sync` | WAL group commit skips `fdatasync` but reports success | losing un-synced data (power loss, `SimFs::crash`, a dropped page cache): acknowledged records are missing after recovery. A plain SIGKILL does **not** lose the page cache, so it cannot catch this bug alone. |
+| `chaos-broken-skip-sync` | `spate-wal/chaos-broken-skip-sync` | WAL group commit skips `fdatasync` but reports success | losing un-synced data (power loss, `SimFs::crash`, a dropped page cache): acknowledged records are missing after recovery. `spate chaos run --simfs` (the WAL on a `SimFs` crashed every cycle, docs/chaos.md) fails with `lost` findings (`crates/spate-cli/tests/chaos_simfs.rs`; also `spate-wal`'s `power_loss` test). A plain SIGKILL does **not** lose the page cache, so the process mode cannot catch this bug. |
 | `chaos-broken-manifest-first` | `spate-checkpoint/chaos-broken-manifest-first` | a commit publishes the manifest before writing its data objects | a crash between the two (e.g. `checkpoint::manifest::put::after=return(abort)`): the newest manifest names missing objects. Recovery rejects it (`missing object`) and falls back, which a correct build never needs: the oracle treats such a rejection in a restart report as a protocol violation. |
 
 `spate_wal::CHAOS_BROKEN_SKIP_SYNC` and `spate_checkpoint::CHAOS_BROKEN_MANIFEST_FIRST` say whether
