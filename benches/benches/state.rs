@@ -785,14 +785,15 @@ fn chains(objs: &[DataObjectRef]) -> Vec<Vec<DataObjectRef>> {
         .collect()
 }
 
-fn decode_all(objs: &[Vec<Vec<u8>>]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+#[allow(clippy::type_complexity)]
+fn decode_all(objs: &[Vec<Vec<u8>>]) -> Vec<Vec<(&[u8], &[u8])>> {
     std::thread::scope(|s| {
         let hs: Vec<_> = objs
             .iter()
             .enumerate()
             .map(|(p, chain)| {
                 s.spawn(move || {
-                    format::restore(OP, part(p), chain.iter().map(Vec::as_slice))
+                    format::restore_borrowed(OP, part(p), chain.iter().map(Vec::as_slice))
                         .expect("restore")
                         .1
                 })
@@ -802,14 +803,11 @@ fn decode_all(objs: &[Vec<Vec<u8>>]) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
     })
 }
 
-fn import_all<B: StateBackend<String, u64>>(
-    backends: &mut [B],
-    entries: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
-) {
+fn import_all<B: StateBackend<String, u64>>(backends: &mut [B], entries: Vec<Vec<(&[u8], &[u8])>>) {
     std::thread::scope(|s| {
         for (b, e) in backends.iter_mut().zip(entries) {
             s.spawn(move || {
-                import(b, spate_types::format::CODEC_BINCODE2, "bench", e).expect("import");
+                import(b, spate_types::format::CODEC_BINCODE2, "bench", &e).expect("import");
             });
         }
     });

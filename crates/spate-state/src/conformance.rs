@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::format::{restore, ObjectKind};
+use crate::format::{borrowed, restore, ObjectKind};
 use crate::{export_delta, export_snapshot, import, StateBackend, Update};
 use spate_types::format::CODEC_BINCODE2;
 use spate_types::{BatchTime, OperatorId, PartitionId};
@@ -166,6 +166,17 @@ pub fn change_tracking<B: StateBackend<K, S>>(mut b: B) {
         b.take_changes().unwrap().is_empty(),
         "load forgets changes of loaded keys"
     );
+    // A loaded entry equals the checkpoint: rewriting it with an equal value is not a change (as
+    // `update_state_by_key` does every batch), a different value is.
+    b.update_all(&mut |_k, v| Some(v)).unwrap();
+    b.put("l2".into(), vec![8]).unwrap();
+    let ch = b.take_changes().unwrap();
+    let keys: Vec<&str> = ch.entries.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["l2"],
+        "only the entry rewritten with a new value"
+    );
 
     b.put("a".into(), vec![1]).unwrap();
     b.remove(&"z".into()).unwrap();
@@ -229,7 +240,7 @@ pub fn large_values<B: StateBackend<K, S>>(mut b: B, mut restored: B) {
     let snap = export_snapshot(&b, OP, PART, BatchTime(1)).unwrap();
     assert!(snap.len() > big.len());
     let (h, entries) = restore(OP, PART, [&snap[..]]).unwrap();
-    import(&mut restored, h.codec, "test", entries).unwrap();
+    import(&mut restored, h.codec, "test", &borrowed(&entries)).unwrap();
     let got = restored.get(&"big".into()).unwrap().unwrap();
     assert_eq!(got.len(), big.len());
     assert_eq!(got[0], 255);
@@ -271,7 +282,7 @@ pub fn checkpoint_round_trip<B: StateBackend<K, S>>(mut b: B, mut restored: B) {
     let (h, entries) = restore(OP, PART, objects.iter().map(Vec::as_slice)).unwrap();
     assert_eq!(h.time, BatchTime(prev));
     assert!(matches!(h.kind, ObjectKind::Delta { .. }));
-    import(&mut restored, h.codec, "test", entries).unwrap();
+    import(&mut restored, h.codec, "test", &borrowed(&entries)).unwrap();
     assert_eq!(contents(&restored), contents(&b));
     assert_eq!(restored.len(), b.len());
     assert_eq!(restored.pending_changes(), 0);
@@ -282,11 +293,11 @@ pub fn checkpoint_round_trip<B: StateBackend<K, S>>(mut b: B, mut restored: B) {
 pub fn import_rejects_foreign_bytes<B: StateBackend<K, S>>(mut b: B) {
     let entries = vec![(enc("k"), vec![0xff, 0xff, 0xff, 0xff, 0xff])];
     assert!(matches!(
-        import(&mut b, CODEC_BINCODE2, "test", entries.clone()),
+        import(&mut b, CODEC_BINCODE2, "test", &borrowed(&entries)),
         Err(crate::StateError::Corrupt { .. })
     ));
     assert!(matches!(
-        import(&mut b, 0, "test", entries),
+        import(&mut b, 0, "test", &borrowed(&entries)),
         Err(crate::StateError::Format(_))
     ));
     // A u64 value is not a `Vec<u8>` in this codec when it claims too many bytes.
@@ -294,7 +305,7 @@ pub fn import_rejects_foreign_bytes<B: StateBackend<K, S>>(mut b: B) {
         vec![0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
         vec![0],
     )];
-    assert!(import(&mut b, CODEC_BINCODE2, "test", entries).is_err());
+    assert!(import(&mut b, CODEC_BINCODE2, "test", &borrowed(&entries)).is_err());
 }
 
 /// One step of [`run_model`]. Keys are `k<n>` for `n` in `0..=255` (varying lengths, so encoded
@@ -417,7 +428,7 @@ pub fn run_model<B: StateBackend<K, S>>(mut b: B, ops: &[Op], mut fresh: impl Fn
                 let (h, entries) = restore(OP, PART, chain.iter().map(Vec::as_slice)).unwrap();
                 assert_eq!(h.time, t);
                 let mut r = fresh();
-                import(&mut r, h.codec, "model", entries).unwrap();
+                import(&mut r, h.codec, "model", &borrowed(&entries)).unwrap();
                 assert_eq!(contents(&r), model, "op {i}: restored chain");
             }
             Op::ClearChanges => {
@@ -521,7 +532,7 @@ pub fn equal_rewrites_are_not_changes<B: StateBackend<K, S>>(mut b: B, mut resto
     assert_eq!(ch.entries[0].value.as_deref(), Some(&big2[..]));
 
     let (h, entries) = restore(OP, PART, [&snap[..]]).unwrap();
-    import(&mut restored, h.codec, "test", entries).unwrap();
+    import(&mut restored, h.codec, "test", &borrowed(&entries)).unwrap();
     restored.update_all(&mut |_, v| Some(v)).unwrap();
     assert!(
         restored.take_changes().unwrap().is_empty(),
@@ -572,7 +583,7 @@ pub fn returning_to_an_older_value_is_a_change<B: StateBackend<K, S>>(mut b: B, 
         let delta = export_delta(&ch, OP, PART, BatchTime(5000), BatchTime(4000)).unwrap();
         let (h, entries) = restore(OP, PART, [&snap[..], &delta[..]]).unwrap();
         restored.clear().unwrap();
-        import(&mut restored, h.codec, "test", entries).unwrap();
+        import(&mut restored, h.codec, "test", &borrowed(&entries)).unwrap();
         assert_eq!(restored.get(&"k".into()).unwrap(), Some(v1.clone()));
         let (_, entries) = restore(OP, PART, chain.iter().map(Vec::as_slice)).unwrap();
         assert_eq!(

@@ -83,7 +83,8 @@ pub fn export_delta<K, S: Serialize>(
     Ok(w.finish())
 }
 
-/// Loads restored entries (from [`crate::format::Restore::finish`], codec [`CODEC_BINCODE2`]) into
+/// Loads restored entries (from [`crate::format::restore_borrowed`], or [`crate::format::borrowed`]
+/// of [`crate::format::Restore::finish`]'s; codec [`CODEC_BINCODE2`]) into
 /// `backend` with [`StateBackend::load_encoded`], in chunks of [`IMPORT_CHUNK`]. Loaded entries are not changes. The backend is not cleared first.
 ///
 /// `codec` is the chain's codec ([`crate::format::Header::codec`]); `location` names the checkpoint
@@ -97,7 +98,7 @@ pub fn import<K, S, B>(
     backend: &mut B,
     codec: u8,
     location: &str,
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    entries: &[(&[u8], &[u8])],
 ) -> Result<()>
 where
     K: DeserializeOwned,
@@ -111,14 +112,7 @@ where
         }
         .into());
     }
-    let mut chunk = Vec::with_capacity(entries.len().min(IMPORT_CHUNK));
-    for e in entries {
-        chunk.push(e);
-        if chunk.len() == IMPORT_CHUNK {
-            backend.load_encoded(location, std::mem::take(&mut chunk))?;
-        }
-    }
-    if !chunk.is_empty() {
+    for chunk in entries.chunks(IMPORT_CHUNK) {
         backend.load_encoded(location, chunk)?;
     }
     Ok(())

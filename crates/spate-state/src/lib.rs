@@ -54,9 +54,9 @@
 //! // Data checkpoint at 2000 ms: a delta on 1000 ms with the changed keys only.
 //! let delta = export_delta(&state.take_changes()?, op, part, BatchTime(2000), BatchTime(1000))?;
 //! // Restart: rebuild from the chain.
-//! let (header, entries) = format::restore(op, part, [&snap[..], &delta[..]])?;
+//! let (header, entries) = format::restore_borrowed(op, part, [&snap[..], &delta[..]])?;
 //! let mut restored = MemoryBackend::<String, u64>::new();
-//! import(&mut restored, header.codec, "checkpoint 2000", entries)?;
+//! import(&mut restored, header.codec, "checkpoint 2000", &entries)?;
 //! assert_eq!(restored.get(&"b".to_string())?, Some(12));
 //! assert_eq!(restored.get(&"a".to_string())?, None);
 //! assert_eq!(header.time, BatchTime(2000));
@@ -278,13 +278,13 @@ pub trait StateBackend<K, S>: Send {
     /// decode is [`StateError::Corrupt`] naming `location`, and nothing of this call is loaded.
     /// Backends keep the given bytes where that saves work: sled stores them as they are, the memory
     /// backend fingerprints them for change detection.
-    fn load_encoded(&mut self, location: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()>
+    fn load_encoded(&mut self, location: &str, entries: &[(&[u8], &[u8])]) -> Result<()>
     where
         K: DeserializeOwned,
         S: DeserializeOwned,
     {
         let mut typed = Vec::with_capacity(entries.len());
-        for (kb, vb) in &entries {
+        for (kb, vb) in entries {
             typed.push(decode_entry(location, kb, vb)?);
         }
         self.load(typed)
@@ -354,7 +354,7 @@ impl<K, S, B: StateBackend<K, S> + ?Sized> StateBackend<K, S> for Box<B> {
     fn load(&mut self, entries: Vec<(K, S)>) -> Result<()> {
         (**self).load(entries)
     }
-    fn load_encoded(&mut self, location: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()>
+    fn load_encoded(&mut self, location: &str, entries: &[(&[u8], &[u8])]) -> Result<()>
     where
         K: DeserializeOwned,
         S: DeserializeOwned,

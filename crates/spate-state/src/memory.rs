@@ -293,15 +293,23 @@ impl<K: StateKey, S: StateValue> StateBackend<K, S> for MemoryBackend<K, S> {
     fn load(&mut self, entries: Vec<(K, S)>) -> Result<()> {
         self.map.reserve(entries.len());
         for (k, v) in entries {
-            // Not fingerprinted: the first rewrite of this entry counts as a change (safe).
-            self.load_one(k, v, UNKNOWN);
+            // Fingerprinted as `load_encoded` does: a loaded entry equals the checkpoint, so
+            // rewriting it with an equal value is not a change. (Left `UNKNOWN`, every loaded key
+            // that `update_state_by_key` rewrote unchanged went into the next delta: a full copy
+            // of an `initial_state` after its snapshot, and twice the bytes to restore.)
+            self.scratch.clear();
+            let fp = match spate_types::codec::encode_into(&v, &mut self.scratch) {
+                Ok(()) => fingerprint(&self.h1, &self.h2, &self.scratch),
+                Err(_) => UNKNOWN,
+            };
+            self.load_one(k, v, fp);
         }
         Ok(())
     }
 
-    fn load_encoded(&mut self, location: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+    fn load_encoded(&mut self, location: &str, entries: &[(&[u8], &[u8])]) -> Result<()> {
         let mut typed = Vec::with_capacity(entries.len());
-        for (kb, vb) in &entries {
+        for (kb, vb) in entries {
             let (k, v): (K, S) = decode_entry(location, kb, vb)?;
             typed.push((k, v, fingerprint(&self.h1, &self.h2, vb)));
         }

@@ -374,11 +374,16 @@ where
         self.load_bytes(encoded)
     }
 
-    fn load_encoded(&mut self, location: &str, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
-        for (kb, vb) in &entries {
+    fn load_encoded(&mut self, location: &str, entries: &[(&[u8], &[u8])]) -> Result<()> {
+        for (kb, vb) in entries {
             crate::decode_entry::<K, S>(location, kb, vb)?;
         }
-        self.load_bytes(entries)
+        self.load_bytes(
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect(),
+        )
     }
 }
 

@@ -86,7 +86,7 @@ fn golden_objects_decode_and_re_encode_byte_for_byte() {
 
     let (h, entries) = format::restore(OP, PART, [&g_snap[..], &g_delta]).unwrap();
     let mut b = MemoryBackend::<String, u64>::new();
-    import(&mut b, h.codec, "golden", entries).unwrap();
+    import(&mut b, h.codec, "golden", &format::borrowed(&entries)).unwrap();
     let mut got = Vec::new();
     b.for_each(&mut |k, v| got.push((k.clone(), *v))).unwrap();
     got.sort();

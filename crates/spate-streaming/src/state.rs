@@ -257,7 +257,7 @@ where
             .try_for_each(|(p, (b, objs))| {
                 let part = PartitionId(u32::try_from(p).unwrap_or(u32::MAX));
                 let (header, entries) =
-                    spate_state::format::restore(op, part, objs.iter().map(Vec::as_slice))
+                    spate_state::format::restore_borrowed(op, part, objs.iter().map(Vec::as_slice))
                         .map_err(|e| state_err(op, format!("partition {p}: {e}")))?;
                 if header.time != t {
                     return Err(state_err(
@@ -274,7 +274,7 @@ where
                     &mut **b,
                     header.codec,
                     &format!("operator {} partition {p}", op.0),
-                    entries,
+                    &entries,
                 )
                 .map_err(|e| state_err(op, e))?;
                 Ok(())
