@@ -16,8 +16,9 @@
 //! or tears every WAL write and directory change that was not synced — power loss right after
 //! the process's last write (crashing first would let the dead engine keep writing checkpoints,
 //! which live in a real directory). The context is rebuilt through
-//! `StreamingContext::get_or_create_on`; the producer reconnects once the restarted context
-//! completed its first batch (see [`SimConfig::eager_producer`]). The
+//! `StreamingContext::get_or_create_on`; the producer reconnects as soon as the receiver starts,
+//! while the blocks recovered from the WAL are still being processed (see
+//! [`SimConfig::eager_producer`]). The
 //! `fill-disk` disturbance makes a seeded window of a cycle fail writes, creates and `set_len` on
 //! the SimFs with ENOSPC (seeded rate); the engine must keep going or fail with a typed error, then
 //! the harness frees the disk (faults off) with the crash and restarts.
@@ -80,11 +81,12 @@ pub struct SimConfig {
     /// Where the checkpoint goes (`<work_dir>/ck`, a real directory). Created if missing; the
     /// checkpoint location must not exist yet.
     pub work_dir: PathBuf,
-    /// The producer connects as soon as the receiver starts. `false` (default): it connects once
-    /// the restarted context completed its first batch (a feeder reconnecting after the restart),
-    /// so the blocks recovered from the WAL are consumed before new ones arrive. `true` currently
-    /// exposes an engine bug (block ids restart at 0 in every process, and a recovered block can
-    /// be read as a new block with the same id: one block lost, another counted twice).
+    /// The producer connects as soon as the receiver starts (default `true`), so new blocks are
+    /// stored while recovered ones are still being processed. `false`: it connects once the
+    /// restarted context completed its first batch (a feeder reconnecting later). The eager
+    /// producer found an engine bug, now fixed: block ids restarted at 0 in every process and a
+    /// recovered block could be read as a new block with the same id (one block lost, another
+    /// counted twice; regression: `tests/chaos_simfs.rs`).
     pub eager_producer: bool,
     /// The command that reproduces the run (printed on failure).
     pub command: String,
@@ -105,7 +107,7 @@ impl SimConfig {
             fill_disk: false,
             disturb_rate: 0.3,
             max_steps: 24,
-            eager_producer: false,
+            eager_producer: true,
             work_dir,
             command: String::new(),
             verbose: false,

@@ -124,10 +124,10 @@ pub(crate) struct RunArgs {
     /// SimFs mode: a cycle runs 1..=N steps of 200 ms (manual clock) before its crash (default 24).
     #[arg(long)]
     max_steps: Option<u64>,
-    /// SimFs mode: the producer connects as soon as the receiver starts, not after the restarted
-    /// context's first batch (currently exposes a known engine bug; docs/chaos.md).
+    /// SimFs mode: the producer connects only after the restarted context's first batch (by
+    /// default it connects as soon as the receiver starts, while recovered blocks are processed).
     #[arg(long)]
-    eager_producer: bool,
+    late_producer: bool,
 }
 
 pub(crate) fn run(cmd: ChaosCommand) -> ExitCode {
@@ -215,8 +215,8 @@ fn run_chaos(a: Box<RunArgs>) -> Result<bool, String> {
     if a.simfs {
         return run_simfs(&a, seed);
     }
-    if a.lines.is_some() || a.max_steps.is_some() || a.eager_producer {
-        return Err("--lines, --max-steps and --eager-producer belong to --simfs".into());
+    if a.lines.is_some() || a.max_steps.is_some() || a.late_producer {
+        return Err("--lines, --max-steps and --late-producer belong to --simfs".into());
     }
     let spate_bin =
         std::env::current_exe().map_err(|e| format!("locating the spate binary: {e}"))?;
@@ -367,7 +367,7 @@ fn run_simfs(a: &RunArgs, seed: u64) -> Result<bool, String> {
     cfg.fill_disk = fill_disk;
     cfg.disturb_rate = a.disturb_rate;
     cfg.max_steps = max_steps;
-    cfg.eager_producer = a.eager_producer;
+    cfg.eager_producer = !a.late_producer;
     cfg.command = repro_command(seed, a.seed.is_some());
     cfg.verbose = !a.quiet;
     cfg.stop = Some(stop);

@@ -87,6 +87,24 @@ impl<T: Send + Sync + 'static> InputStream for ReceiverInput<T> {
         if let Some(p) = pos {
             self.supervisor.restore_position(p);
         }
+        // New blocks are numbered after every block of this receiver still in the WAL (all that
+        // a restored batch or the tracker can refer to).
+        let next = r
+            .replayed
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                crate::tracker::TrackerEvent::BlockAdded(i)
+                    if i.block.receiver == self.receiver =>
+                {
+                    Some(i.block.seq.saturating_add(1))
+                }
+                _ => None,
+            })
+            .max();
+        if let Some(n) = next {
+            self.supervisor.restore_next_seq(n);
+        }
         Ok(())
     }
 

@@ -299,6 +299,10 @@ fn split_block(payload: &[u8]) -> std::result::Result<(BlockHeader, &[u8]), Stri
 pub(crate) struct WalBlockHandler<T> {
     journal: Arc<Journal>,
     memory: MemoryBlockHandler<T>,
+    /// The WAL handle of each block held in `memory`: the in-memory copy is served only for the
+    /// same record (block ids are unique across restarts, see `Supervisor::restore_next_seq`;
+    /// this keeps a reused id from ever serving another block's records).
+    handles: parking_lot::Mutex<std::collections::HashMap<BlockId, Vec<u8>>>,
 }
 
 impl<T> WalBlockHandler<T> {
@@ -306,6 +310,7 @@ impl<T> WalBlockHandler<T> {
         WalBlockHandler {
             journal,
             memory: MemoryBlockHandler::default(),
+            handles: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
 }
@@ -336,6 +341,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> BlockHandler<T> for WalBlock
             .append_block(block, records.len() as u64, position, &data)
         {
             Ok(info) => {
+                self.handles.lock().insert(block, info.handle.clone());
                 let _ = self.memory.store_block(block, records, position);
                 Ok(info)
             }
@@ -344,8 +350,18 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> BlockHandler<T> for WalBlock
     }
 
     fn take_block(&self, info: &ReceivedBlockInfo) -> std::result::Result<Vec<T>, BlockStoreError> {
-        if let Ok(v) = self.memory.take_block(info) {
-            return Ok(v);
+        let same = {
+            let mut h = self.handles.lock();
+            let same = h.get(&info.block) == Some(&info.handle);
+            if same {
+                h.remove(&info.block);
+            }
+            same
+        };
+        if same {
+            if let Ok(v) = self.memory.take_block(info) {
+                return Ok(v);
+            }
         }
         let not_found = |reason: String| {
             tracing::error!(block = %info.block, "reading block from the WAL: {reason}");
@@ -356,6 +372,16 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> BlockHandler<T> for WalBlock
     }
 
     fn remove_blocks(&self, blocks: &[ReceivedBlockInfo]) {
-        self.memory.remove_blocks(blocks);
+        let mut h = self.handles.lock();
+        let same: Vec<ReceivedBlockInfo> = blocks
+            .iter()
+            .filter(|b| h.get(&b.block) == Some(&b.handle))
+            .cloned()
+            .collect();
+        for b in &same {
+            h.remove(&b.block);
+        }
+        drop(h);
+        self.memory.remove_blocks(&same);
     }
 }

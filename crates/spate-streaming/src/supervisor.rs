@@ -186,6 +186,16 @@ impl<T: Send + 'static> Supervisor<T> {
         *p = Some(p.map_or(position, |q| q.max(position)));
     }
 
+    /// Recovery: the next block gets a sequence number of at least `seq`. Block ids must never
+    /// repeat across restarts: a recovered block (read back from the WAL by a rescheduled batch)
+    /// and a new block with the same id were confused — the block handler's in-memory copy of the
+    /// new block was served for the recovered one, losing one and counting the other twice
+    /// (found by `spate chaos run --simfs --eager-producer`, seed 2).
+    pub(crate) fn restore_next_seq(&self, seq: u64) {
+        let mut g = self.gen.lock();
+        g.next_seq = g.next_seq.max(seq);
+    }
+
     /// The highest durable source position (for the metadata checkpoint).
     pub(crate) fn position(&self) -> Option<u64> {
         *self.durable_position.lock()
