@@ -235,6 +235,115 @@ fn chaos_wordcount_with_an_s3_checkpoint_passes() {
     assert_passed(code, &r, &out);
 }
 
+/// A private s3s-fs (its own root and port) that a `--hook` script SIGKILLs and starts again; killed
+/// for good when dropped.
+struct PrivateS3 {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateS3 {
+    fn script(&self) -> PathBuf {
+        self.dir.path().join("restart-s3.sh")
+    }
+    fn restarts(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("count")).map_or(0, |s| s.lines().count())
+    }
+}
+
+impl Drop for PrivateS3 {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
+            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+        }
+    }
+}
+
+/// Issue 7's "stop/restart the S3 server" disturbance: the `hook` disturbance runs a script that
+/// SIGKILLs a private s3s-fs and starts it again on the same root and port before every restart
+/// (`--disturb-rate 1`); the stateful word count with its checkpoint on that server passes with
+/// exact totals, and the server was really restarted each time. Skipped without the servers of
+/// `scripts/test.sh` (it needs their s3s-fs binary).
+#[test]
+fn chaos_wordcount_survives_s3_server_restarts_between_runs() {
+    let Some(ctl) =
+        spate_tests::s3::s3sfs_control("chaos_wordcount_survives_s3_server_restarts_between_runs")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("spate-chaos")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let srv = PrivateS3 { dir };
+    let d = srv.dir.path().display().to_string();
+    std::fs::write(
+        srv.script(),
+        format!(
+            r#"set -u
+up() {{ (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null; }}
+if [ -f {d}/pid ]; then kill -9 "$(cat {d}/pid)" 2>/dev/null || true; fi
+for _ in $(seq 200); do up || break; sleep 0.05; done
+{bin} --host 127.0.0.1 --port {port} --access-key {ak} --secret-key {sk} {root} >> {d}/s3s.log 2>&1 &
+echo $! > {d}/pid
+for _ in $(seq 200); do up && break; sleep 0.05; done
+up || {{ echo "s3s-fs did not come up on {port}" >&2; exit 1; }}
+echo restarted >> {d}/count
+"#,
+            bin = ctl.bin.display(),
+            ak = ctl.access_key,
+            sk = ctl.secret_key,
+            root = root.display(),
+        ),
+    )
+    .unwrap();
+    let st = Command::new("bash").arg(srv.script()).status().unwrap();
+    assert!(st.success(), "starting the private s3s-fs");
+    let envs = vec![
+        (
+            "AWS_ENDPOINT".to_owned(),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("AWS_ALLOW_HTTP".to_owned(), "true".to_owned()),
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID".to_owned(), ctl.access_key.clone()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), ctl.secret_key.clone()),
+    ];
+    let wal = tempfile::tempdir().unwrap();
+    let hook = format!("bash {}", srv.script().display());
+    let (code, r, out) = chaos_env(
+        &spate_bin(),
+        &[
+            "--store",
+            "s3://spate-chaos/runs",
+            "--wal-dir",
+            wal.path().to_str().unwrap(),
+            "--cycles",
+            "5",
+            "--batch-ms",
+            "500",
+            "--disturb",
+            "hook",
+            "--disturb-rate",
+            "1",
+            "--hook",
+            &hook,
+        ],
+        seed(),
+        &envs,
+    );
+    assert_passed(code, &r, &out);
+    // One start, then one restart per cycle (rate 1).
+    assert!(
+        srv.restarts() >= 6,
+        "the hook restarted the server only {} times in 5 cycles\n{out}",
+        srv.restarts().saturating_sub(1)
+    );
+}
+
 /// A wrapper around `spate wordcount` following the contract (docs/chaos.md); with `lose`, it
 /// deletes its checkpoint before every third start (a program that loses its durable state).
 fn wrapper(dir: &Path, lose: bool) -> PathBuf {
