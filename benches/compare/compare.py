@@ -769,8 +769,8 @@ def disk_limit():
 # --------------------------------------------------------------------------------------------
 PLANS = {
     "full": {
-        "spate_stateless": "250000:8,1000000:8,2000000:8,3000000:8,4000000:8,5000000:8",
-        "spate_stateful": "250000:8,500000:8,750000:8,1000000:8,1500000:8,2000000:8",
+        "spate_stateless": "250000:8,1000000:8,2000000:8,4000000:8,6000000:8,8000000:8,10000000:8,12000000:8",
+        "spate_stateful": "250000:8,1000000:8,2000000:8,3000000:8,4000000:8,6000000:8,8000000:8",
         "py_stateless": "10000:12,50000:12,90000:12,130000:12,170000:12",
         "scala_stateless": "150000:12,250000:12,450000:12,550000:12,650000:12",
         "scala_stateful": "50000:12,150000:12,300000:12,500000:12,600000:12",
@@ -796,6 +796,9 @@ def main():
     ap.add_argument("--install-spark", action="store_true",
                     help="pip install pyspark==3.5.9 into .spark/.venv if missing")
     ap.add_argument("--only", default="", help="comma list of parts: limits,stateless,stateful,crash")
+    ap.add_argument("--tag", default="",
+                    help="save results as results/<mode>-<tag>.json and leave the docs table alone "
+                         "(before/after runs of one binary against another)")
     a = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     if a.mode == "report":
@@ -830,7 +833,8 @@ def main():
 
     def save():
         R["elapsed_s"] = round(time.time() - t_all, 1)
-        with open(os.path.join(RESULTS, f"{a.mode}.json"), "w") as f:
+        name = f"{a.mode}-{a.tag}" if a.tag else a.mode
+        with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
             json.dump(R, f, indent=1, default=str)
 
     if "limits" in parts:
@@ -876,8 +880,9 @@ def main():
         log(f"corpus identical to the harness's: {R['corpus_identical_to_harness']}")
     R["load_after"] = uptime_load()
     save()
-    log(f"done in {R['elapsed_s']} s; results: {os.path.join(RESULTS, a.mode + '.json')}")
-    if a.mode == "full":
+    log(f"done in {R['elapsed_s']} s; results: "
+        f"{os.path.join(RESULTS, (a.mode + '-' + a.tag if a.tag else a.mode) + '.json')}")
+    if a.mode == "full" and not a.tag:
         import report
         report.main(os.path.join(RESULTS, "full.json"))
     if a.mode == "smoke":
