@@ -223,3 +223,65 @@ impl S3sFsControl {
         panic!("s3s-fs did not restart on port {}", self.port);
     }
 }
+
+/// A private s3s-fs (own root, port and pid file under a temporary directory), for tests that
+/// kill and restart the server: killing the shared one made the S3 tests running beside them
+/// fail with "connection refused" (seen in CI: `checkpoint::conformance_s3sfs` while
+/// `checkpoint::s3sfs_killed_mid_checkpoint_recovers` had the shared server down). Stopped by PID
+/// when dropped.
+#[derive(Debug)]
+pub struct PrivateS3sFs {
+    /// The server, as the shared helpers describe one (bucket `spate-test`).
+    pub server: S3Server,
+    /// Its process control.
+    pub control: S3sFsControl,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a [`PrivateS3sFs`] with the shared server's binary and credentials, or `None` after a
+/// loud skip message (as [`s3sfs_control`]).
+///
+/// # Panics
+/// If the server cannot be started (test setup failure).
+#[must_use]
+pub fn private_s3sfs(test: &str) -> Option<PrivateS3sFs> {
+    let shared = s3sfs_control(test)?;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().join("root");
+    let bucket = "spate-test";
+    std::fs::create_dir_all(root.join(bucket)).expect("bucket directory");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let control = S3sFsControl {
+        bin: shared.bin,
+        root,
+        port,
+        pidfile: dir.path().join("pid"),
+        access_key: shared.access_key.clone(),
+        secret_key: shared.secret_key.clone(),
+    };
+    control.restart();
+    Some(PrivateS3sFs {
+        server: S3Server {
+            name: "s3s-fs (private)",
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: bucket.into(),
+            access_key: shared.access_key,
+            secret_key: shared.secret_key,
+        },
+        control,
+        _dir: dir,
+    })
+}
+
+impl Drop for PrivateS3sFs {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.control.pidfile) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid.trim()])
+                .status();
+        }
+    }
+}
