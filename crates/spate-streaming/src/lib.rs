@@ -90,6 +90,7 @@ mod journal;
 mod listener;
 mod output;
 mod pair;
+pub mod rate;
 pub mod recovery;
 pub mod shuffle;
 mod sink;
