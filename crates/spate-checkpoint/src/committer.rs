@@ -381,3 +381,21 @@ impl Committer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn already_published_different_is_the_typed_error_and_superseded_is_none() {
+        let e = AlreadyPublished::Different {
+            manifest: "manifests/x.manifest".into(),
+        }
+        .into_error();
+        assert!(
+            matches!(&e, Some(CheckpointError::AlreadyPublished { manifest }) if manifest == "manifests/x.manifest"),
+            "{e:?}"
+        );
+        assert!(AlreadyPublished::Superseded.into_error().is_none());
+    }
+}

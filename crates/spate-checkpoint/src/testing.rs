@@ -901,6 +901,31 @@ pub mod suite {
         assert!(s.resolve_latest().await.unwrap().is_none());
     }
 
+    /// Create-only outcomes are typed: a data object whose (new, unique) name is already taken by
+    /// other bytes fails the commit with [`CheckpointError::ObjectExists`] naming it, determinate,
+    /// and nothing is published; a later batch's commit (new names) succeeds.
+    pub async fn taken_data_name_is_object_exists(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        let key = crate::CheckpointKey {
+            time: BatchTime(5_000),
+            generation: c.generation(),
+            seq: 0,
+        };
+        let taken = CheckpointPaths::data(key, "state-op0");
+        plant(&s, &taken, b"someone else's bytes".to_vec()).await;
+        match c.commit(data_draft(5_000, 1, 16)).await {
+            Err(CheckpointError::ObjectExists { object }) => assert_eq!(object, taken),
+            other => panic!("{}: expected ObjectExists, got {other:?}", s.url()),
+        }
+        assert!(
+            s.listing().await.unwrap().manifests.is_empty(),
+            "{}",
+            s.url()
+        );
+        let m = commit(&mut c, data_draft(6_000, 1, 16)).await;
+        assert_eq!(latest(&s).await.manifest.key, m.key);
+    }
+
     /// Runs every backend-independent function on fresh stores from `fresh`.
     pub async fn run_all<F, Fut>(mut fresh: F)
     where
@@ -916,5 +941,6 @@ pub mod suite {
         manifest_with_foreign_reference_is_rejected(fresh().await).await;
         restart_reports(fresh().await).await;
         archive_sets_everything_aside(fresh().await).await;
+        taken_data_name_is_object_exists(fresh().await).await;
     }
 }
