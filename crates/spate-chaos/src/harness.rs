@@ -4,6 +4,7 @@ use crate::oracle::{self, Finding, FindingKind, Outputs, Table};
 use crate::process::{describe_status, Event, Proc};
 use crate::schedule::{self, Crash, CyclePlan, Disturbance};
 use crate::{io_err, ChaosConfig, ChaosError, CorpusKind, Program, Report, RunRecord};
+use spate_checkpoint::CheckpointUrl;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,10 +33,9 @@ impl Job {
     ) -> Result<Job, ChaosError> {
         let (checkpoint, local_checkpoint) = match store {
             Some(url) => {
-                let local = url
-                    .strip_prefix("file://")
-                    .map(PathBuf::from)
-                    .or_else(|| (!url.contains("://")).then(|| PathBuf::from(&url)));
+                let local = CheckpointUrl::parse(&url)
+                    .ok()
+                    .and_then(|u| u.local_path().map(PathBuf::from));
                 (url, local)
             }
             None => {
@@ -554,15 +554,15 @@ pub fn run(cfg: &ChaosConfig) -> Result<Report, ChaosError> {
     params.chunks = chunks.len() as u32;
     let plans = schedule::draw(cfg.seed, &params);
 
-    let store = cfg.store.as_ref().map(|u| {
-        if u.contains("://") && !u.starts_with("file://") {
+    // A remote store (S3, memory) is shared between runs: each run gets a unique prefix in it.
+    let store = cfg.store.as_ref().map(|u| match CheckpointUrl::parse(u) {
+        Ok(loc) if loc.local_path().is_none() => {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
-            format!("{}/chaos-{}-{t}", u.trim_end_matches('/'), cfg.seed)
-        } else {
-            u.clone()
+            loc.join(&format!("chaos-{}-{t}", cfg.seed)).to_string()
         }
+        _ => u.clone(),
     });
     let job = Job::new(&cfg.work_dir.join("run"), store, cfg.wal_dir.clone())?;
     let mut ctx = Ctx {

@@ -212,6 +212,23 @@ pub enum CheckpointError {
     /// The async writer has stopped (after a fatal error or on shutdown).
     #[error("checkpoint writer has stopped")]
     WriterStopped,
+    /// A create-only PUT of a manifest found a different manifest under its name: the checkpoint
+    /// was not published by this writer (the `Err` of [`Committer::commit`]'s two-level result,
+    /// [`AlreadyPublished::Different`], as an error for callers that must fail on it).
+    ///
+    /// [`Committer::commit`]: crate::Committer::commit
+    /// [`AlreadyPublished::Different`]: crate::AlreadyPublished::Different
+    #[error("manifest {manifest} already published with other contents; this checkpoint was not")]
+    AlreadyPublished {
+        /// The manifest object.
+        manifest: String,
+    },
+    /// A create-only PUT of a new data object found another object under its (unique) name.
+    #[error("data object {object} already exists with other contents")]
+    ObjectExists {
+        /// The object.
+        object: String,
+    },
     /// The payload could not be encoded.
     #[error("encoding {what} failed: {reason}")]
     Encode {
@@ -284,9 +301,10 @@ impl CheckpointError {
         }
     }
 
-    /// Whether retrying the same request may succeed (timeouts and generic server/connection errors).
+    /// Whether retrying the same request may succeed (timeouts and generic server/connection
+    /// errors): the one classification [`crate::requests`] retries by.
     #[must_use]
-    pub fn is_transient(&self) -> bool {
+    pub fn is_retryable(&self) -> bool {
         match self {
             CheckpointError::Timeout { .. } => true,
             CheckpointError::Store { source, .. } => matches!(
@@ -295,6 +313,30 @@ impl CheckpointError {
             ),
             _ => false,
         }
+    }
+}
+
+impl CheckpointError {
+    /// Whether the store answered that the object does not exist.
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            CheckpointError::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
+    }
+
+    /// Whether the store refused a create-only PUT because the object exists.
+    pub(crate) fn is_already_exists(&self) -> bool {
+        matches!(
+            self,
+            CheckpointError::Store {
+                source: object_store::Error::AlreadyExists { .. },
+                ..
+            }
+        )
     }
 }
 

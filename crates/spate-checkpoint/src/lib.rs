@@ -42,20 +42,32 @@
 //! * [`envelope`] — the 28-byte header every object carries; [`manifest`] — the manifest;
 //! * [`paths`] — [`CheckpointPaths`]: every name, built and parsed in one place;
 //! * [`protocol`] — pure decisions: [`protocol::resolve_latest`], [`protocol::plan_gc`];
-//! * [`store`] — the async shell; [`writer`] — async writer with a bounded queue, blocking facade;
+//! * [`location`] — [`CheckpointUrl`], the one parser of checkpoint URLs;
+//! * [`store`] — the async shell: [`CheckpointStore`], its options and reads; beside it, by
+//!   responsibility: [`requests`] (every object-store request under one [`RetryPolicy`]),
+//!   `resolve`, `gc`, `archive`, `reports` and `committer` (the commit path);
+//! * [`writer`] — async writer with a bounded queue, blocking facade;
 //! * `testing` (feature `testing`) — the conformance suite and the seeded fault-injecting store.
 
+mod archive;
+mod committer;
 pub mod envelope;
 mod error;
+mod gc;
+pub mod location;
 pub mod manifest;
 pub mod paths;
 pub mod protocol;
+mod reports;
+pub mod requests;
+mod resolve;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod writer;
 
 pub use error::{CheckpointError, CorruptReason, Determinacy, Result};
+pub use location::{CheckpointUrl, LocationError};
 pub use manifest::{CheckpointKind, DataObjectRef, GraphDescriptionBlob, Manifest};
 pub use paths::{CheckpointKey, CheckpointPaths};
 pub use protocol::{GcPlan, RejectReason, Rejection, Retention};

@@ -384,15 +384,16 @@ pub mod suite {
     use bytes::Bytes;
     use spate_types::{BatchTime, DurationMs, Lsn};
 
+    /// An empty draft of `kind` for batch `t` (zero time 1000, interval 1000).
+    #[must_use]
+    pub fn draft_at(kind: CheckpointKind, t: u64) -> CheckpointDraft {
+        CheckpointDraft::new(kind, BatchTime(t), BatchTime(1_000), DurationMs(1_000))
+    }
+
     /// A data draft for batch `t` with `n` objects of `size` bytes.
     #[must_use]
     pub fn data_draft(t: u64, n: usize, size: usize) -> CheckpointDraft {
-        let mut d = CheckpointDraft::new(
-            CheckpointKind::Data,
-            BatchTime(t),
-            BatchTime(1_000),
-            DurationMs(1_000),
-        );
+        let mut d = draft_at(CheckpointKind::Data, t);
         d.graph = GraphDescriptionBlob {
             fingerprint: "fp-1".into(),
             bytes: b"graph".to_vec(),
@@ -424,6 +425,23 @@ pub mod suite {
             .unwrap_or_else(|| panic!("{}: no checkpoint", s.url()))
     }
 
+    /// Every checkpoint of `s` verifies in full.
+    async fn assert_every_checkpoint_verifies(s: &CheckpointStore) {
+        let statuses = s.verify_all(VerifyLevel::Full).await.unwrap();
+        let bad: Vec<_> = statuses.iter().filter(|v| v.problem.is_some()).collect();
+        assert!(bad.is_empty(), "{}: {bad:?}", s.url());
+    }
+
+    /// GC keeping only the newest valid checkpoint.
+    async fn gc_keeping_newest(s: &CheckpointStore) {
+        s.gc(&Retention {
+            keep: 1,
+            pinned: Default::default(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{}: gc failed: {e}", s.url()));
+    }
+
     /// put/get/list: a data checkpoint's objects read back byte-exact, names are the protocol's.
     pub async fn put_get_list(s: CheckpointStore) {
         assert!(
@@ -451,23 +469,13 @@ pub mod suite {
     pub async fn commit_and_resolve(s: CheckpointStore) {
         let mut c = s.open_committer().await.unwrap();
         let a = commit(&mut c, data_draft(2_000, 1, 10)).await;
-        let mut meta = CheckpointDraft::new(
-            CheckpointKind::Generated,
-            BatchTime(3_000),
-            BatchTime(1_000),
-            DurationMs(1_000),
-        );
+        let mut meta = draft_at(CheckpointKind::Generated, 3_000);
         meta.carried_objects = a.objects.clone();
         meta.pending_batches = vec![BatchTime(3_000)];
         let b = commit(&mut c, meta).await;
         // An older batch's completion after a newer generation checkpoint (SPARK-11267): the name
         // still moves forward.
-        let mut done = CheckpointDraft::new(
-            CheckpointKind::Completed,
-            BatchTime(2_000),
-            BatchTime(1_000),
-            DurationMs(1_000),
-        );
+        let mut done = draft_at(CheckpointKind::Completed, 2_000);
         done.carried_objects = a.objects.clone();
         let c3 = commit(&mut c, done).await;
         assert!(
@@ -587,12 +595,7 @@ pub mod suite {
             let mut d = data_draft(t * 1_000, 1, 8);
             if t == 6 {
                 // A metadata checkpoint carrying the first checkpoint's object.
-                d = CheckpointDraft::new(
-                    CheckpointKind::Completed,
-                    BatchTime(6_000),
-                    BatchTime(1_000),
-                    DurationMs(1_000),
-                );
+                d = draft_at(CheckpointKind::Completed, 6_000);
                 d.carried_objects = first.objects.clone();
             }
             keys.push(commit(&mut c, d).await.key);
@@ -638,12 +641,7 @@ pub mod suite {
         let r = latest(&s).await;
         assert_eq!(r.manifest.key, keys[5]);
         s.read_object(&r.manifest.objects[0]).await.unwrap();
-        assert!(s
-            .verify_all(VerifyLevel::Full)
-            .await
-            .unwrap()
-            .iter()
-            .all(|v| v.problem.is_none()));
+        assert_every_checkpoint_verifies(&s).await;
     }
 
     /// Fencing: a second writer fences the first before it publishes; a zombie manifest published
@@ -801,24 +799,14 @@ pub mod suite {
         for t in 2..=4u64 {
             commit(&mut c, data_draft(t * 1_000, 1, 8)).await;
         }
-        s.gc(&Retention {
-            keep: 1,
-            pinned: Default::default(),
-        })
-        .await
-        .unwrap();
+        gc_keeping_newest(&s).await;
         assert_eq!(
             s.list_restart_reports().await.unwrap().len(),
             2,
             "{}: GC deleted a report",
             s.url()
         );
-        assert!(s
-            .verify_all(VerifyLevel::Full)
-            .await
-            .unwrap()
-            .iter()
-            .all(|v| v.problem.is_none()));
+        assert_every_checkpoint_verifies(&s).await;
     }
 
     /// Archive: every object (garbage included) is copied byte-identical under
@@ -828,12 +816,7 @@ pub mod suite {
     pub async fn archive_sets_everything_aside(s: CheckpointStore) {
         let mut c = s.open_committer().await.unwrap();
         let a = commit(&mut c, data_draft(1_000, 2, 100)).await;
-        let mut meta = CheckpointDraft::new(
-            CheckpointKind::Completed,
-            BatchTime(2_000),
-            BatchTime(1_000),
-            DurationMs(1_000),
-        );
+        let mut meta = draft_at(CheckpointKind::Completed, 2_000);
         meta.carried_objects = a.objects.clone();
         commit(&mut c, meta).await;
         plant(&s, "README.txt", b"foreign".to_vec()).await;
@@ -903,12 +886,7 @@ pub mod suite {
         ));
         let fresh = commit(&mut d, data_draft(3_000, 1, 8)).await;
         assert_eq!(latest(&s).await.manifest.key, fresh.key);
-        s.gc(&Retention {
-            keep: 1,
-            pinned: Default::default(),
-        })
-        .await
-        .unwrap();
+        gc_keeping_newest(&s).await;
         assert_eq!(s.listing().await.unwrap().archived.len(), before.len());
         // A second archive copies the live objects only, not the first archive.
         let live = s
@@ -921,6 +899,31 @@ pub mod suite {
         let r2 = s.archive("second").await.unwrap();
         assert_eq!(r2.objects, live, "{}: {r2:?}", s.url());
         assert!(s.resolve_latest().await.unwrap().is_none());
+    }
+
+    /// Create-only outcomes are typed: a data object whose (new, unique) name is already taken by
+    /// other bytes fails the commit with [`CheckpointError::ObjectExists`] naming it, determinate,
+    /// and nothing is published; a later batch's commit (new names) succeeds.
+    pub async fn taken_data_name_is_object_exists(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        let key = crate::CheckpointKey {
+            time: BatchTime(5_000),
+            generation: c.generation(),
+            seq: 0,
+        };
+        let taken = CheckpointPaths::data(key, "state-op0");
+        plant(&s, &taken, b"someone else's bytes".to_vec()).await;
+        match c.commit(data_draft(5_000, 1, 16)).await {
+            Err(CheckpointError::ObjectExists { object }) => assert_eq!(object, taken),
+            other => panic!("{}: expected ObjectExists, got {other:?}", s.url()),
+        }
+        assert!(
+            s.listing().await.unwrap().manifests.is_empty(),
+            "{}",
+            s.url()
+        );
+        let m = commit(&mut c, data_draft(6_000, 1, 16)).await;
+        assert_eq!(latest(&s).await.manifest.key, m.key);
     }
 
     /// Runs every backend-independent function on fresh stores from `fresh`.
@@ -938,5 +941,6 @@ pub mod suite {
         manifest_with_foreign_reference_is_rejected(fresh().await).await;
         restart_reports(fresh().await).await;
         archive_sets_everything_aside(fresh().await).await;
+        taken_data_name_is_object_exists(fresh().await).await;
     }
 }

@@ -5,8 +5,9 @@
 //! bounded queue of 1000; a full queue or three failed attempts are *logged and dropped*. Here:
 //! * the queue is bounded ([`WriterConfig::capacity`]); a full queue is
 //!   [`CheckpointError::QueueFull`] returned to the submitter;
-//! * each request retries transient failures with exponential backoff (inside [`Committer::commit`],
-//!   per request), and a manifest PUT whose outcome is unknown is re-read before deciding;
+//! * each request retries retryable failures with jittered exponential backoff under the store's one
+//!   [`RetryPolicy`](crate::RetryPolicy) ([`crate::requests`]), and a manifest PUT whose outcome is
+//!   unknown is re-read before deciding;
 //! * every outcome is delivered to the submitter through its [`CommitTicket`]; after a fencing error
 //!   the writer stops and later submissions fail with [`CheckpointError::WriterStopped`].
 
