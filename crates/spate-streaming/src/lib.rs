@@ -77,11 +77,11 @@
 #![allow(clippy::type_complexity)]
 
 mod batch;
+mod checkpointer;
 pub mod compat;
 mod config;
 mod context;
 mod dstream;
-mod durability;
 mod error;
 mod graph;
 mod input;
@@ -90,6 +90,7 @@ mod journal;
 mod listener;
 mod output;
 mod pair;
+mod plan;
 pub mod recovery;
 pub mod shuffle;
 mod sink;

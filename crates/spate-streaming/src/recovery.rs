@@ -12,10 +12,13 @@
 //!    ([`restart_schedule`]), each with its recorded allocation or selection, then resume the timer;
 //! 6. write the [`RestartReport`] beside the checkpoint, return it, log it.
 
+use crate::checkpointer::wal_dir;
 use crate::config::{MissedBatches, StreamingConfig};
 use crate::context::StreamingContext;
-use crate::durability::wal_dir;
 use crate::error::{Result, StreamingError};
+use crate::plan::{
+    plan_recovery, CheckpointFacts, RecoveryDecision, RecoveryFacts, Refusal, WalFacts,
+};
 use serde::{Deserialize, Serialize};
 use spate_checkpoint::{BlockingCheckpointStore, CheckpointError, StoreOptions};
 use spate_io::{Clock, SystemClock};
@@ -150,10 +153,10 @@ pub struct RestartReport {
 }
 
 impl RestartReport {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, started_at_ms: u64) -> Self {
         RestartReport {
             url: url.to_owned(),
-            started_at_ms: wall_ms(),
+            started_at_ms,
             outcome: RestartOutcome::Fresh,
             checkpoint: None,
             rejected: Vec::new(),
@@ -197,24 +200,6 @@ impl RestartReport {
             self.batches_skipped.len()
         )
     }
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// What recovery decided, applied by `start`.
-#[derive(Clone, Debug)]
-pub(crate) struct RestartPlan {
-    pub(crate) zero: BatchTime,
-    pub(crate) checkpoint_time: BatchTime,
-    pub(crate) pending: Vec<BatchTime>,
-    /// Times after the checkpoint that the WAL shows were generated before the crash.
-    pub(crate) recorded: BTreeSet<BatchTime>,
-    /// The newest batch whose allocation was cleaned up (its inputs are gone).
-    pub(crate) cleaned_through: Option<BatchTime>,
 }
 
 /// The batches a restart runs (Spark's `JobGenerator.restart`).
@@ -289,16 +274,22 @@ pub fn restart_schedule(
     }
 }
 
-fn archive_wal(dir: &Path, report: &mut RestartReport) -> Result<()> {
-    if !dir.exists() {
+/// Archives (renames, never deletes) the WAL directory beside itself, if it exists.
+fn archive_wal(
+    fs: &dyn spate_io::FileSystem,
+    wall: &dyn Clock,
+    dir: &Path,
+    report: &mut RestartReport,
+) -> Result<()> {
+    if !fs.exists(dir) {
         return Ok(());
     }
     let target = dir.with_file_name(format!(
         "{}.archived-{}",
         dir.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
-        wall_ms()
+        wall.now_ms()
     ));
-    std::fs::rename(dir, &target).map_err(|e| StreamingError::Wal {
+    fs.rename(dir, &target).map_err(|e| StreamingError::Wal {
         dir: dir.to_owned(),
         source: spate_wal::WalError::Io {
             path: dir.to_owned(),
@@ -309,9 +300,10 @@ fn archive_wal(dir: &Path, report: &mut RestartReport) -> Result<()> {
     Ok(())
 }
 
-fn wal_segments(fs: &dyn spate_io::FileSystem, dir: &Path) -> usize {
+/// Segment files in the WAL directory (read without opening the WAL, which would repair it).
+fn wal_segments(fs: &dyn spate_io::FileSystem, dir: &Path) -> u64 {
     fs.list(dir).map_or(0, |names| {
-        names.iter().filter(|n| n.ends_with(".wal")).count()
+        names.iter().filter(|n| n.ends_with(".wal")).count() as u64
     })
 }
 
@@ -387,7 +379,10 @@ impl StreamingContext {
         conf.checkpoint = Some(url.to_owned());
         conf.validate()?;
         let wal = wal_dir(url, conf.wal_dir.as_deref())?;
-        let mut report = RestartReport::new(url);
+        // Report names and archive labels are wall time even on a manual batch clock: they must
+        // not collide between runs.
+        let wall: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut report = RestartReport::new(url, wall.now_ms());
         report.wal.dir = wal.display().to_string();
         let ckpt_err = |source| StreamingError::Checkpoint {
             url: url.to_owned(),
@@ -397,8 +392,8 @@ impl StreamingContext {
         let t = Instant::now();
         let store =
             BlockingCheckpointStore::open(url, StoreOptions::default()).map_err(ckpt_err)?;
-        let resolved = match store.resolve_latest() {
-            Ok(r) => r,
+        let (resolved, found) = match store.resolve_latest() {
+            Ok(r) => (r, CheckpointFacts::Absent),
             Err(CheckpointError::NoValidCheckpoint { rejected }) => {
                 report.rejected = rejected
                     .iter()
@@ -407,7 +402,44 @@ impl StreamingContext {
                         reason: r.reason.to_string(),
                     })
                     .collect();
-                if !conf.create_on_error {
+                (None, CheckpointFacts::NoneValid)
+            }
+            Err(e) => return Err(ckpt_err(e)),
+        };
+        if resolved.is_none() {
+            // A found checkpoint is planned once the WAL is replayed (`restore_from`).
+            let wal_facts = WalFacts {
+                segments: wal_segments(fs.as_ref(), &wal),
+                records: None,
+            };
+            let decision = plan_recovery(&RecoveryFacts {
+                checkpoint: found,
+                create_on_error: conf.create_on_error,
+                wal: wal_facts,
+            });
+            match decision {
+                RecoveryDecision::Fresh | RecoveryDecision::Restore { .. } => {}
+                RecoveryDecision::FreshAfterArchive { store: s, wal: w } => {
+                    if s {
+                        let label = format!("{:020}", wall.now_ms());
+                        let a = store
+                            .block_on(store.store().archive(&label))
+                            .map_err(ckpt_err)?;
+                        report.archived.push(a.prefix.clone());
+                    }
+                    if w {
+                        archive_wal(fs.as_ref(), wall.as_ref(), &wal, &mut report)?;
+                    }
+                    report.outcome = RestartOutcome::FreshAfterArchive;
+                }
+                RecoveryDecision::Refuse(Refusal::OrphanWal(w)) => {
+                    return Err(StreamingError::OrphanWal {
+                        dir: wal,
+                        segments: w.segments,
+                        records: w.records,
+                    });
+                }
+                RecoveryDecision::Refuse(_) => {
                     report.outcome = RestartOutcome::NoValidCheckpoint;
                     write_report(&store, &mut report);
                     return Err(StreamingError::NoValidCheckpoint {
@@ -419,27 +451,9 @@ impl StreamingContext {
                             .collect(),
                     });
                 }
-                let label = format!("{:020}", wall_ms());
-                let a = store
-                    .block_on(store.store().archive(&label))
-                    .map_err(ckpt_err)?;
-                report.archived.push(a.prefix.clone());
-                archive_wal(&wal, &mut report)?;
-                report.outcome = RestartOutcome::FreshAfterArchive;
-                None
-            }
-            Err(e) => return Err(ckpt_err(e)),
-        };
-        report.phases_ms.insert("resolve".into(), ms(t));
-        if resolved.is_none() && wal_segments(fs.as_ref(), &wal) > 0 {
-            if conf.create_on_error {
-                archive_wal(&wal, &mut report)?;
-                report.outcome = RestartOutcome::FreshAfterArchive;
-            } else {
-                let records = wal_segments(fs.as_ref(), &wal) as u64;
-                return Err(StreamingError::OrphanWal { dir: wal, records });
             }
         }
+        report.phases_ms.insert("resolve".into(), ms(t));
         if let Some(r) = &resolved {
             let m = &r.manifest;
             report.checkpoint = Some(ChosenCheckpoint {
@@ -476,26 +490,14 @@ impl StreamingContext {
                 "checkpointing not enabled",
             ));
         };
-        {
-            let rp = d.replayed.lock();
-            if let Some(rp) = rp.as_ref() {
-                report.wal.segments = rp.report.segments.len() as u64;
-                report.wal.records = rp.records;
-                if let Some(tt) = &rp.report.torn_tail {
-                    report.wal.bytes_truncated = tt.dropped_bytes;
-                    report.wal.torn_tail = Some(format!("{}@{}", tt.segment.display(), tt.offset));
-                    report.wal.torn_tail_saved_to =
-                        tt.saved_to.as_ref().map(|p| p.display().to_string());
-                }
-            }
-        }
+        d.wal_summary(&mut report.wal);
         let Some(resolved) = resolved else {
             report
                 .phases_ms
                 .insert("total".into(), report.phases_ms.values().sum());
-            *d.report.lock() = Some(report.clone());
-            write_report(&d.store, &mut report);
-            *d.report.lock() = Some(report.clone());
+            d.set_report(report.clone());
+            d.write_report(&mut report);
+            d.set_report(report.clone());
             tracing::info!("restart report: {}", report.summary());
             return Ok(ctx);
         };
@@ -507,7 +509,7 @@ impl StreamingContext {
         if !diff.is_compatible() {
             report.outcome = RestartOutcome::Incompatible;
             report.compatibility = diff.lines();
-            write_report(&d.store, &mut report);
+            d.write_report(&mut report);
             let checkpoint = spate_checkpoint::CheckpointPaths::manifest(m.key);
             // Nothing was started; the context is dropped unstarted.
             let _ = ctx.stop(false);
@@ -524,37 +526,19 @@ impl StreamingContext {
         report.outcome = RestartOutcome::Restored;
         report.zero_time = Some(m.zero_time.0);
         report.pending_batches = m.pending_batches.iter().map(|t| t.0).collect();
-        // The schedule as of now (start recomputes it with its own "now").
-        if let Some(plan) = d.plan.lock().as_ref() {
-            let s = restart_schedule(
-                plan.zero,
-                ctx.inner.config.batch_interval,
-                plan.checkpoint_time,
-                &plan.pending,
-                &plan.recorded,
-                ctx.inner.clock.now_ms(),
-                ctx.inner.config.missed_batches,
-            );
-            report.batches_rescheduled = s.times.iter().map(|t| t.0).collect();
-            report.batches_skipped = s.skipped.iter().map(|t| t.0).collect();
-            report.restart_time = Some(s.restart_time.0);
-        }
         report
             .phases_ms
             .insert("total".into(), report.phases_ms.values().sum());
-        write_report(&d.store, &mut report);
+        d.write_report(&mut report);
         tracing::info!("restart report: {}", report.summary());
-        *d.report.lock() = Some(report);
+        d.set_report(report);
         Ok(ctx)
     }
 
     /// The restart report of the `get_or_create` that made this context (`None` for contexts made
     /// with `new`). `batches_rescheduled` and `restart_time` are updated by `start`.
     pub fn restart_report(&self) -> Option<RestartReport> {
-        self.inner
-            .durability
-            .as_ref()
-            .and_then(|d| d.report.lock().clone())
+        self.inner.durability.as_ref().and_then(|d| d.report())
     }
 }
 
