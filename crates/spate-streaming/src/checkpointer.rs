@@ -555,14 +555,15 @@ impl Checkpointer {
                 Ok(())
             }
             // No waiter (before start): wait here.
-            None => self.wait(ticket).map(|_| ()),
+            None => self.wait(time, ticket).map(|_| ()),
         }
     }
 
     /// Commits a draft and waits for it.
     fn commit_now(&self, draft: CheckpointDraft) -> Result<Manifest> {
+        let time = draft.batch_time;
         let ticket = self.enqueue(draft)?;
-        self.wait(ticket)
+        self.wait(time, ticket)
     }
 
     fn enqueue(&self, draft: CheckpointDraft) -> Result<CommitTicket> {
@@ -578,12 +579,24 @@ impl Checkpointer {
         Ok(ticket)
     }
 
-    fn wait(&self, ticket: CommitTicket) -> Result<Manifest> {
+    fn not_published(
+        &self,
+        time: BatchTime,
+        reason: spate_checkpoint::AlreadyPublished,
+    ) -> StreamingError {
+        StreamingError::NotPublished {
+            url: self.url.clone(),
+            time,
+            reason,
+        }
+    }
+
+    fn wait(&self, time: BatchTime, ticket: CommitTicket) -> Result<Manifest> {
         let r = ticket.wait_blocking();
         self.resolved();
         match r {
             Ok(Ok(m)) => Ok(m),
-            Ok(Err(a)) => Err(self.ckpt_err(CheckpointError::InvalidArgument(format!("{a:?}")))),
+            Ok(Err(a)) => Err(self.not_published(time, a)),
             Err(e) => Err(self.ckpt_err(e)),
         }
     }
@@ -693,12 +706,7 @@ impl Checkpointer {
                             tracing::debug!(kind = ?s.kind, time = s.time.0, "checkpoint superseded");
                             None
                         }
-                        Ok(Err(a)) => Some(Outcome::Failed(me.ckpt_err(
-                            CheckpointError::InvalidArgument(format!(
-                                "checkpoint for batch {} not published: {a:?}",
-                                s.time
-                            )),
-                        ))),
+                        Ok(Err(a)) => Some(Outcome::Failed(me.not_published(s.time, a))),
                         Err(e) => Some(Outcome::Failed(me.ckpt_err(e))),
                     };
                     if let Some(o) = outcome {

@@ -218,6 +218,18 @@ pub enum StreamingError {
         /// Which inputs are missing.
         reason: String,
     },
+    /// The store answered a checkpoint's publication definitively without publishing it (another
+    /// manifest already holds its name). The context fails: recovery would otherwise silently
+    /// restart from an older point.
+    #[error("checkpoint {url}: the checkpoint for batch {time} was not published: {reason:?}")]
+    NotPublished {
+        /// The checkpoint location.
+        url: String,
+        /// The checkpoint's batch time.
+        time: BatchTime,
+        /// The store's answer.
+        reason: spate_checkpoint::AlreadyPublished,
+    },
     /// Something the engine writes could not be encoded.
     #[error("encoding {what}: {source}")]
     Encode {
@@ -238,6 +250,15 @@ pub enum StreamingError {
 }
 
 impl StreamingError {
+    /// True if retrying the same operation later may succeed (a transient store failure); false
+    /// for every outcome that retrying cannot change (invalid use, corruption, incompatibility).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StreamingError::Checkpoint { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn spawn(what: &'static str, e: impl std::fmt::Display) -> Self {
         StreamingError::Spawn {
             what,

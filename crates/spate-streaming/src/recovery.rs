@@ -14,14 +14,18 @@
 
 use crate::checkpointer::wal_dir;
 use crate::config::{MissedBatches, StreamingConfig};
+use crate::context::RestoreInput;
 use crate::context::StreamingContext;
 use crate::error::{Result, StreamingError};
 use crate::plan::{
-    plan_recovery, CheckpointFacts, RecoveryDecision, RecoveryFacts, Refusal, WalFacts,
+    plan_recovery, replayed_batches, CheckpointFacts, RecoveryDecision, RecoveryFacts, Refusal,
+    RestartFacts, WalFacts,
 };
 use serde::{Deserialize, Serialize};
+use spate_checkpoint::Manifest;
 use spate_checkpoint::{BlockingCheckpointStore, CheckpointError, StoreOptions};
 use spate_io::{Clock, SystemClock};
+use spate_types::OperatorId;
 use spate_types::{BatchTime, DurationMs};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -539,6 +543,152 @@ impl StreamingContext {
     /// with `new`). `batches_rescheduled` and `restart_time` are updated by `start`.
     pub fn restart_report(&self) -> Option<RestartReport> {
         self.inner.durability.as_ref().and_then(|d| d.report())
+    }
+}
+
+impl StreamingContext {
+    /// Recovery step 3: replays the WAL into the tracker, restores the inputs' positions and
+    /// selections, and records the restart plan `start` applies.
+    pub(crate) fn restore_from(&self, m: &Manifest, report: &mut RestartReport) -> Result<()> {
+        let Some(d) = &self.inner.durability else {
+            return Ok(());
+        };
+        let replayed = d.take_replayed();
+        let batches = {
+            let mut tr = self.inner.tracker.lock();
+            for (_, e) in &replayed.events {
+                tr.apply(e);
+            }
+            report.blocks_unallocated = tr.unallocated_blocks() as u64;
+            let allocated: std::collections::BTreeSet<BatchTime> =
+                tr.allocated_times().into_iter().collect();
+            replayed_batches(
+                m.batch_time,
+                &replayed.events,
+                replayed
+                    .selections
+                    .iter()
+                    .map(|(lsn, _, sel)| (*lsn, sel.time)),
+                &allocated,
+            )
+        };
+        report.blocks_recovered = replayed.blocks;
+        report.records_recovered = replayed.block_records;
+        report.selections_recovered = replayed.selections.len() as u64;
+        let inputs = self.inner.graph.lock().inputs.clone();
+        let r = RestoreInput {
+            checkpoint_time: m.batch_time,
+            positions: &m.source_positions,
+            replayed: &replayed,
+        };
+        for i in &inputs {
+            i.restore(&r)?;
+        }
+        for (rid, p) in &replayed.positions {
+            report.receiver_positions.insert(rid.0, *p);
+        }
+        for (k, v) in &m.source_positions {
+            if let Some(id) = k
+                .strip_prefix("receiver-")
+                .and_then(|x| x.parse::<u32>().ok())
+            {
+                if let Ok(p) = spate_types::codec::decode::<u64>(v) {
+                    let e = report.receiver_positions.entry(id).or_insert(p);
+                    *e = (*e).max(p);
+                }
+            }
+        }
+        // Recovery step 4: the state of every stateful operator as of its newest data checkpoint
+        // in this manifest (snapshot + deltas, partitions in parallel).
+        let state_ops = self.inner.graph.lock().state_ops.clone();
+        let chains = d.restore(m, &batches.batch_lsns, !state_ops.is_empty())?;
+        let restart = RestartFacts {
+            zero: m.zero_time,
+            batch: self.inner.config.batch_interval,
+            checkpoint_time: m.batch_time,
+            pending: m.pending_batches.clone(),
+            recorded: batches.recorded,
+            cleaned_through: batches.cleaned_through,
+            policy: self.inner.config.missed_batches,
+        };
+        let state: Vec<(OperatorId, Option<BatchTime>)> = state_ops
+            .iter()
+            .map(|op| (op.operator(), chains.get(&op.operator()).map(|c| c.time)))
+            .collect();
+        let checkpoint = spate_checkpoint::CheckpointPaths::manifest(m.key);
+        // Recovery steps 4–5 decided on the replayed WAL and the checkpoint's state.
+        let decision = plan_recovery(&RecoveryFacts {
+            checkpoint: CheckpointFacts::Found {
+                restart: restart.clone(),
+                state,
+                now_ms: self.inner.clock.now_ms(),
+            },
+            create_on_error: self.inner.config.create_on_error,
+            wal: WalFacts {
+                segments: replayed.report.segments.len() as u64,
+                records: Some(replayed.records),
+            },
+        });
+        let schedule = match decision {
+            RecoveryDecision::Restore { schedule } => schedule,
+            RecoveryDecision::Refuse(Refusal::CheckpointHasNoState { operator }) => {
+                return Err(StreamingError::State {
+                    operator,
+                    reason: format!("checkpoint {checkpoint} holds no state for it"),
+                })
+            }
+            RecoveryDecision::Refuse(Refusal::CheckpointTooOld {
+                operator,
+                state_time,
+                cleaned_through,
+            }) => {
+                return Err(StreamingError::CheckpointTooOld {
+                    checkpoint,
+                    reason: format!(
+                        "{operator}'s state is as of {state_time} but the inputs of batches up to \
+                         {cleaned_through} were cleaned up after a newer checkpoint; restoring \
+                         would lose them"
+                    ),
+                })
+            }
+            other => {
+                unreachable!("a found checkpoint is restored or refused for its state: {other:?}")
+            }
+        };
+        if !state_ops.is_empty() {
+            let source = self.inner.state_source()?;
+            for op in &state_ops {
+                let id = op.operator();
+                let Some(c) = chains.get(&id) else {
+                    continue; // plan_restore refused operators without state
+                };
+                op.open(&source)?;
+                let read = |r: &spate_checkpoint::DataObjectRef| d.read_object(r);
+                let objects: Vec<Vec<Vec<u8>>> = {
+                    use rayon::prelude::*;
+                    c.partitions
+                        .par_iter()
+                        .map(|refs| refs.iter().map(read).collect::<Result<Vec<_>>>())
+                        .collect::<Result<Vec<_>>>()?
+                };
+                let bytes: u64 = c.partitions.iter().flatten().map(|o| o.size).sum();
+                let output = c.output.as_ref().map(read).transpose()?;
+                op.restore(c.time, objects, output.as_deref())?;
+                report.state.push(crate::recovery::StateRestored {
+                    operator: id.0,
+                    kind: op.kind().to_owned(),
+                    time: c.time.0,
+                    keys: op.len(),
+                    objects: c.partitions.iter().map(Vec::len).sum::<usize>() as u64,
+                    bytes,
+                });
+            }
+        }
+        report.batches_rescheduled = schedule.times.iter().map(|t| t.0).collect();
+        report.batches_skipped = schedule.skipped.iter().map(|t| t.0).collect();
+        report.restart_time = Some(schedule.restart_time.0);
+        d.on_restored(restart);
+        Ok(())
     }
 }
 
