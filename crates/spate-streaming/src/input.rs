@@ -322,7 +322,7 @@ impl StreamingContext {
     }
 
     /// As [`receiver_stream`](Self::receiver_stream) with an explicit block handler (the WAL-backed
-    /// handler of the recovery issue plugs in here).
+    /// WAL-backed handler plugs in here).
     ///
     /// # Errors
     /// [`StreamingError::AlreadyStarted`].

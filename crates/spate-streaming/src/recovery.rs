@@ -7,7 +7,7 @@
 //! 2. build the graph with the user's closure and compare it with the checkpoint's
 //!    ([`crate::compat`]); any difference → [`StreamingError::IncompatibleCheckpoint`];
 //! 3. replay the WAL (torn tail truncated and reported) into the block tracker and the inputs;
-//! 4. (issue 6: restore state);
+//! 4. restore every stateful operator's state from the checkpoint's data objects;
 //! 5. at `start`, run `(pending ∪ [checkpoint time, restart time)) ∩ grid` in order
 //!    ([`restart_schedule`]), each with its recorded allocation or selection, then resume the timer;
 //! 6. write the [`RestartReport`] beside the checkpoint, return it, log it.
