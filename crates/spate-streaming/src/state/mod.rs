@@ -390,6 +390,18 @@ fn partition_pairs<K: Key, V: Data>(b: &Batch<(K, V)>, n: usize) -> Vec<Vec<(K, 
     out
 }
 
+/// The partitions of a stateful operator: as requested (at least 1), else the default.
+fn state_partitions(kind: &'static str, requested: Option<usize>, default: usize) -> Result<usize> {
+    match requested {
+        Some(0) => Err(StreamingError::InvalidArgument {
+            kind,
+            reason: "partition count must be at least 1".into(),
+        }),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
 fn smallest_multiple_at_least(slide: DurationMs, min: DurationMs) -> DurationMs {
     let s = slide.0.max(1);
     DurationMs(min.0.div_ceil(s).max(1) * s)
@@ -660,16 +672,7 @@ where
         S: Data + Serialize + DeserializeOwned,
     {
         const KIND: &str = "update_state_by_key";
-        let n = match spec.partitions {
-            Some(0) => {
-                return Err(StreamingError::InvalidArgument {
-                    kind: KIND,
-                    reason: "partition count must be at least 1".into(),
-                })
-            }
-            Some(n) => n,
-            None => self.ctx.config().default_partitions,
-        };
+        let n = state_partitions(KIND, spec.partitions, self.ctx.config().default_partitions)?;
         let slide = self.slide();
         let op = Arc::new(UpdateStateOp {
             core: StateCore::<K, S>::new(
@@ -759,16 +762,7 @@ where
         M: Data + Serialize + DeserializeOwned,
     {
         const KIND: &str = "map_with_state";
-        let n = match spec.partitions {
-            Some(0) => {
-                return Err(StreamingError::InvalidArgument {
-                    kind: KIND,
-                    reason: "partition count must be at least 1".into(),
-                })
-            }
-            Some(n) => n,
-            None => self.ctx.config().default_partitions,
-        };
+        let n = state_partitions(KIND, spec.partitions, self.ctx.config().default_partitions)?;
         let slide = self.slide();
         let initial = spec
             .initial
