@@ -189,14 +189,17 @@ pub enum StreamingError {
         /// Every candidate and why it was rejected.
         rejected: Vec<String>,
     },
-    /// A fresh start found records in the WAL directory that no checkpoint covers (a WAL left from
-    /// another application or a deleted checkpoint). Nothing was modified.
-    #[error("write-ahead log {dir} holds {records} record(s) but there is no checkpoint for them; remove or archive the directory, or set create_on_error")]
+    /// A start with no checkpoint to restore found a WAL directory that may hold records no
+    /// checkpoint covers (a WAL left from another application or a deleted checkpoint; I-REC-2).
+    /// Nothing was modified.
+    #[error("write-ahead log {dir} holds {segments} segment(s){} but there is no checkpoint for them; remove or archive the directory, or set create_on_error", records.map_or_else(String::new, |r| format!(" with {r} record(s)")))]
     OrphanWal {
         /// The WAL directory.
         dir: PathBuf,
-        /// Records found.
-        records: u64,
+        /// Segment files found.
+        segments: u64,
+        /// Valid records found, if the WAL was read (`get_or_create` refuses before opening it).
+        records: Option<u64>,
     },
     /// A stateful operator's state could not be read, updated, checkpointed or restored.
     #[error("state of {operator}: {reason}")]
@@ -215,6 +218,27 @@ pub enum StreamingError {
         /// Which inputs are missing.
         reason: String,
     },
+    /// The store answered a checkpoint's publication definitively without publishing it (another
+    /// manifest already holds its name). The context fails: recovery would otherwise silently
+    /// restart from an older point.
+    #[error("checkpoint {url}: the checkpoint for batch {time} was not published: {reason:?}")]
+    NotPublished {
+        /// The checkpoint location.
+        url: String,
+        /// The checkpoint's batch time.
+        time: BatchTime,
+        /// The store's answer.
+        reason: spate_checkpoint::AlreadyPublished,
+    },
+    /// Something the engine writes could not be encoded.
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The codec's error.
+        #[source]
+        source: spate_types::codec::CodecError,
+    },
     /// A thread or thread pool could not be created.
     #[error("cannot start {what}: {reason}")]
     Spawn {
@@ -226,6 +250,15 @@ pub enum StreamingError {
 }
 
 impl StreamingError {
+    /// True if retrying the same operation later may succeed (a transient store failure); false
+    /// for every outcome that retrying cannot change (invalid use, corruption, incompatibility).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StreamingError::Checkpoint { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn spawn(what: &'static str, e: impl std::fmt::Display) -> Self {
         StreamingError::Spawn {
             what,

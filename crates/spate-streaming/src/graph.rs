@@ -280,7 +280,7 @@ pub struct OperatorDescription {
     /// Partition count of shuffled results.
     pub partitions: Option<u32>,
     /// `std::any::type_name` of the element type (stable for one compiler version; a compiler
-    /// upgrade may change it, which the recovery issue reports as a type change).
+    /// upgrade may change it, which the compatibility check reports as a type change).
     pub element_type: String,
     /// Type name of keyed state (stateful operators; later issues).
     pub state_type: Option<String>,

@@ -1,9 +1,9 @@
 //! Input DStreams: `queue_stream`, `receiver_stream`, `replayable_stream`.
 
 use crate::batch::Batch;
+use crate::checkpointer::Checkpointer;
 use crate::context::{Inner, InputStream, RestoreInput, StreamingContext};
 use crate::dstream::DStream;
-use crate::durability::Durability;
 use crate::error::{Result, StreamingError};
 use crate::graph::NodeMeta;
 use crate::journal::WalBlockHandler;
@@ -27,7 +27,7 @@ impl<T: Clone + Send + Sync + 'static> InputStream for QueueInput<T> {
         Some("queue_stream holds its data in memory and cannot be checkpointed (as Spark's queueStream); use a replayable_stream")
     }
 
-    fn generate(&self, t: BatchTime, _d: Option<&Durability>) -> Result<u64> {
+    fn generate(&self, t: BatchTime, _d: Option<&Checkpointer>) -> Result<u64> {
         let mut q = self.queue.lock();
         let data = if self.one_at_a_time {
             q.pop_front()
@@ -60,7 +60,7 @@ fn receiver_key(r: ReceiverId) -> String {
 }
 
 impl<T: Send + Sync + 'static> InputStream for ReceiverInput<T> {
-    fn generate(&self, _t: BatchTime, _d: Option<&Durability>) -> Result<u64> {
+    fn generate(&self, _t: BatchTime, _d: Option<&Checkpointer>) -> Result<u64> {
         // Blocks are allocated to the batch by the tracker (one allocation for all receivers).
         Ok(0)
     }
@@ -206,7 +206,7 @@ impl<T: Send + Sync + 'static> InputStream for ReplayableInput<T> {
         Ok(())
     }
 
-    fn generate(&self, t: BatchTime, d: Option<&Durability>) -> Result<u64> {
+    fn generate(&self, t: BatchTime, d: Option<&Checkpointer>) -> Result<u64> {
         if self.selections.lock().contains_key(&t) {
             // Recorded before a crash (WAL or checkpoint): the batch re-reads the same input.
             return Ok(0);
@@ -223,8 +223,7 @@ impl<T: Send + Sync + 'static> InputStream for ReplayableInput<T> {
         tracing::debug!(operator = self.operator.0, time = t.0, selection = %sel.summary, "selected input");
         if let Some(d) = d {
             // DESIGN.md §4 step 2: the selection is durable before the batch runs.
-            let lsn = d.journal.append_selection(self.operator, &sel)?;
-            d.note_batch_lsn(t, lsn);
+            d.on_selected(t, self.operator, &sel)?;
         }
         self.selections.lock().insert(t, sel);
         Ok(0)
@@ -314,10 +313,8 @@ impl StreamingContext {
     {
         if let Some(d) = &self.inner.durability {
             if self.inner.config.receiver_wal {
-                d.receiver_wal
-                    .store(true, std::sync::atomic::Ordering::Release);
                 let h: Arc<dyn BlockHandler<T>> =
-                    Arc::new(WalBlockHandler::<T>::new(Arc::clone(&d.journal)));
+                    Arc::new(WalBlockHandler::<T>::new(d.on_receiver_wal()));
                 return self.receiver_stream_with_handler(receiver, h);
             }
         }
@@ -325,7 +322,7 @@ impl StreamingContext {
     }
 
     /// As [`receiver_stream`](Self::receiver_stream) with an explicit block handler (the WAL-backed
-    /// handler of the recovery issue plugs in here).
+    /// WAL-backed handler plugs in here).
     ///
     /// # Errors
     /// [`StreamingError::AlreadyStarted`].

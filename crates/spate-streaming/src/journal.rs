@@ -59,14 +59,14 @@ pub(crate) struct Replayed {
 }
 
 /// The engine's WAL.
-pub(crate) struct Journal {
+pub(crate) struct EngineWal {
     wal: Wal,
     dir: PathBuf,
 }
 
-impl fmt::Debug for Journal {
+impl fmt::Debug for EngineWal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Journal").field("dir", &self.dir).finish()
+        f.debug_struct("EngineWal").field("dir", &self.dir).finish()
     }
 }
 
@@ -82,14 +82,14 @@ pub(crate) fn block_handle(info: &ReceivedBlockInfo) -> Option<RecordHandle> {
     spate_types::codec::decode(&info.handle).ok()
 }
 
-impl Journal {
+impl EngineWal {
     /// Opens (creating if needed) the WAL in `dir`, repairing a torn tail, and replays it.
     pub(crate) fn open(
         fs: Arc<dyn FileSystem>,
         dir: &Path,
         clock: Arc<dyn Clock>,
         segment_bytes: u64,
-    ) -> Result<(Journal, Replayed)> {
+    ) -> Result<(EngineWal, Replayed)> {
         let wal_err = |source| StreamingError::Wal {
             dir: dir.to_owned(),
             source,
@@ -103,7 +103,7 @@ impl Journal {
             ..WalOptions::default()
         };
         let (wal, report) = Wal::open(fs, dir, opts).map_err(wal_err)?;
-        let journal = Journal {
+        let journal = EngineWal {
             wal,
             dir: dir.to_owned(),
         };
@@ -297,7 +297,7 @@ fn split_block(payload: &[u8]) -> std::result::Result<(BlockHeader, &[u8]), Stri
 /// and synced to the WAL before `store_block` returns, and also kept in memory so its batch reads it
 /// without I/O; after a restart blocks are read back from the WAL by handle.
 pub(crate) struct WalBlockHandler<T> {
-    journal: Arc<Journal>,
+    journal: Arc<EngineWal>,
     memory: MemoryBlockHandler<T>,
     /// The WAL handle of each block held in `memory`: the in-memory copy is served only for the
     /// same record (block ids are unique across restarts, see `Supervisor::restore_next_seq`;
@@ -306,7 +306,7 @@ pub(crate) struct WalBlockHandler<T> {
 }
 
 impl<T> WalBlockHandler<T> {
-    pub(crate) fn new(journal: Arc<Journal>) -> Self {
+    pub(crate) fn new(journal: Arc<EngineWal>) -> Self {
         WalBlockHandler {
             journal,
             memory: MemoryBlockHandler::default(),

@@ -59,11 +59,12 @@
 //! 2. At batch time `T` the job generator (a timer on the [`spate_io::Clock`]) allocates all
 //!    unallocated blocks to `T`; replayable sources record their selection for `T`; queue inputs
 //!    take their element for `T`.
-//! 3. (Recovery issue: metadata checkpoint "T generated".)
+//! 3. With a checkpoint location, the metadata checkpoint "T generated" is submitted.
 //! 4. The batch's jobs (one per output operation valid at `T`) run on the job scheduler (one batch
 //!    at a time by default); transformations run partition-parallel on the worker pool (rayon),
 //!    by-key operators combine map-side and hash-partition deterministically.
-//! 5. (Recovery issue: state snapshots / manifest.)
+//! 5. On a data-checkpoint time, stateful operators' snapshots or deltas and the manifest are
+//!    committed ([`crate::plan`] decides which).
 //! 6. Listeners receive `batch completed` with scheduling, processing and total delay.
 //! 7. Old memoised batches, allocations and blocks are dropped (Spark's `clearMetadata`).
 //!
@@ -77,11 +78,11 @@
 #![allow(clippy::type_complexity)]
 
 mod batch;
+mod checkpointer;
 pub mod compat;
 mod config;
 mod context;
 mod dstream;
-mod durability;
 mod error;
 mod graph;
 mod input;
@@ -90,6 +91,7 @@ mod journal;
 mod listener;
 mod output;
 mod pair;
+mod plan;
 pub mod rate;
 pub mod recovery;
 pub mod shuffle;

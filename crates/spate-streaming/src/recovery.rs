@@ -7,18 +7,25 @@
 //! 2. build the graph with the user's closure and compare it with the checkpoint's
 //!    ([`crate::compat`]); any difference → [`StreamingError::IncompatibleCheckpoint`];
 //! 3. replay the WAL (torn tail truncated and reported) into the block tracker and the inputs;
-//! 4. (issue 6: restore state);
+//! 4. restore every stateful operator's state from the checkpoint's data objects;
 //! 5. at `start`, run `(pending ∪ [checkpoint time, restart time)) ∩ grid` in order
 //!    ([`restart_schedule`]), each with its recorded allocation or selection, then resume the timer;
 //! 6. write the [`RestartReport`] beside the checkpoint, return it, log it.
 
+use crate::checkpointer::wal_dir;
 use crate::config::{MissedBatches, StreamingConfig};
+use crate::context::RestoreInput;
 use crate::context::StreamingContext;
-use crate::durability::wal_dir;
 use crate::error::{Result, StreamingError};
+use crate::plan::{
+    plan_recovery, replayed_batches, CheckpointFacts, RecoveryDecision, RecoveryFacts, Refusal,
+    RestartFacts, WalFacts,
+};
 use serde::{Deserialize, Serialize};
+use spate_checkpoint::Manifest;
 use spate_checkpoint::{BlockingCheckpointStore, CheckpointError, StoreOptions};
 use spate_io::{Clock, SystemClock};
+use spate_types::OperatorId;
 use spate_types::{BatchTime, DurationMs};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -150,10 +157,10 @@ pub struct RestartReport {
 }
 
 impl RestartReport {
-    fn new(url: &str) -> Self {
+    fn new(url: &str, started_at_ms: u64) -> Self {
         RestartReport {
             url: url.to_owned(),
-            started_at_ms: wall_ms(),
+            started_at_ms,
             outcome: RestartOutcome::Fresh,
             checkpoint: None,
             rejected: Vec::new(),
@@ -197,24 +204,6 @@ impl RestartReport {
             self.batches_skipped.len()
         )
     }
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// What recovery decided, applied by `start`.
-#[derive(Clone, Debug)]
-pub(crate) struct RestartPlan {
-    pub(crate) zero: BatchTime,
-    pub(crate) checkpoint_time: BatchTime,
-    pub(crate) pending: Vec<BatchTime>,
-    /// Times after the checkpoint that the WAL shows were generated before the crash.
-    pub(crate) recorded: BTreeSet<BatchTime>,
-    /// The newest batch whose allocation was cleaned up (its inputs are gone).
-    pub(crate) cleaned_through: Option<BatchTime>,
 }
 
 /// The batches a restart runs (Spark's `JobGenerator.restart`).
@@ -289,16 +278,22 @@ pub fn restart_schedule(
     }
 }
 
-fn archive_wal(dir: &Path, report: &mut RestartReport) -> Result<()> {
-    if !dir.exists() {
+/// Archives (renames, never deletes) the WAL directory beside itself, if it exists.
+fn archive_wal(
+    fs: &dyn spate_io::FileSystem,
+    wall: &dyn Clock,
+    dir: &Path,
+    report: &mut RestartReport,
+) -> Result<()> {
+    if !fs.exists(dir) {
         return Ok(());
     }
     let target = dir.with_file_name(format!(
         "{}.archived-{}",
         dir.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
-        wall_ms()
+        wall.now_ms()
     ));
-    std::fs::rename(dir, &target).map_err(|e| StreamingError::Wal {
+    fs.rename(dir, &target).map_err(|e| StreamingError::Wal {
         dir: dir.to_owned(),
         source: spate_wal::WalError::Io {
             path: dir.to_owned(),
@@ -309,9 +304,10 @@ fn archive_wal(dir: &Path, report: &mut RestartReport) -> Result<()> {
     Ok(())
 }
 
-fn wal_segments(fs: &dyn spate_io::FileSystem, dir: &Path) -> usize {
+/// Segment files in the WAL directory (read without opening the WAL, which would repair it).
+fn wal_segments(fs: &dyn spate_io::FileSystem, dir: &Path) -> u64 {
     fs.list(dir).map_or(0, |names| {
-        names.iter().filter(|n| n.ends_with(".wal")).count()
+        names.iter().filter(|n| n.ends_with(".wal")).count() as u64
     })
 }
 
@@ -387,7 +383,10 @@ impl StreamingContext {
         conf.checkpoint = Some(url.to_owned());
         conf.validate()?;
         let wal = wal_dir(url, conf.wal_dir.as_deref())?;
-        let mut report = RestartReport::new(url);
+        // Report names and archive labels are wall time even on a manual batch clock: they must
+        // not collide between runs.
+        let wall: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut report = RestartReport::new(url, wall.now_ms());
         report.wal.dir = wal.display().to_string();
         let ckpt_err = |source| StreamingError::Checkpoint {
             url: url.to_owned(),
@@ -397,8 +396,8 @@ impl StreamingContext {
         let t = Instant::now();
         let store =
             BlockingCheckpointStore::open(url, StoreOptions::default()).map_err(ckpt_err)?;
-        let resolved = match store.resolve_latest() {
-            Ok(r) => r,
+        let (resolved, found) = match store.resolve_latest() {
+            Ok(r) => (r, CheckpointFacts::Absent),
             Err(CheckpointError::NoValidCheckpoint { rejected }) => {
                 report.rejected = rejected
                     .iter()
@@ -407,7 +406,44 @@ impl StreamingContext {
                         reason: r.reason.to_string(),
                     })
                     .collect();
-                if !conf.create_on_error {
+                (None, CheckpointFacts::NoneValid)
+            }
+            Err(e) => return Err(ckpt_err(e)),
+        };
+        if resolved.is_none() {
+            // A found checkpoint is planned once the WAL is replayed (`restore_from`).
+            let wal_facts = WalFacts {
+                segments: wal_segments(fs.as_ref(), &wal),
+                records: None,
+            };
+            let decision = plan_recovery(&RecoveryFacts {
+                checkpoint: found,
+                create_on_error: conf.create_on_error,
+                wal: wal_facts,
+            });
+            match decision {
+                RecoveryDecision::Fresh | RecoveryDecision::Restore { .. } => {}
+                RecoveryDecision::FreshAfterArchive { store: s, wal: w } => {
+                    if s {
+                        let label = format!("{:020}", wall.now_ms());
+                        let a = store
+                            .block_on(store.store().archive(&label))
+                            .map_err(ckpt_err)?;
+                        report.archived.push(a.prefix.clone());
+                    }
+                    if w {
+                        archive_wal(fs.as_ref(), wall.as_ref(), &wal, &mut report)?;
+                    }
+                    report.outcome = RestartOutcome::FreshAfterArchive;
+                }
+                RecoveryDecision::Refuse(Refusal::OrphanWal(w)) => {
+                    return Err(StreamingError::OrphanWal {
+                        dir: wal,
+                        segments: w.segments,
+                        records: w.records,
+                    });
+                }
+                RecoveryDecision::Refuse(_) => {
                     report.outcome = RestartOutcome::NoValidCheckpoint;
                     write_report(&store, &mut report);
                     return Err(StreamingError::NoValidCheckpoint {
@@ -419,27 +455,9 @@ impl StreamingContext {
                             .collect(),
                     });
                 }
-                let label = format!("{:020}", wall_ms());
-                let a = store
-                    .block_on(store.store().archive(&label))
-                    .map_err(ckpt_err)?;
-                report.archived.push(a.prefix.clone());
-                archive_wal(&wal, &mut report)?;
-                report.outcome = RestartOutcome::FreshAfterArchive;
-                None
-            }
-            Err(e) => return Err(ckpt_err(e)),
-        };
-        report.phases_ms.insert("resolve".into(), ms(t));
-        if resolved.is_none() && wal_segments(fs.as_ref(), &wal) > 0 {
-            if conf.create_on_error {
-                archive_wal(&wal, &mut report)?;
-                report.outcome = RestartOutcome::FreshAfterArchive;
-            } else {
-                let records = wal_segments(fs.as_ref(), &wal) as u64;
-                return Err(StreamingError::OrphanWal { dir: wal, records });
             }
         }
+        report.phases_ms.insert("resolve".into(), ms(t));
         if let Some(r) = &resolved {
             let m = &r.manifest;
             report.checkpoint = Some(ChosenCheckpoint {
@@ -476,26 +494,14 @@ impl StreamingContext {
                 "checkpointing not enabled",
             ));
         };
-        {
-            let rp = d.replayed.lock();
-            if let Some(rp) = rp.as_ref() {
-                report.wal.segments = rp.report.segments.len() as u64;
-                report.wal.records = rp.records;
-                if let Some(tt) = &rp.report.torn_tail {
-                    report.wal.bytes_truncated = tt.dropped_bytes;
-                    report.wal.torn_tail = Some(format!("{}@{}", tt.segment.display(), tt.offset));
-                    report.wal.torn_tail_saved_to =
-                        tt.saved_to.as_ref().map(|p| p.display().to_string());
-                }
-            }
-        }
+        d.wal_summary(&mut report.wal);
         let Some(resolved) = resolved else {
             report
                 .phases_ms
                 .insert("total".into(), report.phases_ms.values().sum());
-            *d.report.lock() = Some(report.clone());
-            write_report(&d.store, &mut report);
-            *d.report.lock() = Some(report.clone());
+            d.set_report(report.clone());
+            d.write_report(&mut report);
+            d.set_report(report.clone());
             tracing::info!("restart report: {}", report.summary());
             return Ok(ctx);
         };
@@ -507,7 +513,7 @@ impl StreamingContext {
         if !diff.is_compatible() {
             report.outcome = RestartOutcome::Incompatible;
             report.compatibility = diff.lines();
-            write_report(&d.store, &mut report);
+            d.write_report(&mut report);
             let checkpoint = spate_checkpoint::CheckpointPaths::manifest(m.key);
             // Nothing was started; the context is dropped unstarted.
             let _ = ctx.stop(false);
@@ -524,37 +530,165 @@ impl StreamingContext {
         report.outcome = RestartOutcome::Restored;
         report.zero_time = Some(m.zero_time.0);
         report.pending_batches = m.pending_batches.iter().map(|t| t.0).collect();
-        // The schedule as of now (start recomputes it with its own "now").
-        if let Some(plan) = d.plan.lock().as_ref() {
-            let s = restart_schedule(
-                plan.zero,
-                ctx.inner.config.batch_interval,
-                plan.checkpoint_time,
-                &plan.pending,
-                &plan.recorded,
-                ctx.inner.clock.now_ms(),
-                ctx.inner.config.missed_batches,
-            );
-            report.batches_rescheduled = s.times.iter().map(|t| t.0).collect();
-            report.batches_skipped = s.skipped.iter().map(|t| t.0).collect();
-            report.restart_time = Some(s.restart_time.0);
-        }
         report
             .phases_ms
             .insert("total".into(), report.phases_ms.values().sum());
-        write_report(&d.store, &mut report);
+        d.write_report(&mut report);
         tracing::info!("restart report: {}", report.summary());
-        *d.report.lock() = Some(report);
+        d.set_report(report);
         Ok(ctx)
     }
 
     /// The restart report of the `get_or_create` that made this context (`None` for contexts made
     /// with `new`). `batches_rescheduled` and `restart_time` are updated by `start`.
     pub fn restart_report(&self) -> Option<RestartReport> {
-        self.inner
-            .durability
-            .as_ref()
-            .and_then(|d| d.report.lock().clone())
+        self.inner.durability.as_ref().and_then(|d| d.report())
+    }
+}
+
+impl StreamingContext {
+    /// Recovery step 3: replays the WAL into the tracker, restores the inputs' positions and
+    /// selections, and records the restart plan `start` applies.
+    pub(crate) fn restore_from(&self, m: &Manifest, report: &mut RestartReport) -> Result<()> {
+        let Some(d) = &self.inner.durability else {
+            return Ok(());
+        };
+        let replayed = d.take_replayed();
+        let batches = {
+            let mut tr = self.inner.tracker.lock();
+            for (_, e) in &replayed.events {
+                tr.apply(e);
+            }
+            report.blocks_unallocated = tr.unallocated_blocks() as u64;
+            let allocated: std::collections::BTreeSet<BatchTime> =
+                tr.allocated_times().into_iter().collect();
+            replayed_batches(
+                m.batch_time,
+                &replayed.events,
+                replayed
+                    .selections
+                    .iter()
+                    .map(|(lsn, _, sel)| (*lsn, sel.time)),
+                &allocated,
+            )
+        };
+        report.blocks_recovered = replayed.blocks;
+        report.records_recovered = replayed.block_records;
+        report.selections_recovered = replayed.selections.len() as u64;
+        let inputs = self.inner.graph.lock().inputs.clone();
+        let r = RestoreInput {
+            checkpoint_time: m.batch_time,
+            positions: &m.source_positions,
+            replayed: &replayed,
+        };
+        for i in &inputs {
+            i.restore(&r)?;
+        }
+        for (rid, p) in &replayed.positions {
+            report.receiver_positions.insert(rid.0, *p);
+        }
+        for (k, v) in &m.source_positions {
+            if let Some(id) = k
+                .strip_prefix("receiver-")
+                .and_then(|x| x.parse::<u32>().ok())
+            {
+                if let Ok(p) = spate_types::codec::decode::<u64>(v) {
+                    let e = report.receiver_positions.entry(id).or_insert(p);
+                    *e = (*e).max(p);
+                }
+            }
+        }
+        // Recovery step 4: the state of every stateful operator as of its newest data checkpoint
+        // in this manifest (snapshot + deltas, partitions in parallel).
+        let state_ops = self.inner.graph.lock().state_ops.clone();
+        let chains = d.restore(m, &batches.batch_lsns, !state_ops.is_empty())?;
+        let restart = RestartFacts {
+            zero: m.zero_time,
+            batch: self.inner.config.batch_interval,
+            checkpoint_time: m.batch_time,
+            pending: m.pending_batches.clone(),
+            recorded: batches.recorded,
+            cleaned_through: batches.cleaned_through,
+            policy: self.inner.config.missed_batches,
+        };
+        let state: Vec<(OperatorId, Option<BatchTime>)> = state_ops
+            .iter()
+            .map(|op| (op.operator(), chains.get(&op.operator()).map(|c| c.time)))
+            .collect();
+        let checkpoint = spate_checkpoint::CheckpointPaths::manifest(m.key);
+        // Recovery steps 4–5 decided on the replayed WAL and the checkpoint's state.
+        let decision = plan_recovery(&RecoveryFacts {
+            checkpoint: CheckpointFacts::Found {
+                restart: restart.clone(),
+                state,
+                now_ms: self.inner.clock.now_ms(),
+            },
+            create_on_error: self.inner.config.create_on_error,
+            wal: WalFacts {
+                segments: replayed.report.segments.len() as u64,
+                records: Some(replayed.records),
+            },
+        });
+        let schedule = match decision {
+            RecoveryDecision::Restore { schedule } => schedule,
+            RecoveryDecision::Refuse(Refusal::CheckpointHasNoState { operator }) => {
+                return Err(StreamingError::State {
+                    operator,
+                    reason: format!("checkpoint {checkpoint} holds no state for it"),
+                })
+            }
+            RecoveryDecision::Refuse(Refusal::CheckpointTooOld {
+                operator,
+                state_time,
+                cleaned_through,
+            }) => {
+                return Err(StreamingError::CheckpointTooOld {
+                    checkpoint,
+                    reason: format!(
+                        "{operator}'s state is as of {state_time} but the inputs of batches up to \
+                         {cleaned_through} were cleaned up after a newer checkpoint; restoring \
+                         would lose them"
+                    ),
+                })
+            }
+            other => {
+                unreachable!("a found checkpoint is restored or refused for its state: {other:?}")
+            }
+        };
+        if !state_ops.is_empty() {
+            let source = self.inner.state_source()?;
+            for op in &state_ops {
+                let id = op.operator();
+                let Some(c) = chains.get(&id) else {
+                    continue; // plan_restore refused operators without state
+                };
+                op.open(&source)?;
+                let read = |r: &spate_checkpoint::DataObjectRef| d.read_object(r);
+                let objects: Vec<Vec<Vec<u8>>> = {
+                    use rayon::prelude::*;
+                    c.partitions
+                        .par_iter()
+                        .map(|refs| refs.iter().map(read).collect::<Result<Vec<_>>>())
+                        .collect::<Result<Vec<_>>>()?
+                };
+                let bytes: u64 = c.partitions.iter().flatten().map(|o| o.size).sum();
+                let output = c.output.as_ref().map(read).transpose()?;
+                op.restore(c.time, objects, output.as_deref())?;
+                report.state.push(crate::recovery::StateRestored {
+                    operator: id.0,
+                    kind: op.kind().to_owned(),
+                    time: c.time.0,
+                    keys: op.len(),
+                    objects: c.partitions.iter().map(Vec::len).sum::<usize>() as u64,
+                    bytes,
+                });
+            }
+        }
+        report.batches_rescheduled = schedule.times.iter().map(|t| t.0).collect();
+        report.batches_skipped = schedule.skipped.iter().map(|t| t.0).collect();
+        report.restart_time = Some(schedule.restart_time.0);
+        d.on_restored(restart);
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! ([`BlockHandler`], Spark's `ReceivedBlockHandler`).
 //!
 //! The tracker is a pure state machine over [`TrackerEvent`]s: `BlockAdded`, `BatchAllocated`,
-//! `BatchCleanup` (DESIGN.md §4 steps 1–2, 7). The recovery issue writes each event to the WAL
+//! `BatchCleanup` (DESIGN.md §4 steps 1–2, 7). The checkpointer writes each event to the WAL
 //! *before* applying it and replays the events on restart; the in-memory engine applies them
 //! directly.
 

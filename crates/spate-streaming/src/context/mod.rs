@@ -1,19 +1,24 @@
-//! [`StreamingContext`]: graph registry, lifecycle (start / stop / await termination), the job
-//! generator (timer on the [`Clock`]) and the job scheduler.
+//! [`StreamingContext`]: graph registry and lifecycle (start / stop / await termination). The job
+//! generator is in [`generator`], the job scheduler in [`scheduler`], restore in
+//! [`crate::recovery`].
 
+mod generator;
+mod scheduler;
+
+use crate::checkpointer::{Checkpointer, ManifestInputs, Outcome};
 use crate::config::StreamingConfig;
-use crate::durability::{Durability, Submitted};
 use crate::error::{Result, StreamingError};
 use crate::graph::{
     plan_remember, ComputeFn, GraphDescription, GraphNode, NarrowFn, Node, NodeMeta,
 };
 use crate::journal::Replayed;
 use crate::listener::{BatchInfo, Event, ListenerBus, OutputOperationInfo, StreamingListener};
-use crate::recovery::{restart_schedule, RestartPlan, RestartReport};
+use crate::plan::{
+    orphan_wal, plan_completion, plan_restart, snapshot_or_delta, CompletionCommit, CompletionFacts,
+};
 use crate::tracker::{ReceivedBlockInfo, ReceivedBlockTracker};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
-use spate_checkpoint::{CheckpointKind, Manifest};
 use spate_io::{Clock, SystemClock};
 use spate_types::{BatchTime, DurationMs, OperatorId};
 use std::collections::BTreeMap;
@@ -55,7 +60,7 @@ pub(crate) struct RestoreInput<'a> {
 pub(crate) trait InputStream: Send + Sync {
     /// Fixes the input of batch `t` before its jobs run (DESIGN.md §4 step 2), making it durable
     /// in the WAL when checkpointing; returns the number of records known at this point.
-    fn generate(&self, t: BatchTime, durability: Option<&Durability>) -> Result<u64>;
+    fn generate(&self, t: BatchTime, durability: Option<&Checkpointer>) -> Result<u64>;
     /// `Some(reason)` if this input cannot be checkpointed.
     fn checkpointable(&self) -> Option<&'static str> {
         None
@@ -133,7 +138,7 @@ pub(crate) struct Inner {
     pub(crate) batch_records: Mutex<BTreeMap<BatchTime, u64>>,
     stop_lock: Mutex<()>,
     /// Checkpointing (WAL, store, writer), when a checkpoint location is configured.
-    pub(crate) durability: Option<Arc<Durability>>,
+    pub(crate) durability: Option<Arc<Checkpointer>>,
     /// Times to run before the timer resumes (restart), set by `start`.
     reschedule: Mutex<Vec<BatchTime>>,
 }
@@ -175,8 +180,8 @@ impl StreamingContext {
         config.validate()?;
         let durability = match &config.checkpoint {
             Some(url) => {
-                let wal = crate::durability::wal_dir(url, config.wal_dir.as_deref())?;
-                Some(Arc::new(Durability::open(
+                let wal = crate::checkpointer::wal_dir(url, config.wal_dir.as_deref())?;
+                Some(Arc::new(Checkpointer::open(
                     url,
                     &wal,
                     Arc::clone(&clock),
@@ -198,7 +203,7 @@ impl StreamingContext {
         fs: Arc<dyn spate_io::FileSystem>,
     ) -> Result<Self> {
         let url = config.checkpoint.clone().unwrap_or_default();
-        let d = Durability::open(
+        let d = Checkpointer::open(
             &url,
             wal,
             Arc::clone(&clock),
@@ -212,7 +217,7 @@ impl StreamingContext {
     fn build(
         config: StreamingConfig,
         clock: Arc<dyn Clock>,
-        durability: Option<Arc<Durability>>,
+        durability: Option<Arc<Checkpointer>>,
     ) -> Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.parallelism)
@@ -283,145 +288,6 @@ impl StreamingContext {
             batch_interval: self.inner.config.batch_interval,
             operators,
         }
-    }
-
-    /// Recovery step 3: replays the WAL into the tracker, restores the inputs' positions and
-    /// selections, and records the restart plan `start` applies.
-    pub(crate) fn restore_from(&self, m: &Manifest, report: &mut RestartReport) -> Result<()> {
-        let Some(d) = &self.inner.durability else {
-            return Ok(());
-        };
-        let replayed = d.replayed.lock().take().unwrap_or_default();
-        let mut recorded = std::collections::BTreeSet::new();
-        let mut cleaned_through: Option<BatchTime> = None;
-        {
-            let mut tr = self.inner.tracker.lock();
-            for (lsn, e) in &replayed.events {
-                match e {
-                    crate::tracker::TrackerEvent::BatchAllocated { time, .. } => {
-                        if *time > m.batch_time {
-                            recorded.insert(*time);
-                        }
-                        d.note_batch_lsn(*time, *lsn);
-                    }
-                    crate::tracker::TrackerEvent::BatchCleanup { times } => {
-                        cleaned_through = cleaned_through.max(times.iter().max().copied());
-                    }
-                    crate::tracker::TrackerEvent::BlockAdded(_) => {}
-                }
-                tr.apply(e);
-            }
-            report.blocks_unallocated = tr.unallocated_blocks() as u64;
-            let cleaned: Vec<BatchTime> = {
-                let alloc: std::collections::BTreeSet<BatchTime> =
-                    tr.allocated_times().into_iter().collect();
-                d.batch_lsn
-                    .lock()
-                    .keys()
-                    .filter(|t| !alloc.contains(t))
-                    .copied()
-                    .collect()
-            };
-            let mut lsns = d.batch_lsn.lock();
-            for t in cleaned {
-                lsns.remove(&t);
-            }
-        }
-        for (lsn, _, sel) in &replayed.selections {
-            if sel.time > m.batch_time {
-                recorded.insert(sel.time);
-            }
-            if sel.time >= m.batch_time {
-                d.note_batch_lsn(sel.time, *lsn);
-            }
-        }
-        report.blocks_recovered = replayed.blocks;
-        report.records_recovered = replayed.block_records;
-        report.selections_recovered = replayed.selections.len() as u64;
-        let inputs = self.inner.graph.lock().inputs.clone();
-        let r = RestoreInput {
-            checkpoint_time: m.batch_time,
-            positions: &m.source_positions,
-            replayed: &replayed,
-        };
-        for i in &inputs {
-            i.restore(&r)?;
-        }
-        for (rid, p) in &replayed.positions {
-            report.receiver_positions.insert(rid.0, *p);
-        }
-        for (k, v) in &m.source_positions {
-            if let Some(id) = k
-                .strip_prefix("receiver-")
-                .and_then(|x| x.parse::<u32>().ok())
-            {
-                if let Ok(p) = spate_types::codec::decode::<u64>(v) {
-                    let e = report.receiver_positions.entry(id).or_insert(p);
-                    *e = (*e).max(p);
-                }
-            }
-        }
-        // Recovery step 4: the state of every stateful operator as of its newest data checkpoint
-        // in this manifest (snapshot + deltas, partitions in parallel).
-        let state_ops = self.inner.graph.lock().state_ops.clone();
-        if !state_ops.is_empty() {
-            let checkpoint = spate_checkpoint::CheckpointPaths::manifest(m.key);
-            d.set_chains_from(m)?;
-            let chains = d.chains.lock().clone();
-            let source = self.inner.state_source()?;
-            for op in &state_ops {
-                let id = op.operator();
-                let Some(c) = chains.get(&id) else {
-                    return Err(StreamingError::State {
-                        operator: id,
-                        reason: format!("checkpoint {checkpoint} holds no state for it"),
-                    });
-                };
-                if let Some(ct) = cleaned_through.filter(|ct| *ct > c.time) {
-                    return Err(StreamingError::CheckpointTooOld {
-                        checkpoint,
-                        reason: format!(
-                            "{id}'s state is as of {} but the inputs of batches up to {ct} were \
-                             cleaned up after a newer checkpoint; restoring would lose them",
-                            c.time
-                        ),
-                    });
-                }
-                op.open(&source)?;
-                let read = |r: &spate_checkpoint::DataObjectRef| -> Result<Vec<u8>> {
-                    d.store
-                        .block_on(d.store.store().read_object(r))
-                        .map(|b| b.to_vec())
-                        .map_err(|e| d.ckpt_err(e))
-                };
-                let objects: Vec<Vec<Vec<u8>>> = {
-                    use rayon::prelude::*;
-                    c.partitions
-                        .par_iter()
-                        .map(|refs| refs.iter().map(read).collect::<Result<Vec<_>>>())
-                        .collect::<Result<Vec<_>>>()?
-                };
-                let bytes: u64 = c.partitions.iter().flatten().map(|o| o.size).sum();
-                let output = c.output.as_ref().map(read).transpose()?;
-                op.restore(c.time, objects, output.as_deref())?;
-                report.state.push(crate::recovery::StateRestored {
-                    operator: id.0,
-                    kind: op.kind().to_owned(),
-                    time: c.time.0,
-                    keys: op.len(),
-                    objects: c.partitions.iter().map(Vec::len).sum::<usize>() as u64,
-                    bytes,
-                });
-            }
-        }
-        *d.plan.lock() = Some(RestartPlan {
-            zero: m.zero_time,
-            checkpoint_time: m.batch_time,
-            pending: m.pending_batches.clone(),
-            recorded,
-            cleaned_through,
-        });
-        Ok(())
     }
 
     /// Checks the stateful operators' requirements (Spark's `validateAtStart`): a checkpoint
@@ -595,10 +461,7 @@ impl StreamingContext {
         let now = inner.clock.now_ms();
         let mut start_time = (now / batch + 1) * batch;
         let mut zero = start_time - batch;
-        let plan = inner
-            .durability
-            .as_ref()
-            .and_then(|d| d.plan.lock().clone());
+        let plan = inner.durability.as_ref().and_then(|d| d.restart_facts());
         self.check_state_ops()?;
         if let Some(d) = &inner.durability {
             for i in &inner.graph.lock().inputs {
@@ -612,41 +475,11 @@ impl StreamingContext {
             d.set_build(&self.describe_build());
             match &plan {
                 Some(p) => {
-                    // Recovery step 5 (Spark's JobGenerator.restart).
-                    let s = restart_schedule(
-                        p.zero,
-                        inner.config.batch_interval,
-                        p.checkpoint_time,
-                        &p.pending,
-                        &p.recorded,
-                        now,
-                        inner.config.missed_batches,
-                    );
+                    // Recovery step 5 (Spark's JobGenerator.restart), as of this start.
+                    let s = plan_restart(p, now);
                     zero = p.zero.0;
                     start_time = s.restart_time.0;
-                    let mut s = s;
-                    if let Some(ct) = p.cleaned_through {
-                        // Completed before the crash and their inputs cleaned up since (a fallback
-                        // to an older checkpoint): re-running them would emit wrong outputs.
-                        let (gone, keep): (Vec<BatchTime>, Vec<BatchTime>) =
-                            s.times.iter().partition(|t| **t <= ct);
-                        s.times = keep;
-                        s.skipped.extend(gone);
-                        s.skipped.sort_unstable();
-                    }
-                    if let Some(r) = d.report.lock().as_mut() {
-                        let times: Vec<u64> = s.times.iter().map(|t| t.0).collect();
-                        let changed =
-                            r.batches_rescheduled != times || r.restart_time != Some(start_time);
-                        r.batches_rescheduled = times;
-                        r.batches_skipped = s.skipped.iter().map(|t| t.0).collect();
-                        r.restart_time = Some(start_time);
-                        if changed {
-                            // Time passed between get_or_create and start: the stored report
-                            // shows the schedule actually run.
-                            crate::recovery::write_report(&d.store, r);
-                        }
-                    }
+                    d.on_restart_scheduled(&s);
                     tracing::info!(
                         rescheduled = s.times.len(),
                         skipped = s.skipped.len(),
@@ -656,17 +489,18 @@ impl StreamingContext {
                     *inner.reschedule.lock() = s.times;
                 }
                 None => {
-                    let records = d.replayed.lock().as_ref().map_or(0, |r| r.records);
-                    if records > 0 {
+                    // I-REC-2: nothing restored, so every WAL record would be an orphan.
+                    let wal = d.fresh_wal();
+                    if orphan_wal(wal) {
                         return Err(StreamingError::OrphanWal {
-                            dir: d.journal.dir().to_owned(),
-                            records,
+                            dir: d.wal_dir().to_owned(),
+                            segments: wal.segments,
+                            records: wal.records,
                         });
                     }
                 }
             }
-            d.replayed.lock().take();
-            d.open_writer(inner.config.checkpoint_retain)?;
+            d.start_writer(inner.config.checkpoint_retain)?;
             if plan.is_none() {
                 // The first checkpoint, before any receiver stores a block: every WAL record is
                 // covered by some manifest from now on. With stateful operators it is a data
@@ -674,33 +508,41 @@ impl StreamingContext {
                 inner.zero_time.store(zero, Ordering::Release);
                 let state_ops = inner.graph.lock().state_ops.clone();
                 if state_ops.is_empty() {
-                    let positions = inner.source_positions()?;
-                    let draft = d.draft(
-                        CheckpointKind::Completed,
-                        BatchTime(zero),
-                        BatchTime(zero),
-                        inner.config.batch_interval,
-                        positions,
-                    );
-                    d.submit(draft, None)?;
+                    d.on_fresh_start(inner.manifest_inputs()?)?;
                 } else {
                     let source = inner.state_source()?;
                     for op in &state_ops {
                         op.open(&source)?;
                         op.load_initial(BatchTime(zero))?;
                     }
-                    inner.data_checkpoint(d, BatchTime(zero), &state_ops, None)?;
+                    // No chain yet: every operator's initial state is a snapshot.
+                    let due: Vec<_> = state_ops
+                        .iter()
+                        .map(|op| {
+                            let mode = snapshot_or_delta(
+                                None,
+                                op.partitions(),
+                                inner.config.state_snapshot_every,
+                            );
+                            (Arc::clone(op), mode)
+                        })
+                        .collect();
+                    d.on_data_checkpoint(BatchTime(zero), inner.manifest_inputs()?, &due)?;
                 }
             }
-            let (tx, rx) = crossbeam_channel::unbounded::<Submitted>();
-            *d.submit_tx.lock() = Some(tx);
             let weak = Arc::downgrade(inner);
-            let dd = Arc::clone(d);
-            let h = std::thread::Builder::new()
-                .name("spate-checkpoint-waiter".into())
-                .spawn(move || run_checkpoint_waiter(&dd, &weak, &rx))
-                .map_err(|e| StreamingError::spawn("checkpoint waiter", e))?;
-            *d.waiter.lock() = Some(h);
+            d.start_waiter(move |outcome| {
+                let Some(inner) = weak.upgrade() else { return };
+                match outcome {
+                    Outcome::Durable {
+                        cleanup_before: Some(before),
+                    } => inner.after_completed(before),
+                    Outcome::Durable {
+                        cleanup_before: None,
+                    } => {}
+                    Outcome::Failed(e) => inner.record_failure(e),
+                }
+            })?;
         }
         inner.zero_time.store(zero, Ordering::Release);
         let inputs = {
@@ -900,10 +742,11 @@ impl StreamingContext {
             let _ = w.join();
         }
         if let Some(d) = &inner.durability {
-            if graceful && !d.drain(Instant::now() + timeout + crate::durability::DRAIN_GRACE) {
+            let drain_until =
+                graceful.then(|| Instant::now() + timeout + crate::checkpointer::DRAIN_GRACE);
+            if !d.shutdown(drain_until) {
                 tracing::warn!("graceful stop: last checkpoints not durable before timeout");
             }
-            d.shutdown();
         }
         for id in running.signal_ids.drain(..) {
             signal_hook::low_level::unregister(id);
@@ -1027,487 +870,5 @@ impl Inner {
             p.error = Some(e);
         }
         self.progress_cv.notify_all();
-    }
-
-    fn run_generator(self: Arc<Self>, start: BatchTime, jobs_tx: &Sender<JobSet>) {
-        let batch = self.config.batch_interval;
-        let rescheduled = std::mem::take(&mut *self.reschedule.lock());
-        for t in rescheduled {
-            if self.gen_stop_now.load(Ordering::Acquire) {
-                return;
-            }
-            self.generate_batch(t, jobs_tx);
-        }
-        let mut next = start;
-        loop {
-            loop {
-                if self.gen_stop_now.load(Ordering::Acquire) {
-                    return;
-                }
-                if self.clock.wait_till_timeout(next.0, POLL).is_some() {
-                    break;
-                }
-            }
-            if self.gen_stop_now.load(Ordering::Acquire) {
-                return;
-            }
-            let last = self.gen_stop_after_tick.load(Ordering::Acquire);
-            self.generate_batch(next, jobs_tx);
-            if last {
-                self.gen_stop_time.store(next.0, Ordering::Release);
-                return;
-            }
-            next = next.plus(batch);
-        }
-    }
-
-    /// Spark's `JobGenerator.generateJobs(time)`: allocate blocks, fix every input, create the jobs.
-    fn generate_batch(&self, t: BatchTime, jobs_tx: &Sender<JobSet>) {
-        let allocated = match self.allocate(t) {
-            Ok(n) => n,
-            Err(e) => {
-                // The allocation was not logged, so it was not applied (SPARK-23991): the blocks
-                // stay unallocated for the next batch.
-                self.record_failure(e);
-                self.mark_processed(t);
-                return;
-            }
-        };
-        let (inputs, outputs) = {
-            let g = self.graph.lock();
-            (g.inputs.clone(), g.outputs.clone())
-        };
-        let mut records = allocated;
-        for i in &inputs {
-            match i.generate(t, self.durability.as_deref()) {
-                Ok(n) => records += n,
-                Err(e) => {
-                    // Spark: a job-generation failure is reported and the batch gets no jobs.
-                    self.record_failure(e);
-                    self.mark_processed(t);
-                    return;
-                }
-            }
-        }
-        self.batch_records.lock().insert(t, records);
-        if let Some(d) = &self.durability {
-            // DESIGN.md §4 step 3: metadata checkpoint "T generated", written off this thread.
-            d.pending.lock().insert(t);
-            if let Err(e) = self.submit_checkpoint(d, CheckpointKind::Generated, t, None) {
-                self.record_failure(e);
-            }
-        }
-        let jobs: Vec<Arc<OutputOp>> = outputs
-            .into_iter()
-            .filter(|o| o.meta.meta.is_time_valid(t))
-            .collect();
-        let info = BatchInfo {
-            batch_time: t,
-            num_records: records,
-            submission_time_ms: self.clock.now_ms(),
-            processing_start_ms: None,
-            processing_end_ms: None,
-            output_operations: Vec::new(),
-        };
-        self.bus.post(Event::BatchSubmitted(info.clone()));
-        let _ = jobs_tx.send(JobSet {
-            time: t,
-            info,
-            jobs,
-        });
-    }
-
-    fn run_job_set(&self, js: JobSet) {
-        if self.gen_stop_now.load(Ordering::Acquire) {
-            // Non-graceful stop: queued batches are dropped.
-            return;
-        }
-        let JobSet {
-            time,
-            mut info,
-            jobs,
-        } = js;
-        info.processing_start_ms = Some(self.clock.now_ms());
-        self.bus.post(Event::BatchStarted(info.clone()));
-        for op in &jobs {
-            let meta = &op.meta.meta;
-            let description = match &*meta.name.lock() {
-                Some(n) => format!("{} {n:?}", meta.kind),
-                None => meta.kind.to_owned(),
-            };
-            let mut oi = OutputOperationInfo {
-                batch_time: time,
-                operator: meta.id,
-                description,
-                start_ms: self.clock.now_ms(),
-                end_ms: None,
-                failure: None,
-            };
-            self.bus.post(Event::OutputStarted(oi.clone()));
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                spate_types::spate_fail!("engine::job::run::before", |a| Err(
-                    spate_types::failpoints::message("engine::job::run::before", &a)
-                ));
-                let r = self.pool.install(|| (op.run)(time));
-                spate_types::spate_fail!("engine::job::run::after", |a| Err(
-                    spate_types::failpoints::message("engine::job::run::after", &a)
-                ));
-                r
-            }));
-            let failure = match res {
-                Ok(Ok(())) => None,
-                Ok(Err(m)) => Some(m),
-                Err(panic) => Some(format!("panicked: {}", panic_message(&*panic))),
-            };
-            if let Some(m) = &failure {
-                self.record_failure(StreamingError::JobFailed {
-                    time,
-                    operator: meta.id,
-                    kind: meta.kind.to_owned(),
-                    message: m.clone(),
-                });
-            }
-            oi.end_ms = Some(self.clock.now_ms());
-            oi.failure = failure;
-            self.bus.post(Event::OutputCompleted(oi.clone()));
-            info.output_operations.push(oi);
-        }
-        info.num_records = self
-            .batch_records
-            .lock()
-            .remove(&time)
-            .unwrap_or(info.num_records);
-        info.processing_end_ms = Some(self.clock.now_ms());
-        self.bus.post(Event::BatchCompleted(info));
-        self.clear_metadata(time);
-        self.mark_processed(time);
-    }
-
-    /// DESIGN.md §4 step 2: allocates unallocated blocks to `t`, logging the allocation to the WAL
-    /// first when receivers write to it. Returns the records allocated.
-    fn allocate(&self, t: BatchTime) -> Result<u64> {
-        let mut tr = self.tracker.lock();
-        if let Some(e) = tr.plan_allocation(t) {
-            if let Some(d) = self.durability.as_ref().filter(|d| d.logs_allocations()) {
-                spate_types::spate_fail!("engine::allocate::before", |a| Err(d
-                    .journal
-                    .failpoint("engine::allocate::before", &a)));
-                let lsn = d.journal.append_event(&e)?;
-                d.note_batch_lsn(t, lsn);
-                spate_types::spate_fail!("engine::allocate::after", |a| Err(d
-                    .journal
-                    .failpoint("engine::allocate::after", &a)));
-            }
-            tr.apply(&e);
-        }
-        Ok(tr.blocks_of_batch(t).num_records())
-    }
-
-    /// Source positions of every input (for a manifest).
-    pub(crate) fn source_positions(&self) -> Result<BTreeMap<String, Vec<u8>>> {
-        let inputs = self.graph.lock().inputs.clone();
-        let mut m = BTreeMap::new();
-        for i in &inputs {
-            m.extend(i.checkpoint_state()?);
-        }
-        Ok(m)
-    }
-
-    fn submit_checkpoint(
-        &self,
-        d: &Durability,
-        kind: CheckpointKind,
-        t: BatchTime,
-        cleanup_before: Option<BatchTime>,
-    ) -> Result<()> {
-        let zero = BatchTime(self.zero_time.load(Ordering::Acquire));
-        let positions = self.source_positions()?;
-        let draft = d.draft(kind, t, zero, self.config.batch_interval, positions);
-        if kind == CheckpointKind::Generated {
-            spate_types::spate_fail!("engine::checkpoint::generated::submit", |a| Err(
-                d.failpoint("engine::checkpoint::generated::submit", &a, false)
-            ));
-        } else {
-            spate_types::spate_fail!("engine::checkpoint::completed::submit", |a| Err(
-                d.failpoint("engine::checkpoint::completed::submit", &a, false)
-            ));
-        }
-        d.submit(draft, cleanup_before)
-    }
-
-    /// Spark's `ClearMetadata(time)`: forget old batches, old allocations and their blocks. With
-    /// checkpointing, allocations, blocks and WAL segments are dropped only once the completion
-    /// checkpoint of `t` is durable (Spark's `ClearCheckpointData`; DESIGN.md §4 steps 6–7).
-    fn clear_metadata(&self, t: BatchTime) {
-        let (nodes, inputs) = {
-            let g = self.graph.lock();
-            (g.nodes.clone(), g.inputs.clone())
-        };
-        let mut max_remember = 0;
-        for n in &nodes {
-            n.clear_metadata(t);
-            max_remember = max_remember.max(n.meta().remember.load(Ordering::Acquire));
-        }
-        let mut before = BatchTime(t.0.saturating_sub(max_remember));
-        if let Some(d) = &self.durability {
-            let oldest_pending = {
-                let mut p = d.pending.lock();
-                p.remove(&t);
-                p.first().copied()
-            };
-            if let Some(o) = oldest_pending {
-                before = before.min(o);
-            }
-            let zero = self.zero_time.load(Ordering::Acquire);
-            // A data checkpoint covers every stateful operator at once (a consistent cut: a
-            // chained operator recomputing from its own older checkpoint must find its parent's
-            // state at the same time), whenever any of them is due.
-            let state_ops = self.graph.lock().state_ops.clone();
-            let on_grid = |op: &Arc<dyn crate::state::StatefulOp>| {
-                t.0 > zero && (t.0 - zero).is_multiple_of(op.slide().0.max(1))
-            };
-            let not_done = |op: &Arc<dyn crate::state::StatefulOp>| {
-                // Not again for a batch re-run after a restore from its own data checkpoint.
-                d.chains
-                    .lock()
-                    .get(&op.operator())
-                    .is_none_or(|c| c.time < t)
-            };
-            let any_due = state_ops.iter().any(|op| {
-                t.0 > zero && (t.0 - zero).is_multiple_of(op.interval().0.max(1)) && not_done(op)
-            });
-            let due: Vec<Arc<dyn crate::state::StatefulOp>> = if any_due {
-                state_ops
-                    .iter()
-                    .filter(|op| on_grid(op) && not_done(op))
-                    .cloned()
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let r = if due.is_empty() {
-                if let Some(f) = d.state_floor(self.config.batch_interval) {
-                    before = before.min(f);
-                }
-                self.submit_checkpoint(d, CheckpointKind::Completed, t, Some(before))
-            } else {
-                self.data_checkpoint(d, t, &due, Some(before))
-            };
-            if let Err(e) = r {
-                self.record_failure(e);
-            }
-            return;
-        }
-        let (_, removed) = self.tracker.lock().cleanup_old_batches(before);
-        for i in &inputs {
-            i.clear(before, &removed);
-        }
-    }
-
-    /// DESIGN.md §4 step 5: a data checkpoint at `t` (the state of `due` is as of `t`): each
-    /// operator's partitions as a snapshot (every `state_snapshot_every`-th time, or with no chain)
-    /// or a delta on its previous data checkpoint, written and committed before the next batch may
-    /// change the state; then, the checkpoint being durable, step-7 cleanup up to `before` (bounded
-    /// by the state floor).
-    fn data_checkpoint(
-        &self,
-        d: &Durability,
-        t: BatchTime,
-        due: &[Arc<dyn crate::state::StatefulOp>],
-        before: Option<BatchTime>,
-    ) -> Result<()> {
-        use crate::durability::{output_label, OpMeta, STATE_KEY};
-        let k = self.config.state_snapshot_every.max(1);
-        let mut new_objects = Vec::new();
-        let mut replaced = BTreeMap::new();
-        for op in due {
-            let id = op.operator();
-            let chain = d.chains.lock().get(&id).cloned();
-            let snapshot = chain
-                .as_ref()
-                .is_none_or(|c| c.deltas + 1 >= k || c.partitions.len() != op.partitions());
-            let base = chain.as_ref().map_or(t, |c| c.time);
-            let (objs, output) = op.checkpoint(t, snapshot, base)?;
-            let mut parts = Vec::new();
-            for (p, bytes) in objs.into_iter().enumerate() {
-                let label = spate_state::format::object_label(
-                    id,
-                    spate_types::PartitionId(u32::try_from(p).unwrap_or(u32::MAX)),
-                    snapshot,
-                );
-                let mut paths: Vec<String> = match (&chain, snapshot) {
-                    (Some(c), false) => c
-                        .partitions
-                        .get(p)
-                        .map(|v| v.iter().map(|o| o.path.clone()).collect())
-                        .unwrap_or_default(),
-                    _ => Vec::new(),
-                };
-                paths.push(label.clone());
-                parts.push(paths);
-                new_objects.push((label, bytes::Bytes::from(bytes)));
-            }
-            let output = output.map(|b| {
-                let l = output_label(id);
-                new_objects.push((l.clone(), bytes::Bytes::from(b)));
-                l
-            });
-            replaced.insert(
-                id,
-                OpMeta {
-                    op: id.0,
-                    time: t.0,
-                    deltas: if snapshot {
-                        0
-                    } else {
-                        chain.as_ref().map_or(0, |c| c.deltas + 1)
-                    },
-                    previous: chain.as_ref().map(|c| c.time.0),
-                    partitions: parts,
-                    output,
-                },
-            );
-        }
-        let (meta, carried) = d.state_part(&replaced);
-        let zero = BatchTime(self.zero_time.load(Ordering::Acquire));
-        let positions = self.source_positions()?;
-        let mut draft = d.draft(
-            CheckpointKind::Data,
-            t,
-            zero,
-            self.config.batch_interval,
-            positions,
-        );
-        draft.source_positions.insert(
-            STATE_KEY.to_owned(),
-            spate_types::codec::encode(&meta)
-                .map_err(|e| StreamingError::spawn("state meta encoding", e))?,
-        );
-        draft.carried_objects = carried;
-        draft.new_objects = new_objects;
-        spate_types::spate_fail!("engine::checkpoint::data::commit::before", |a| Err(
-            d.failpoint("engine::checkpoint::data::commit::before", &a, false)
-        ));
-        let m = d.commit_now(draft)?;
-        spate_types::spate_fail!("engine::checkpoint::data::commit::after", |a| Err(
-            d.failpoint("engine::checkpoint::data::commit::after", &a, true)
-        ));
-        d.set_chains_from(&m)?;
-        tracing::debug!(
-            time = t.0,
-            objects = m.objects.len(),
-            bytes = m.data_bytes(),
-            "data checkpoint committed"
-        );
-        if let Some(mut before) = before {
-            if let Some(f) = d.state_floor(self.config.batch_interval) {
-                before = before.min(f);
-            }
-            self.after_completed(d, before);
-        }
-        Ok(())
-    }
-
-    /// The state backends' home, from the configuration (sled: rebuilt empty, the checkpoint is the
-    /// source of truth).
-    pub(crate) fn state_source(&self) -> Result<crate::state::BackendSource> {
-        match self.config.state_backend {
-            crate::config::StateBackendKind::Memory => Ok(crate::state::BackendSource::Memory),
-            crate::config::StateBackendKind::Sled => {
-                let dir = match (&self.config.state_dir, &self.config.checkpoint) {
-                    (Some(d), _) => d.clone(),
-                    (None, Some(url)) => crate::durability::local_dir(url)
-                        .map(|d| d.join("state"))
-                        .ok_or_else(|| {
-                            StreamingError::Config(crate::config::ConfigError::InvalidValue {
-                                key: "state_dir".into(),
-                                value: String::new(),
-                                reason: "the sled state backend needs a local directory: set \
-                                         state_dir (the checkpoint is not on local disk)"
-                                    .into(),
-                            })
-                        })?,
-                    (None, None) => std::path::PathBuf::from("spate-state"),
-                };
-                let store = spate_state::SledStore::open_fresh(&dir).map_err(|e| {
-                    StreamingError::State {
-                        operator: OperatorId(u32::MAX),
-                        reason: format!("opening sled at {}: {e}", dir.display()),
-                    }
-                })?;
-                Ok(crate::state::BackendSource::Sled(Arc::new(store)))
-            }
-        }
-    }
-
-    /// Clears inputs after a durable completion checkpoint (called by the waiter thread).
-    fn after_completed(&self, d: &Durability, before: BatchTime) {
-        match d.cleanup(&self.tracker, before) {
-            Ok(removed) => {
-                let inputs = self.graph.lock().inputs.clone();
-                for i in &inputs {
-                    i.clear(before, &removed);
-                }
-            }
-            Err(e) => self.record_failure(e),
-        }
-    }
-
-    fn mark_processed(&self, t: BatchTime) {
-        let mut p = self.progress.lock();
-        p.processed.insert(t);
-        while p.processed.len() > 1024 {
-            p.processed.pop_first();
-        }
-        if p.last_processed.is_none_or(|l| t > l) {
-            p.last_processed = Some(t);
-        }
-        self.progress_cv.notify_all();
-    }
-}
-
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
-/// Handles checkpoint outcomes in submission order: counts commits, surfaces failures to
-/// `await_termination`, and runs step-7 cleanup after each durable completion checkpoint.
-fn run_checkpoint_waiter(
-    d: &Arc<Durability>,
-    inner: &Weak<Inner>,
-    rx: &crossbeam_channel::Receiver<Submitted>,
-) {
-    for s in rx {
-        let outcome = s.ticket.wait_blocking();
-        if let Some(inner) = inner.upgrade() {
-            match outcome {
-                Ok(Ok(_)) => {
-                    *d.committed.lock() += 1;
-                    tracing::debug!(kind = ?s.kind, time = s.time.0, "checkpoint committed");
-                    if let Some(before) = s.cleanup_before {
-                        inner.after_completed(d, before);
-                    }
-                }
-                Ok(Err(spate_checkpoint::AlreadyPublished::Superseded)) => {
-                    // A newer metadata manifest was queued behind it; its cleanup waits for a
-                    // durable one.
-                    tracing::debug!(kind = ?s.kind, time = s.time.0, "checkpoint superseded");
-                }
-                Ok(Err(a)) => inner.record_failure(d.ckpt_err(
-                    spate_checkpoint::CheckpointError::InvalidArgument(format!(
-                        "checkpoint for batch {} not published: {a:?}",
-                        s.time
-                    )),
-                )),
-                Err(e) => inner.record_failure(d.ckpt_err(e)),
-            }
-        }
-        d.resolved();
     }
 }
