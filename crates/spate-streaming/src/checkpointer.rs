@@ -34,13 +34,10 @@ use std::time::{Duration, Instant};
 /// The local directory of a checkpoint URL, if it is a local one (a bare path or `file://`): the
 /// engine's one reading of a checkpoint URL (the WAL and sled state directories derive from it).
 pub(crate) fn local_dir(url: &str) -> Option<PathBuf> {
-    if let Some(rest) = url.strip_prefix("file://") {
-        return Some(PathBuf::from(rest));
-    }
-    if url.contains("://") {
-        return None;
-    }
-    Some(PathBuf::from(url))
+    spate_checkpoint::CheckpointUrl::parse(url)
+        .ok()?
+        .local_path()
+        .map(Path::to_path_buf)
 }
 
 /// The WAL directory for a configuration: `wal_dir`, else `<checkpoint path>/wal` for a local
