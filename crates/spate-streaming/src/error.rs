@@ -254,7 +254,7 @@ impl StreamingError {
     /// for every outcome that retrying cannot change (invalid use, corruption, incompatibility).
     pub fn is_retryable(&self) -> bool {
         match self {
-            StreamingError::Checkpoint { source, .. } => source.is_transient(),
+            StreamingError::Checkpoint { source, .. } => source.is_retryable(),
             _ => false,
         }
     }
