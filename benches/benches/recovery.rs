@@ -49,7 +49,7 @@ use criterion::{
 use spate_streaming::testing::advance_and_wait;
 use spate_streaming::{
     BatchTime, Clock, DurationMs, ManualClock, Receiver, ReceiverContext, ReceiverError,
-    StoreError, StreamingConfig, StreamingContext, SystemClock,
+    StreamingConfig, StreamingContext, SystemClock,
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -77,17 +77,7 @@ fn line_pool() -> Arc<Vec<String>> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let v = (0..LINES_PER_STORE)
         .map(|_| {
-            let mut l = String::with_capacity(LINE_BYTES);
-            for i in 0..10 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                if i > 0 {
-                    l.push(' ');
-                }
-                l.push('w');
-                l.push_str(&(x % 10_000).to_string());
-            }
+            let mut l = spate_benches::xorshift_line(&mut x, "w", 10_000, LINE_BYTES);
             while l.len() < LINE_BYTES {
                 l.push('x');
             }
@@ -454,18 +444,14 @@ impl Receiver<String> for Pump {
                             Err(_) => break,
                         }
                     }
-                    let n = all.len() as u64;
-                    match ctx.store_many(all) {
-                        Ok(()) => {
-                            stored.fetch_add(n, Ordering::AcqRel);
-                        }
-                        Err(StoreError::Stopped(_)) => return,
-                        Err(e) => {
-                            if failures.fetch_add(1, Ordering::AcqRel) < 3 {
-                                eprintln!("bench receiver: {e}");
-                            }
-                            return;
-                        }
+                    if !spate_benches::store_counted(
+                        &ctx,
+                        all,
+                        &stored,
+                        &failures,
+                        "bench receiver",
+                    ) {
+                        return;
                     }
                 }
             })

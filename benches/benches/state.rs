@@ -50,10 +50,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "../../crates/spate-cli/src/jobs/pyrand.rs"]
-#[allow(dead_code, unreachable_pub, unused_imports)]
-mod pyrand;
-
 #[path = "../../crates/spate-cli/src/jobs/words.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod words;
@@ -70,8 +66,8 @@ use spate_state::{
 use spate_streaming::testing::advance_and_wait;
 use spate_streaming::{
     BatchInfo, BatchTime, DurationMs, ManualClock, Receiver, ReceiverContext, ReceiverError,
-    StateBackendKind, StoreError, StreamingConfig, StreamingContext, StreamingListener,
-    SystemClock, UpdateStateSpec,
+    StateBackendKind, StreamingConfig, StreamingContext, StreamingListener, SystemClock,
+    UpdateStateSpec,
 };
 use spate_types::{OperatorId, PartitionId};
 use std::collections::BTreeMap;
@@ -149,36 +145,6 @@ fn cpu_ticks() -> (u64, u64) {
     (own, all)
 }
 
-/// The Spark harness corpus: `common.generate_lines(n, seed)`, one `String` per line.
-fn corpus(n: usize, seed: u64) -> Vec<String> {
-    let mut rng = pyrand::PyRandom::new(20_240_601);
-    let letters = b"abcdefghijklmnopqrstuvwxyz";
-    let mut seen = std::collections::HashSet::new();
-    let mut vocab = Vec::new();
-    while vocab.len() < 10_000 {
-        let len = rng.randint(3, 10);
-        let w: String = (0..len)
-            .map(|_| letters[rng.randbelow(26) as usize] as char)
-            .collect();
-        if seen.insert(w.clone()) {
-            vocab.push(w);
-        }
-    }
-    let mut rng = pyrand::PyRandom::new(seed);
-    (0..n)
-        .map(|_| {
-            let mut l = String::with_capacity(80);
-            for k in 0..10 {
-                if k > 0 {
-                    l.push(' ');
-                }
-                l.push_str(&vocab[rng.choices_index(vocab.len())]);
-            }
-            l
-        })
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // (1) stateful word count throughput
 
@@ -221,18 +187,14 @@ impl Receiver<String> for Feeder {
                         let end = (off + CHUNK).min(lines.len());
                         let chunk: Vec<String> = lines[off..end].to_vec();
                         off = if end == lines.len() { 0 } else { end };
-                        let n = chunk.len() as u64;
-                        match ctx.store_many(chunk) {
-                            Ok(()) => {
-                                stored.fetch_add(n, Ordering::AcqRel);
-                            }
-                            Err(StoreError::Stopped(_)) => return,
-                            Err(e) => {
-                                if failures.fetch_add(1, Ordering::AcqRel) < 3 {
-                                    eprintln!("bench feeder: {e}");
-                                }
-                                return;
-                            }
+                        if !spate_benches::store_counted(
+                            &ctx,
+                            chunk,
+                            &stored,
+                            &failures,
+                            "bench feeder",
+                        ) {
+                            return;
                         }
                     }
                 })
@@ -411,7 +373,7 @@ fn measure(
 }
 
 fn throughput_benches(c: &mut Criterion) {
-    let lines = Arc::new(corpus(500_000, 1));
+    let lines = Arc::new(spate_benches::corpus_lines(500_000, 1));
     let bytes_per_line =
         lines.iter().map(|l| l.len() + 1).sum::<usize>() as f64 / lines.len() as f64;
     let mut g = c.benchmark_group("stateful_throughput");

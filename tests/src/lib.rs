@@ -1,6 +1,8 @@
 //! Shared helpers for spate's integration tests (`tests/it`).
 
+pub mod feed;
 pub mod s3;
+pub mod sources;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
