@@ -1,4 +1,4 @@
-//! Stateful operators (issue 6), end to end and at the state layer (criterion, `harness = false`).
+//! Stateful operators, end to end and at the state layer (criterion, `harness = false`).
 //! Checkpoints, WALs and sled directories live under `CARGO_TARGET_TMPDIR` (the build disk, not a
 //! tmpfs); every WAL append is fdatasync'd and every checkpoint object fsynced (file + directory).
 //!
@@ -56,6 +56,7 @@ mod words;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use spate_benches::{median, proc_write_bytes};
 use spate_checkpoint::{
     BlockingCheckpointStore, CheckpointDraft, CheckpointKind, Committer, DataObjectRef,
     StoreOptions, VerifyLevel,
@@ -82,12 +83,7 @@ const CHUNK: usize = 75_000;
 const UNIT: u64 = 100_000;
 
 fn bench_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("state-bench")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("bench dir");
-    d
+    spate_benches::fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "state-bench", name)
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -95,25 +91,6 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn proc_write_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("write_bytes:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// CPU ticks (1/100 s): (this process's user + system, the machine's busy, i.e. all but idle and

@@ -92,3 +92,38 @@ pub fn store_counted<T: Send + 'static>(
         }
     }
 }
+
+/// `root/<group>/<name>`, emptied and created (a bench's scratch directory).
+///
+/// # Panics
+/// If the directory cannot be created.
+#[must_use]
+pub fn fresh_dir(root: &std::path::Path, group: &str, name: &str) -> std::path::PathBuf {
+    let d = root.join(group).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("bench dir");
+    d
+}
+
+/// The median of `v` (sorted in place; the upper one of an even count), NaN when empty.
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Bytes this process caused to be written to storage (`write_bytes` of `/proc/self/io`; 0 when
+/// unavailable).
+#[must_use]
+pub fn proc_write_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

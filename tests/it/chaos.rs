@@ -1,4 +1,4 @@
-//! `spate chaos` (issue 7), end to end: the real `spate` binary runs the harness, which runs
+//! `spate chaos`, end to end: the real `spate` binary runs the harness, which runs
 //! `spate wordcount` / `spate clicks` / user binaries as child processes, kills them (SIGKILL,
 //! fail points) and restarts them; these tests check the verdicts in its JSON report — that a
 //! correct build passes with exact results, and that deliberately broken programs and builds are
@@ -235,7 +235,7 @@ fn chaos_wordcount_with_an_s3_checkpoint_passes() {
     assert_passed(code, &r, &out);
 }
 
-/// Issue 7's "stop/restart the S3 server" disturbance: the `hook` disturbance runs a script that
+/// The "stop/restart the S3 server" disturbance: the `hook` disturbance runs a script that
 /// SIGKILLs a private s3s-fs and starts it again on the same root and port before every restart
 /// (`--disturb-rate 1`); the stateful word count with its checkpoint on that server passes with
 /// exact totals, and the server was really restarted each time. Skipped without the servers of

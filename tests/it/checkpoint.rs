@@ -27,13 +27,13 @@ fn memory() -> CheckpointStore {
 }
 
 #[test]
-fn conformance_memory() {
+fn in_memory_store_passes_the_checkpoint_conformance_suite() {
     rt().block_on(suite::run_all(|| async { memory() }));
     rt().block_on(suite::concurrent_claims_get_distinct_generations(memory()));
 }
 
 #[test]
-fn conformance_local_disk() {
+fn local_disk_store_passes_the_checkpoint_conformance_suite() {
     let root = tempfile::tempdir().unwrap();
     let n = std::sync::atomic::AtomicU32::new(0);
     let fresh = || {
@@ -52,8 +52,8 @@ fn conformance_local_disk() {
 }
 
 #[test]
-fn conformance_moto() {
-    let Some(srv) = s3::moto("conformance_moto") else {
+fn moto_store_passes_the_checkpoint_conformance_suite() {
+    let Some(srv) = s3::moto("moto_store_passes_the_checkpoint_conformance_suite") else {
         return;
     };
     rt().block_on(suite::run_all(|| {
@@ -67,8 +67,8 @@ fn conformance_moto() {
 }
 
 #[test]
-fn conformance_s3sfs() {
-    let Some(srv) = s3::s3sfs("conformance_s3sfs") else {
+fn s3sfs_store_passes_the_checkpoint_conformance_suite() {
+    let Some(srv) = s3::s3sfs("s3sfs_store_passes_the_checkpoint_conformance_suite") else {
         return;
     };
     // No concurrent-claim race here: s3s-fs checks `exists()` then renames a temp file, so two

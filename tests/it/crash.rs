@@ -1,4 +1,4 @@
-//! Real-process crash tests (issue 5): `spate wordcount --checkpoint` as a child process, killed
+//! Real-process crash tests: `spate wordcount --checkpoint` as a child process, killed
 //! with SIGKILL (`Child::kill`) at seeded random instants and restarted, against real directories,
 //! a real `spate feed --ack` over TCP on 127.0.0.1, and (when the servers run) a real s3s-fs.
 //!
@@ -1153,7 +1153,7 @@ fn file_moved_in_after_a_fresh_restart_line_survives_an_immediate_kill() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Stateful word count (issue 6).
+// Stateful word count.
 
 /// The newest output file's `word<TAB>count` lines: with running totals, the final state.
 fn newest_totals(dir: &Path) -> (HashMap<String, u64>, String) {
@@ -1173,7 +1173,7 @@ fn newest_totals(dir: &Path) -> (HashMap<String, u64>, String) {
     (m, last.display().to_string())
 }
 
-/// Issue 6: the stateful `spate wordcount --checkpoint` (running totals per word,
+/// The stateful `spate wordcount --checkpoint` (running totals per word,
 /// update_state_by_key, data checkpoints every 5 batches) over a real text corpus moved into a
 /// directory, killed with SIGKILL at ≥ 20 seeded instants (some during start-up) and restarted each
 /// time — on the memory or the sled state backend, chosen at random per run (the backend is
@@ -1332,7 +1332,7 @@ fn stateful_wordcount_scenario(
     assert_counts_equal(&got, &want);
 }
 
-/// Issue 6: the stateful `spate clicks --checkpoint` (map_with_state per device with an idle
+/// The stateful `spate clicks --checkpoint` (map_with_state per device with an idle
 /// timeout, update_state_by_key per device type) killed with SIGKILL several times over a
 /// generated click stream with malformed lines: the final per-type clicks equal an independent
 /// sum, and (timeout far away) the active-device counts equal the distinct devices per type — a

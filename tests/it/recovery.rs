@@ -1,4 +1,4 @@
-//! Recovery (issue 5): `get_or_create`, metadata checkpoints, the WAL, restart rules, incompatible
+//! Recovery: `get_or_create`, metadata checkpoints, the WAL, restart rules, incompatible
 //! builds, damaged checkpoints. In-process, deterministic (ManualClock), in the spirit of Spark's
 //! CheckpointSuite: stop at every batch of a scripted run, restart, compare with an uninterrupted
 //! run. DESIGN.md §4 step numbers are cited where a test pins one.

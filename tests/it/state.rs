@@ -1,4 +1,4 @@
-//! Stateful operators (issue 6): `update_state_by_key`, `map_with_state` (timeouts, snapshots),
+//! Stateful operators: `update_state_by_key`, `map_with_state` (timeouts, snapshots),
 //! data checkpoints (snapshots + deltas) on both state backends, restore after a restart at every
 //! batch, checkpoint-interval rules, state-type compatibility, damaged state objects.
 

@@ -1,4 +1,4 @@
-//! Property test of exactly-once state (issue 6, I-FT-1): random inputs, random crash points —
+//! Property test of exactly-once state (I-FT-1): random inputs, random crash points —
 //! between batches and in the middle of one — with the WAL on a [`SimFs`] that loses (or tears)
 //! every unsynced write at the crash, and an in-process restart through `get_or_create`. After the
 //! last batch the state equals the crash-free model key for key, for `update_state_by_key` and

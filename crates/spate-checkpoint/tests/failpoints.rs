@@ -99,7 +99,7 @@ fn commit_fault(name: &str, determinacy: Determinacy, expect_time: u64) {
 }
 
 #[test]
-fn data_put_before() {
+fn failed_data_put_before_leaves_the_previous_checkpoint_and_a_usable_store() {
     commit_fault(
         "checkpoint::data::put::before",
         Determinacy::Determinate,
@@ -108,7 +108,7 @@ fn data_put_before() {
 }
 
 #[test]
-fn data_put_after() {
+fn failed_data_put_after_leaves_the_previous_checkpoint_and_a_usable_store() {
     commit_fault(
         "checkpoint::data::put::after",
         Determinacy::Determinate,
@@ -117,7 +117,7 @@ fn data_put_after() {
 }
 
 #[test]
-fn manifest_put_before() {
+fn failed_manifest_put_before_leaves_the_previous_checkpoint_and_a_usable_store() {
     commit_fault(
         "checkpoint::manifest::put::before",
         Determinacy::Determinate,
@@ -135,12 +135,12 @@ fn manifest_put_after_leaves_a_valid_checkpoint() {
 }
 
 #[test]
-fn fence_check() {
+fn failed_fence_check_leaves_the_previous_checkpoint_and_a_usable_store() {
     commit_fault("checkpoint::fence::check", Determinacy::Determinate, 2_000);
 }
 
 #[test]
-fn gc_delete_before_then_rerun() {
+fn gc_failing_mid_delete_keeps_valid_checkpoints_and_a_rerun_completes() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     rt().block_on(async {
@@ -175,7 +175,7 @@ fn gc_delete_before_then_rerun() {
 }
 
 #[test]
-fn abort_and_panic_actions() {
+fn panic_at_manifest_put_publishes_nothing() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // `panic` panics at the site (inside the async commit).
     let tmp = tempfile::tempdir().unwrap();
