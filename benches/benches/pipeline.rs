@@ -33,20 +33,7 @@ const VOCABULARY: u64 = 10_000;
 fn lines(n: usize, seed: u64) -> Vec<String> {
     let mut x = seed | 1;
     (0..n)
-        .map(|_| {
-            let mut l = String::with_capacity(80);
-            for i in 0..10 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                if i > 0 {
-                    l.push(' ');
-                }
-                l.push_str("word");
-                l.push_str(&(x % VOCABULARY).to_string());
-            }
-            l
-        })
+        .map(|_| spate_benches::xorshift_line(&mut x, "word", VOCABULARY, 80))
         .collect()
 }
 

@@ -1,4 +1,4 @@
-//! Recovery (issue 5) end to end, in process (criterion, `harness = false`, `iter_custom`). The
+//! Recovery end to end, in process (criterion, `harness = false`, `iter_custom`). The
 //! checkpoint is a local directory under `CARGO_TARGET_TMPDIR` (the build disk, not a tmpfs), the
 //! receiver WAL is `<checkpoint>/wal` (the default), every WAL append is fdatasync'd.
 //!
@@ -46,12 +46,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
+use spate_benches::{median, proc_write_bytes};
 use spate_streaming::testing::advance_and_wait;
 use spate_streaming::{
     BatchTime, Clock, DurationMs, ManualClock, Receiver, ReceiverContext, ReceiverError,
-    StoreError, StreamingConfig, StreamingContext, SystemClock,
+    StreamingConfig, StreamingContext, SystemClock,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -63,12 +64,11 @@ const LINE_BYTES: usize = 100;
 const LINES_PER_STORE: usize = 1000;
 
 fn bench_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("recovery-bench")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("bench dir");
-    d
+    spate_benches::fresh_dir(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "recovery-bench",
+        name,
+    )
 }
 
 /// 1 000 distinct lines of exactly `LINE_BYTES` bytes: ten words from a 10 000-word vocabulary,
@@ -77,17 +77,7 @@ fn line_pool() -> Arc<Vec<String>> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let v = (0..LINES_PER_STORE)
         .map(|_| {
-            let mut l = String::with_capacity(LINE_BYTES);
-            for i in 0..10 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                if i > 0 {
-                    l.push(' ');
-                }
-                l.push('w');
-                l.push_str(&(x % 10_000).to_string());
-            }
+            let mut l = spate_benches::xorshift_line(&mut x, "w", 10_000, LINE_BYTES);
             while l.len() < LINE_BYTES {
                 l.push('x');
             }
@@ -96,25 +86,6 @@ fn line_pool() -> Arc<Vec<String>> {
         })
         .collect();
     Arc::new(v)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn proc_write_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("write_bytes:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn ckpt_config() -> StreamingConfig {
@@ -454,18 +425,14 @@ impl Receiver<String> for Pump {
                             Err(_) => break,
                         }
                     }
-                    let n = all.len() as u64;
-                    match ctx.store_many(all) {
-                        Ok(()) => {
-                            stored.fetch_add(n, Ordering::AcqRel);
-                        }
-                        Err(StoreError::Stopped(_)) => return,
-                        Err(e) => {
-                            if failures.fetch_add(1, Ordering::AcqRel) < 3 {
-                                eprintln!("bench receiver: {e}");
-                            }
-                            return;
-                        }
+                    if !spate_benches::store_counted(
+                        &ctx,
+                        all,
+                        &stored,
+                        &failures,
+                        "bench receiver",
+                    ) {
+                        return;
                     }
                 }
             })

@@ -16,10 +16,6 @@
 //!   harness's rule: after 3 s of settling, p90 processing time < batch interval, scheduling delay
 //!   of the step's last batch < one interval, and ≥ 95 % of the offered lines received.
 
-#[path = "../../crates/spate-cli/src/jobs/pyrand.rs"]
-#[allow(dead_code, unreachable_pub, unused_imports)]
-mod pyrand;
-
 #[path = "../../crates/spate-cli/src/jobs/words.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod words;
@@ -31,35 +27,6 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The harness corpus: `common.generate_lines(n, seed)` joined with `\n` + final `\n`.
-fn corpus(n: usize, seed: u64) -> Vec<u8> {
-    let mut rng = pyrand::PyRandom::new(20_240_601);
-    let letters = b"abcdefghijklmnopqrstuvwxyz";
-    let mut seen = std::collections::HashSet::new();
-    let mut vocab = Vec::new();
-    while vocab.len() < 10_000 {
-        let len = rng.randint(3, 10);
-        let w: String = (0..len)
-            .map(|_| letters[rng.randbelow(26) as usize] as char)
-            .collect();
-        if seen.insert(w.clone()) {
-            vocab.push(w);
-        }
-    }
-    let mut rng = pyrand::PyRandom::new(seed);
-    let mut out = Vec::with_capacity(n * 80);
-    for _ in 0..n {
-        for k in 0..10 {
-            if k > 0 {
-                out.push(b' ');
-            }
-            out.extend_from_slice(vocab[rng.choices_index(vocab.len())].as_bytes());
-        }
-        out.push(b'\n');
-    }
-    out
-}
 
 /// Line start offsets of `corpus`, so the paced feeder can send whole lines.
 fn line_starts(corpus: &[u8]) -> Vec<usize> {
@@ -95,7 +62,7 @@ impl ReceiverSink<String> for CountingSink {
 }
 
 fn bench_receiver() {
-    let data = corpus(500_000, 1);
+    let data = spate_benches::corpus_bytes(500_000, 1);
     let lines_per_pass = 500_000u64;
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
@@ -149,7 +116,7 @@ fn main() {
         .find(|a| matches!(a.as_str(), "receiver" | "pipeline"))
         .map_or("receiver", String::as_str);
     match mode {
-        "pipeline" => pipeline::run(&args, &corpus(500_000, 1)),
+        "pipeline" => pipeline::run(&args, &spate_benches::corpus_bytes(500_000, 1)),
         _ => bench_receiver(),
     }
 }

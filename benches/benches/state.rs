@@ -1,4 +1,4 @@
-//! Stateful operators (issue 6), end to end and at the state layer (criterion, `harness = false`).
+//! Stateful operators, end to end and at the state layer (criterion, `harness = false`).
 //! Checkpoints, WALs and sled directories live under `CARGO_TARGET_TMPDIR` (the build disk, not a
 //! tmpfs); every WAL append is fdatasync'd and every checkpoint object fsynced (file + directory).
 //!
@@ -50,16 +50,13 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "../../crates/spate-cli/src/jobs/pyrand.rs"]
-#[allow(dead_code, unreachable_pub, unused_imports)]
-mod pyrand;
-
 #[path = "../../crates/spate-cli/src/jobs/words.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod words;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use spate_benches::{median, proc_write_bytes};
 use spate_checkpoint::{
     BlockingCheckpointStore, CheckpointDraft, CheckpointKind, Committer, DataObjectRef,
     StoreOptions, VerifyLevel,
@@ -70,8 +67,8 @@ use spate_state::{
 use spate_streaming::testing::advance_and_wait;
 use spate_streaming::{
     BatchInfo, BatchTime, DurationMs, ManualClock, Receiver, ReceiverContext, ReceiverError,
-    StateBackendKind, StoreError, StreamingConfig, StreamingContext, StreamingListener,
-    SystemClock, UpdateStateSpec,
+    StateBackendKind, StreamingConfig, StreamingContext, StreamingListener, SystemClock,
+    UpdateStateSpec,
 };
 use spate_types::{OperatorId, PartitionId};
 use std::collections::BTreeMap;
@@ -86,12 +83,7 @@ const CHUNK: usize = 75_000;
 const UNIT: u64 = 100_000;
 
 fn bench_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("state-bench")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("bench dir");
-    d
+    spate_benches::fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "state-bench", name)
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -99,25 +91,6 @@ fn env_num(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn proc_write_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("write_bytes:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// CPU ticks (1/100 s): (this process's user + system, the machine's busy, i.e. all but idle and
@@ -147,36 +120,6 @@ fn cpu_ticks() -> (u64, u64) {
         })
         .unwrap_or(0);
     (own, all)
-}
-
-/// The Spark harness corpus: `common.generate_lines(n, seed)`, one `String` per line.
-fn corpus(n: usize, seed: u64) -> Vec<String> {
-    let mut rng = pyrand::PyRandom::new(20_240_601);
-    let letters = b"abcdefghijklmnopqrstuvwxyz";
-    let mut seen = std::collections::HashSet::new();
-    let mut vocab = Vec::new();
-    while vocab.len() < 10_000 {
-        let len = rng.randint(3, 10);
-        let w: String = (0..len)
-            .map(|_| letters[rng.randbelow(26) as usize] as char)
-            .collect();
-        if seen.insert(w.clone()) {
-            vocab.push(w);
-        }
-    }
-    let mut rng = pyrand::PyRandom::new(seed);
-    (0..n)
-        .map(|_| {
-            let mut l = String::with_capacity(80);
-            for k in 0..10 {
-                if k > 0 {
-                    l.push(' ');
-                }
-                l.push_str(&vocab[rng.choices_index(vocab.len())]);
-            }
-            l
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -221,18 +164,14 @@ impl Receiver<String> for Feeder {
                         let end = (off + CHUNK).min(lines.len());
                         let chunk: Vec<String> = lines[off..end].to_vec();
                         off = if end == lines.len() { 0 } else { end };
-                        let n = chunk.len() as u64;
-                        match ctx.store_many(chunk) {
-                            Ok(()) => {
-                                stored.fetch_add(n, Ordering::AcqRel);
-                            }
-                            Err(StoreError::Stopped(_)) => return,
-                            Err(e) => {
-                                if failures.fetch_add(1, Ordering::AcqRel) < 3 {
-                                    eprintln!("bench feeder: {e}");
-                                }
-                                return;
-                            }
+                        if !spate_benches::store_counted(
+                            &ctx,
+                            chunk,
+                            &stored,
+                            &failures,
+                            "bench feeder",
+                        ) {
+                            return;
                         }
                     }
                 })
@@ -411,7 +350,7 @@ fn measure(
 }
 
 fn throughput_benches(c: &mut Criterion) {
-    let lines = Arc::new(corpus(500_000, 1));
+    let lines = Arc::new(spate_benches::corpus_lines(500_000, 1));
     let bytes_per_line =
         lines.iter().map(|l| l.len() + 1).sum::<usize>() as f64 / lines.len() as f64;
     let mut g = c.benchmark_group("stateful_throughput");

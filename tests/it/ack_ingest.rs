@@ -9,52 +9,11 @@
 use spate_sources::socket::{SocketConfig, SocketTextReceiver};
 use spate_sources::testing::{CollectingSink, Harness};
 use spate_sources::ReceiverSink;
-use spate_tests::spate_bin;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use spate_tests::feed::{feed_file, finish, write_corpus};
 use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn write_corpus(dir: &Path, n: u64) -> PathBuf {
-    let p = dir.join("corpus.txt");
-    let body: String = (0..n).map(|i| format!("line-{i}\n")).collect();
-    std::fs::write(&p, body).unwrap();
-    p
-}
-
-/// Starts `spate feed` on a free port; returns the child and the address it listens on.
-fn start_feed(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(spate_bin())
-        .arg("feed")
-        .args(["--listen", "127.0.0.1:0", "--progress-secs", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = err.read_to_string(&mut sink);
-    });
-    (child, addr)
-}
-
-fn finish(child: Child) -> serde_json::Value {
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
-}
 
 /// One receiver "process": a fresh ack-mode receiver storing into `sink`.
 fn receiver(addr: &str, sink: &Arc<CollectingSink<String>>) -> Harness<String> {
@@ -84,15 +43,7 @@ fn feed_ack_through_a_failed_store_a_crash_and_a_stop_delivers_every_line_exactl
     let corpus = write_corpus(dir.path(), N);
     // 20 000 lines/s: the whole feed takes about a second, so the faults below land mid-feed. The
     // duration bounds the test if the receiver never completes the feed (complete = false then).
-    let (child, addr) = start_feed(&[
-        "--file",
-        corpus.to_str().unwrap(),
-        "--ack",
-        "--rate",
-        "20000",
-        "--duration",
-        "60s",
-    ]);
+    let (child, addr) = feed_file(&corpus, &["--ack", "--rate", "20000", "--duration", "60s"]);
 
     // Process 1: one failed store at line 3000 (the connection restarts, the feeder re-sends),
     // then a kill -9 right after the store reaching line 8000 became durable (its ACK is lost).
@@ -158,13 +109,7 @@ fn feed_ack_to_a_fresh_receiver_completes_with_the_receiver_counters_matching() 
     const N: u64 = 5_000;
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path(), N);
-    let (child, addr) = start_feed(&[
-        "--file",
-        corpus.to_str().unwrap(),
-        "--ack",
-        "--duration",
-        "30s",
-    ]);
+    let (child, addr) = feed_file(&corpus, &["--ack", "--duration", "30s"]);
     let sink = Arc::new(CollectingSink::default());
     let rx = SocketTextReceiver::with_config(
         &addr,

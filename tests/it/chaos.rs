@@ -1,4 +1,4 @@
-//! `spate chaos` (issue 7), end to end: the real `spate` binary runs the harness, which runs
+//! `spate chaos`, end to end: the real `spate` binary runs the harness, which runs
 //! `spate wordcount` / `spate clicks` / user binaries as child processes, kills them (SIGKILL,
 //! fail points) and restarts them; these tests check the verdicts in its JSON report — that a
 //! correct build passes with exact results, and that deliberately broken programs and builds are
@@ -7,7 +7,7 @@
 //! The seed is `SPATE_CHAOS_SEED` when set, else drawn from the clock, and printed; a failing run
 //! prints the command that reproduces its schedule.
 
-use spate_tests::spate_bin;
+use spate_tests::{spate_bin, spate_bin_with_features};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -235,7 +235,7 @@ fn chaos_wordcount_with_an_s3_checkpoint_passes() {
     assert_passed(code, &r, &out);
 }
 
-/// Issue 7's "stop/restart the S3 server" disturbance: the `hook` disturbance runs a script that
+/// The "stop/restart the S3 server" disturbance: the `hook` disturbance runs a script that
 /// SIGKILLs a private s3s-fs and starts it again on the same root and port before every restart
 /// (`--disturb-rate 1`); the stateful word count with its checkpoint on that server passes with
 /// exact totals, and the server was really restarted each time. Skipped without the servers of
@@ -354,7 +354,7 @@ fn chaos_custom_program_passes_and_a_program_losing_its_checkpoint_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let good = wrapper(dir.path(), false);
     let (code, r, out) = chaos(
-        &good_bin(),
+        &spate_bin(),
         &["--program", good.to_str().unwrap(), "--cycles", "6"],
         s,
     );
@@ -366,7 +366,7 @@ fn chaos_custom_program_passes_and_a_program_losing_its_checkpoint_is_caught() {
 
     let bad = wrapper(dir.path(), true);
     let (code, r, out) = chaos(
-        &good_bin(),
+        &spate_bin(),
         &[
             "--program",
             bad.to_str().unwrap(),
@@ -391,34 +391,12 @@ fn chaos_custom_program_passes_and_a_program_losing_its_checkpoint_is_caught() {
     );
 }
 
-fn good_bin() -> PathBuf {
-    spate_bin()
-}
-
-/// A `spate` binary built into `target/<sub>/debug/spate`, if it exists (built by hand or by CI:
-/// see docs/chaos.md).
-fn extra_bin(sub: &str) -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let p = root.join("target").join(sub).join("debug").join("spate");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "{} not built: skipped (docs/chaos.md has the build command)",
-            p.display()
-        );
-        None
-    }
-}
-
 /// Every fail point armed once (abort at a seeded hit) on a build with fail points: the program
-/// recovers from each crash with exact totals. Runs when `target/failpoints/debug/spate` exists:
-/// `CARGO_TARGET_DIR=target/failpoints cargo build -p spate-cli --features failpoints`.
+/// recovers from each crash with exact totals. The test builds that binary itself
+/// (`spate-cli --features failpoints`, in the normal target directory).
 #[test]
 fn chaos_every_fail_point_once_passes_on_a_failpoints_build() {
-    let Some(bin) = extra_bin("failpoints") else {
-        return;
-    };
+    let bin = spate_bin_with_features(&["failpoints"]);
     let (code, r, out) = chaos(
         &bin,
         &["--cycles", "2", "--failpoints", "all", "--batch-ms", "500"],
@@ -434,13 +412,11 @@ fn chaos_every_fail_point_once_passes_on_a_failpoints_build() {
 /// (in this build: after the manifest is published, before its data exists), is caught: the next
 /// start rejects the newest checkpoint although nothing damaged it. (The final totals are still
 /// exact — recovery falls back — so only the protocol check can see it.) The same fail point in a
-/// correct build fires before the manifest and is harmless (see the fail point test). Runs when
-/// `target/chaos-broken/manifest-first/debug/spate` exists (docs/chaos.md).
+/// correct build fires before the manifest and is harmless (see the fail point test). The test
+/// builds that binary itself (`spate-cli --features chaos-broken-manifest-first,failpoints`).
 #[test]
 fn chaos_catches_the_broken_manifest_first_build() {
-    let Some(bin) = extra_bin("chaos-broken/manifest-first") else {
-        return;
-    };
+    let bin = spate_bin_with_features(&["chaos-broken-manifest-first", "failpoints"]);
     let fp = "checkpoint::data::put::before";
     let (code, r, out) = chaos(
         &bin,

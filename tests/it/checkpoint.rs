@@ -27,13 +27,13 @@ fn memory() -> CheckpointStore {
 }
 
 #[test]
-fn conformance_memory() {
+fn in_memory_store_passes_the_checkpoint_conformance_suite() {
     rt().block_on(suite::run_all(|| async { memory() }));
     rt().block_on(suite::concurrent_claims_get_distinct_generations(memory()));
 }
 
 #[test]
-fn conformance_local_disk() {
+fn local_disk_store_passes_the_checkpoint_conformance_suite() {
     let root = tempfile::tempdir().unwrap();
     let n = std::sync::atomic::AtomicU32::new(0);
     let fresh = || {
@@ -52,8 +52,8 @@ fn conformance_local_disk() {
 }
 
 #[test]
-fn conformance_moto() {
-    let Some(srv) = s3::moto("conformance_moto") else {
+fn moto_store_passes_the_checkpoint_conformance_suite() {
+    let Some(srv) = s3::moto("moto_store_passes_the_checkpoint_conformance_suite") else {
         return;
     };
     rt().block_on(suite::run_all(|| {
@@ -67,8 +67,8 @@ fn conformance_moto() {
 }
 
 #[test]
-fn conformance_s3sfs() {
-    let Some(srv) = s3::s3sfs("conformance_s3sfs") else {
+fn s3sfs_store_passes_the_checkpoint_conformance_suite() {
+    let Some(srv) = s3::s3sfs("s3sfs_store_passes_the_checkpoint_conformance_suite") else {
         return;
     };
     // No concurrent-claim race here: s3s-fs checks `exists()` then renames a temp file, so two
@@ -150,7 +150,13 @@ fn unreachable_endpoint_is_a_typed_error_not_a_hang_or_empty() {
         "{r:?}"
     );
     let w = rt().block_on(s.open_committer());
-    assert!(w.is_err(), "{w:?}");
+    assert!(
+        matches!(
+            w,
+            Err(CheckpointError::Store { .. } | CheckpointError::Timeout { .. })
+        ),
+        "{w:?}"
+    );
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 }
 
@@ -220,11 +226,21 @@ fn s3sfs_killed_mid_checkpoint_recovers() {
     ctl.kill9();
     let outcome = rt.block_on(handle).unwrap();
     assert!(
-        outcome.is_err(),
-        "commit succeeded with the server dead: {outcome:?}"
+        matches!(
+            outcome,
+            Err(CheckpointError::Store { .. } | CheckpointError::Timeout { .. })
+        ),
+        "commit did not fail with a store error with the server dead: {outcome:?}"
     );
-    // While down: an error, never "no checkpoint".
-    assert!(rt.block_on(store.resolve_latest()).is_err());
+    // While down: a store error, never "no checkpoint".
+    let down = rt.block_on(store.resolve_latest());
+    assert!(
+        matches!(
+            down,
+            Err(CheckpointError::Store { .. } | CheckpointError::Timeout { .. })
+        ),
+        "{down:?}"
+    );
     ctl.restart();
     let r = rt.block_on(store.resolve_latest()).unwrap().unwrap();
     assert_eq!(r.manifest, good, "partial checkpoint visible after restart");
@@ -429,7 +445,8 @@ fn golden_envelope_and_manifest() {
     let rel = CheckpointPaths::manifest(m.key);
     assert_eq!(Manifest::from_bytes(&rel, &g).unwrap(), m);
     // Stored under another name: rejected, not silently accepted.
-    assert!(Manifest::from_bytes("manifests/x.manifest", &g).is_err());
+    let r = Manifest::from_bytes("manifests/x.manifest", &g);
+    assert!(matches!(r, Err(CheckpointError::Corrupt { .. })), "{r:?}");
     let g = golden("data-object-v1.bin", &env);
     let d = envelope::decode("d", envelope::ObjectKind::Data, &g).unwrap();
     assert_eq!(d.payload, b"state");
@@ -581,9 +598,10 @@ fn gc_reads_each_manifest_and_object_once_per_process() {
         let plan = damaged.gc(&retention).await.unwrap();
         assert!(plan.retained.is_empty(), "{plan:?}");
         assert_eq!(plan.deletions().count(), 0, "{plan:?}");
+        let r = damaged.resolve_latest().await;
         assert!(
-            damaged.resolve_latest().await.is_err(),
-            "every checkpoint references the damaged object"
+            matches!(r, Err(CheckpointError::NoValidCheckpoint { .. })),
+            "every checkpoint references the damaged object: {r:?}"
         );
     });
 }

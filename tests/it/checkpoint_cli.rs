@@ -46,7 +46,7 @@ fn populate(store: &CheckpointStore) -> Vec<spate_checkpoint::Manifest> {
 }
 
 #[test]
-fn cli_on_local_directory() {
+fn checkpoint_ls_show_verify_on_a_local_directory_skip_and_flag_the_damaged_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap().to_owned();
     let store = CheckpointStore::open(&url, StoreOptions::default()).unwrap();
@@ -156,8 +156,10 @@ fn cli_bad_input_is_one_line_and_exit_2() {
 }
 
 #[test]
-fn cli_on_moto() {
-    let Some(srv) = spate_tests::s3::moto("cli_on_moto") else {
+fn checkpoint_verify_on_moto_exits_1_naming_the_damaged_object() {
+    let Some(srv) =
+        spate_tests::s3::moto("checkpoint_verify_on_moto_exits_1_naming_the_damaged_object")
+    else {
         return;
     };
     let prefix = spate_tests::s3::unique_prefix("cli");

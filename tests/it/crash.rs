@@ -1,4 +1,4 @@
-//! Real-process crash tests (issue 5): `spate wordcount --checkpoint` as a child process, killed
+//! Real-process crash tests: `spate wordcount --checkpoint` as a child process, killed
 //! with SIGKILL (`Child::kill`) at seeded random instants and restarted, against real directories,
 //! a real `spate feed --ack` over TCP on 127.0.0.1, and (when the servers run) a real s3s-fs.
 //!
@@ -11,7 +11,7 @@ use spate_checkpoint::{BlockingCheckpointStore, StoreOptions};
 use spate_tests::spate_bin;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -638,31 +638,8 @@ fn dir_input_survives_sigkills_exactly_once_with_deterministic_replay() {
 
 /// `spate feed` on a free port of 127.0.0.1; returns the child and the address it printed. Its
 /// stderr is drained in the background.
-fn start_feed(args: &[&str]) -> (FeedProc, String) {
-    let mut child = Command::new(spate_bin())
-        .arg("feed")
-        .args(["--listen", "127.0.0.1:0", "--progress-secs", "0"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("spate feed: {line}"))
-        .to_owned();
-    let log = Arc::new(Mutex::new(String::new()));
-    let acc = Arc::clone(&log);
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        acc.lock().unwrap().push_str(&s);
-    });
+fn start_feed(corpus: &Path, args: &[&str]) -> (FeedProc, String) {
+    let (child, addr, log) = spate_tests::feed::feed_file_logged(corpus, args);
     (
         FeedProc {
             child: Some(child),
@@ -727,13 +704,7 @@ fn socket_ack_input_survives_sigkills_exactly_once() {
     let corpus = work.path().join("corpus.txt");
     std::fs::write(&corpus, &corpus_text).unwrap();
     let words = corpus_text.split_whitespace().count() as u64;
-    let (feed, addr) = start_feed(&[
-        "--file",
-        corpus.to_str().unwrap(),
-        "--ack",
-        "--rate",
-        "4000",
-    ]);
+    let (feed, addr) = start_feed(&corpus, &["--ack", "--rate", "4000"]);
     let out = work.path().join("out");
     let mut loc = Location::local(&work.path().join("ck"));
     let url = loc.url.clone();
@@ -1182,7 +1153,7 @@ fn file_moved_in_after_a_fresh_restart_line_survives_an_immediate_kill() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Stateful word count (issue 6).
+// Stateful word count.
 
 /// The newest output file's `word<TAB>count` lines: with running totals, the final state.
 fn newest_totals(dir: &Path) -> (HashMap<String, u64>, String) {
@@ -1202,7 +1173,7 @@ fn newest_totals(dir: &Path) -> (HashMap<String, u64>, String) {
     (m, last.display().to_string())
 }
 
-/// Issue 6: the stateful `spate wordcount --checkpoint` (running totals per word,
+/// The stateful `spate wordcount --checkpoint` (running totals per word,
 /// update_state_by_key, data checkpoints every 5 batches) over a real text corpus moved into a
 /// directory, killed with SIGKILL at ≥ 20 seeded instants (some during start-up) and restarted each
 /// time — on the memory or the sled state backend, chosen at random per run (the backend is
@@ -1361,7 +1332,7 @@ fn stateful_wordcount_scenario(
     assert_counts_equal(&got, &want);
 }
 
-/// Issue 6: the stateful `spate clicks --checkpoint` (map_with_state per device with an idle
+/// The stateful `spate clicks --checkpoint` (map_with_state per device with an idle
 /// timeout, update_state_by_key per device type) killed with SIGKILL several times over a
 /// generated click stream with malformed lines: the final per-type clicks equal an independent
 /// sum, and (timeout far away) the active-device counts equal the distinct devices per type — a

@@ -214,13 +214,7 @@ fn window_contents_and_times() {
         d.window(DurationMs(4000), DurationMs(2000))
     })
     .unwrap();
-    let out: Vec<(u64, Vec<u32>)> = out
-        .into_iter()
-        .map(|(t, mut v)| {
-            v.sort();
-            (t.0, v)
-        })
-        .collect();
+    let out = sorted_by_time(out);
     assert_eq!(
         out,
         vec![
@@ -235,13 +229,7 @@ fn window_contents_and_times() {
             .window(DurationMs(4000), DurationMs(4000))
     })
     .unwrap();
-    let out: Vec<(u64, Vec<u32>)> = out
-        .into_iter()
-        .map(|(t, mut v)| {
-            v.sort();
-            (t.0, v)
-        })
-        .collect();
+    let out = sorted_by_time(out);
     assert_eq!(
         out,
         vec![(4000, vec![1, 2, 3, 4]), (8000, vec![5, 6, 7, 8])]
@@ -548,4 +536,14 @@ fn remember_keeps_only_what_windows_need() {
     // The queue input is read once and not memoised.
     assert!(ctx.remembered_batches(d.id()).is_empty());
     ctx.stop(false).unwrap();
+}
+
+/// Each batch's values sorted, keyed by batch time in ms.
+fn sorted_by_time(out: Vec<(BatchTime, Vec<u32>)>) -> Vec<(u64, Vec<u32>)> {
+    out.into_iter()
+        .map(|(t, mut v)| {
+            v.sort();
+            (t.0, v)
+        })
+        .collect()
 }

@@ -5,9 +5,9 @@ use parking_lot::Mutex;
 use spate::testing::{advance_and_wait, context_lock, test_config};
 use spate::{
     BatchInfo, BatchTime, DurationMs, ManualClock, OutputOperationInfo, Receiver, ReceiverContext,
-    ReceiverError, ReceiverInfo, ReplayableSource, Selection, SourceError, StreamingContext,
-    StreamingError, StreamingListener,
+    ReceiverError, ReceiverInfo, StreamingContext, StreamingError, StreamingListener,
 };
+use spate_tests::sources::PerSecond;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -284,49 +284,13 @@ fn graceful_stop_processes_every_acknowledged_record() {
     assert!(h.ctx.await_termination().is_ok());
 }
 
-/// A replayable source over numbered "files": batch `t` selects the numbers of its second.
-#[derive(Default)]
-struct Numbers {
-    selected: Arc<Mutex<Vec<u64>>>,
-}
-
-impl ReplayableSource<u64> for Numbers {
-    fn select(&mut self, time: BatchTime) -> Result<Selection, SourceError> {
-        self.selected.lock().push(time.0);
-        Ok(Selection {
-            time,
-            data: time.0.to_le_bytes().to_vec(),
-            summary: format!("second {}", time.0 / 1000),
-        })
-    }
-    fn read(&self, selection: &Selection) -> Result<Vec<u64>, SourceError> {
-        let b: [u8; 8] =
-            selection
-                .data
-                .as_slice()
-                .try_into()
-                .map_err(|_| SourceError::Invalid {
-                    what: "selection",
-                    reason: "not 8 bytes".into(),
-                })?;
-        let s = u64::from_le_bytes(b) / 1000;
-        Ok((0..s).map(|i| s * 100 + i).collect())
-    }
-    fn position(&self) -> Result<Vec<u8>, SourceError> {
-        Ok(Vec::new())
-    }
-    fn restore(&mut self, _: &[u8], _: &[Selection]) -> Result<(), SourceError> {
-        Ok(())
-    }
-    fn describe(&self) -> String {
-        "numbers".into()
-    }
-}
-
 #[test]
 fn replayable_stream_selects_once_per_batch_in_order() {
-    let src = Numbers::default();
-    let selected = Arc::clone(&src.selected);
+    // A replayable source over numbered "files": batch `t` selects the numbers of its second.
+    let src = PerSecond::new("numbers", |s| {
+        (0..s).map(|i| s * 100 + i).collect::<Vec<u64>>()
+    });
+    let selected = src.selects();
     let out = spate::testing::run_graph(B, 3, |ctx| ctx.replayable_stream(src)).unwrap();
     let out: Vec<(u64, Vec<u64>)> = out.into_iter().map(|(t, v)| (t.0, v)).collect();
     assert_eq!(
@@ -337,8 +301,8 @@ fn replayable_stream_selects_once_per_batch_in_order() {
             (3000, vec![300, 301, 302])
         ]
     );
-    let sel = selected.lock().clone();
-    assert_eq!(&sel[..3], &[1000, 2000, 3000]);
+    let sel = selected.lock().unwrap().clone();
+    assert_eq!(&sel[..3], &[1, 2, 3]);
 }
 
 #[test]

@@ -2,45 +2,12 @@
 //! and the `spate-ack/1` protocol across a receiver disconnect (resume where the receiver says,
 //! detect a receiver that lost acknowledged data).
 
+use spate_tests::feed::{feed_file, finish, write_corpus};
 use spate_tests::spate_bin;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn write_corpus(dir: &Path, n: usize) -> std::path::PathBuf {
-    let p = dir.join("corpus.txt");
-    let body: String = (0..n).map(|i| format!("line-{i}\n")).collect();
-    std::fs::write(&p, body).unwrap();
-    p
-}
-
-/// Starts `spate feed` on a free port and returns the child and the address it printed.
-fn start_feed(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(spate_bin())
-        .arg("feed")
-        .args(["--listen", "127.0.0.1:0", "--progress-secs", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    // Drain stderr in the background so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = err.read_to_string(&mut sink);
-    });
-    (child, addr)
-}
 
 fn connect(addr: &str) -> TcpStream {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -84,17 +51,11 @@ fn ack_and_drop(mut s: TcpStream, r: BufReader<TcpStream>, seq: u64) {
     drop(s);
 }
 
-fn finish(child: Child) -> serde_json::Value {
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout:?}"))
-}
-
 #[test]
 fn plain_feed_sends_every_line_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path(), 5000);
-    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap()]);
+    let (child, addr) = feed_file(&corpus, &[]);
     let s = connect(&addr);
     let lines: Vec<String> = BufReader::new(s).lines().map(Result::unwrap).collect();
     assert_eq!(lines.len(), 5000);
@@ -113,13 +74,7 @@ fn fixed_rate_is_respected_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path(), 100);
     // 2000 lines/s for 1 s, cycling a 100-line corpus.
-    let (child, addr) = start_feed(&[
-        "--file",
-        corpus.to_str().unwrap(),
-        "--cycle",
-        "--steps",
-        "2000:1",
-    ]);
+    let (child, addr) = feed_file(&corpus, &["--cycle", "--steps", "2000:1"]);
     let s = connect(&addr);
     let lines: Vec<String> = BufReader::new(s).lines().map(Result::unwrap).collect();
     let stats = finish(child);
@@ -143,7 +98,7 @@ fn fixed_rate_is_respected_and_reported() {
 fn ack_mode_resumes_where_the_receiver_says_and_completes_on_full_ack() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path(), 3000);
-    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
+    let (child, addr) = feed_file(&corpus, &["--ack"]);
 
     // Connection 1: take 1000 lines, acknowledge 700 as durable, then "crash".
     let (s, mut r) = hello(&addr, 0);
@@ -177,7 +132,7 @@ fn ack_mode_resumes_where_the_receiver_says_and_completes_on_full_ack() {
 fn a_fresh_feeder_resumes_beyond_its_own_lines_where_the_receiver_says() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path(), 1000);
-    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
+    let (child, addr) = feed_file(&corpus, &["--ack"]);
     let (mut s, mut r) = hello(&addr, 300);
     let got = read_lines(&mut r, 700);
     assert_eq!(got.first().map(String::as_str), Some("line-300"));
@@ -193,7 +148,7 @@ fn a_fresh_feeder_resumes_beyond_its_own_lines_where_the_receiver_says() {
 fn ack_mode_reports_a_receiver_that_lost_acknowledged_lines() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path(), 200);
-    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
+    let (child, addr) = feed_file(&corpus, &["--ack"]);
     let (s, mut r) = hello(&addr, 0);
     read_lines(&mut r, 200);
     ack_and_drop(s, r, 150);
@@ -210,7 +165,7 @@ fn ack_mode_reports_a_receiver_that_lost_acknowledged_lines() {
 fn ack_mode_rejects_a_garbage_hello_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = write_corpus(dir.path(), 10);
-    let (child, addr) = start_feed(&["--file", corpus.to_str().unwrap(), "--ack"]);
+    let (child, addr) = feed_file(&corpus, &["--ack"]);
     let mut bad = connect(&addr);
     bad.write_all(b"\xff\xfe garbage\n").unwrap();
     let mut buf = [0u8; 16];

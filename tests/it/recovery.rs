@@ -1,4 +1,4 @@
-//! Recovery (issue 5): `get_or_create`, metadata checkpoints, the WAL, restart rules, incompatible
+//! Recovery: `get_or_create`, metadata checkpoints, the WAL, restart rules, incompatible
 //! builds, damaged checkpoints. In-process, deterministic (ManualClock), in the spirit of Spark's
 //! CheckpointSuite: stop at every batch of a scripted run, restart, compare with an uninterrupted
 //! run. DESIGN.md §4 step numbers are cited where a test pins one.
@@ -6,74 +6,26 @@
 use parking_lot::Mutex;
 use spate::testing::{advance_and_wait, context_lock, test_config};
 use spate::{
-    BatchTime, DurationMs, ManualClock, ReplayableSource, RestartOutcome, Selection, SourceError,
-    StreamingConfig, StreamingContext, StreamingError,
+    BatchTime, DurationMs, ManualClock, RestartOutcome, StreamingConfig, StreamingContext,
+    StreamingError,
 };
+use spate_tests::sources::PerSecond;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const B: DurationMs = DurationMs(1000);
 
-/// A replayable source: batch `t` selects "file" `t/1000`, which holds `k` numbers; the position
-/// is the highest second selected (so a restore that forgot it would select again).
-#[derive(Default)]
-struct Seconds {
-    last: u64,
-    selects: Arc<Mutex<Vec<u64>>>,
-}
-
-impl ReplayableSource<u64> for Seconds {
-    fn select(&mut self, time: BatchTime) -> Result<Selection, SourceError> {
-        let s = time.0 / 1000;
-        assert!(
-            s > self.last,
-            "second {s} selected twice (last {})",
-            self.last
-        );
-        self.last = s;
-        self.selects.lock().push(s);
-        Ok(Selection {
-            time,
-            data: s.to_le_bytes().to_vec(),
-            summary: format!("second {s}"),
-        })
-    }
-    fn read(&self, sel: &Selection) -> Result<Vec<u64>, SourceError> {
-        let b: [u8; 8] = sel
-            .data
-            .as_slice()
-            .try_into()
-            .map_err(|_| SourceError::Invalid {
-                what: "selection",
-                reason: "not 8 bytes".into(),
-            })?;
-        let s = u64::from_le_bytes(b);
-        Ok((0..s).map(|i| s * 100 + i).collect())
-    }
-    fn position(&self) -> Result<Vec<u8>, SourceError> {
-        Ok(self.last.to_le_bytes().to_vec())
-    }
-    fn restore(&mut self, p: &[u8], replayed: &[Selection]) -> Result<(), SourceError> {
-        let b: [u8; 8] = p.try_into().map_err(|_| SourceError::Invalid {
-            what: "position",
-            reason: "not 8 bytes".into(),
-        })?;
-        self.last = u64::from_le_bytes(b);
-        for s in replayed {
-            self.last = self.last.max(s.time.0 / 1000);
-        }
-        Ok(())
-    }
-    fn describe(&self) -> String {
-        "seconds".into()
-    }
+/// A replayable source: batch `t` selects "file" `t/1000`, which holds `s` numbers; the position
+/// is the highest second selected, and selecting a second twice panics.
+fn seconds() -> PerSecond<u64> {
+    PerSecond::new("seconds", |s| (0..s).map(|i| s * 100 + i).collect()).strict()
 }
 
 type Outputs = Arc<Mutex<BTreeMap<u64, Vec<(u64, u64)>>>>;
 
 /// The scripted application: numbers → (n % 3, n) → reduce_by_key(+) → collect per batch time.
 fn app(ctx: &StreamingContext, out: &Outputs) -> spate::Result<()> {
-    let s = ctx.replayable_stream(Seconds::default())?;
+    let s = ctx.replayable_stream(seconds())?;
     let sums = s
         .map(|n: u64| (n % 3, n))?
         .reduce_by_key(|a, b| a + b)?
@@ -245,7 +197,7 @@ fn incompatible_builds_are_rejected_with_a_diff() {
     // An added operator.
     let d = incompatible(&dir, conf(), |c| {
         app(c, &out)?;
-        let s = c.replayable_stream(Seconds::default())?;
+        let s = c.replayable_stream(seconds())?;
         s.filter(|n| n % 2 == 0)?.foreach_batch(|_, _| {})?;
         Ok(())
     });
@@ -271,7 +223,7 @@ fn incompatible_builds_are_rejected_with_a_diff() {
     assert!(d.iter().any(|l| l.contains("partitions")), "{d:?}");
     // A changed element type.
     let d = incompatible(&dir, conf(), |c| {
-        let s = c.replayable_stream(Seconds::default())?;
+        let s = c.replayable_stream(seconds())?;
         s.map(|n: u64| (n % 3, n as i64))?
             .reduce_by_key(|a, b| a + b)?
             .name("sums")?
@@ -281,7 +233,7 @@ fn incompatible_builds_are_rejected_with_a_diff() {
     assert!(d.iter().any(|l| l.contains("element type")), "{d:?}");
     // A renamed operator.
     let d = incompatible(&dir, conf(), |c| {
-        let s = c.replayable_stream(Seconds::default())?;
+        let s = c.replayable_stream(seconds())?;
         s.map(|n: u64| (n % 3, n))?
             .reduce_by_key(|a, b| a + b)?
             .name("totals")?
@@ -640,7 +592,7 @@ fn receiver_blocks_survive_an_abrupt_stop_and_the_wal_is_cleaned() {
 fn windows_see_the_same_batches_after_a_restart() {
     let _g = context_lock();
     fn win_app(ctx: &StreamingContext, out: &Outputs) -> spate::Result<()> {
-        let s = ctx.replayable_stream(Seconds::default())?;
+        let s = ctx.replayable_stream(seconds())?;
         let o = Arc::clone(out);
         s.map(|n: u64| (n % 2, n))?
             .reduce_by_key_and_window(|a, b| a + b, DurationMs(3000), DurationMs(1000))?

@@ -1,63 +1,28 @@
-//! Stateful operators (issue 6): `update_state_by_key`, `map_with_state` (timeouts, snapshots),
+//! Stateful operators: `update_state_by_key`, `map_with_state` (timeouts, snapshots),
 //! data checkpoints (snapshots + deltas) on both state backends, restore after a restart at every
 //! batch, checkpoint-interval rules, state-type compatibility, damaged state objects.
 
 use parking_lot::Mutex;
 use spate::testing::{advance_and_wait, context_lock, test_config};
 use spate::{
-    BatchTime, DurationMs, ManualClock, ReplayableSource, RestartOutcome, Selection, SourceError,
-    StateBackendKind, StateSpec, StreamingConfig, StreamingContext, StreamingError,
+    BatchTime, DurationMs, ManualClock, RestartOutcome, StateBackendKind, StateSpec,
+    StreamingConfig, StreamingContext, StreamingError,
 };
+use spate_tests::sources::PerSecond;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Batch `t` (second `s`) holds the words `w{(s*7+i) % 13}` for `i in 0..s%5+1`, and on every
 /// 4th second nothing (so keys idle out).
-#[derive(Default)]
-struct Words {
-    last: u64,
-}
-
-impl ReplayableSource<String> for Words {
-    fn select(&mut self, time: BatchTime) -> Result<Selection, SourceError> {
-        self.last = time.0 / 1000;
-        Ok(Selection {
-            time,
-            data: (time.0 / 1000).to_le_bytes().to_vec(),
-            summary: String::new(),
-        })
-    }
-    fn read(&self, sel: &Selection) -> Result<Vec<String>, SourceError> {
-        let b: [u8; 8] = sel
-            .data
-            .as_slice()
-            .try_into()
-            .map_err(|_| SourceError::Invalid {
-                what: "selection",
-                reason: "not 8 bytes".into(),
-            })?;
-        let s = u64::from_le_bytes(b);
+fn words() -> PerSecond<String> {
+    PerSecond::new("words", |s| {
         if s.is_multiple_of(4) {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        Ok((0..s % 5 + 1)
+        (0..s % 5 + 1)
             .map(|i| format!("w{}", (s * 7 + i) % 13))
-            .collect())
-    }
-    fn position(&self) -> Result<Vec<u8>, SourceError> {
-        Ok(self.last.to_le_bytes().to_vec())
-    }
-    fn restore(&mut self, p: &[u8], _: &[Selection]) -> Result<(), SourceError> {
-        let b: [u8; 8] = p.try_into().map_err(|_| SourceError::Invalid {
-            what: "position",
-            reason: "not 8 bytes".into(),
-        })?;
-        self.last = u64::from_le_bytes(b);
-        Ok(())
-    }
-    fn describe(&self) -> String {
-        "words".into()
-    }
+            .collect()
+    })
 }
 
 type Out = Arc<Mutex<BTreeMap<u64, Vec<String>>>>;
@@ -74,7 +39,7 @@ fn totals_app(
     out: &Out,
     interval: Option<DurationMs>,
 ) -> spate::Result<()> {
-    let words = ctx.replayable_stream(Words::default())?;
+    let words = ctx.replayable_stream(words())?;
     let mut totals = words
         .map(|w: String| (w, 1u64))?
         .update_state_by_key(|vals: &[u64], old: Option<u64>| {
@@ -94,7 +59,7 @@ fn totals_app(
 
 /// Per-word session length with a 2 s idle timeout (map_with_state), its outputs and snapshots.
 fn sessions_app(ctx: &StreamingContext, out: &Out, snaps: &Out) -> spate::Result<()> {
-    let words = ctx.replayable_stream(Words::default())?;
+    let words = ctx.replayable_stream(words())?;
     let spec = StateSpec::function(
         |t: BatchTime, w: &String, v: Option<u64>, st: &mut spate::State<u64>| {
             if st.is_timing_out() {
@@ -253,7 +218,7 @@ fn stateful_operators_need_a_checkpoint_and_a_valid_interval() {
     let ctx =
         StreamingContext::with_clock(test_config(DurationMs(1000)), Arc::new(ManualClock::new(0)))
             .unwrap();
-    let s = ctx.replayable_stream(Words::default()).unwrap();
+    let s = ctx.replayable_stream(words()).unwrap();
     assert!(matches!(
         s.checkpoint(DurationMs(1000)),
         Err(StreamingError::InvalidArgument { .. })
@@ -282,7 +247,7 @@ fn state_type_and_version_changes_are_incompatible() {
         }
     };
     let d = attempt(&|c| {
-        let words = c.replayable_stream(Words::default())?;
+        let words = c.replayable_stream(words())?;
         words
             .map(|w: String| (w, 1u64))?
             .update_state_by_key(|vals: &[u64], old: Option<u32>| {
@@ -294,7 +259,7 @@ fn state_type_and_version_changes_are_incompatible() {
     });
     assert!(d.iter().any(|l| l.contains("state type")), "{d:?}");
     let d = attempt(&|c| {
-        let words = c.replayable_stream(Words::default())?;
+        let words = c.replayable_stream(words())?;
         words
             .map(|w: String| (w, 1u64))?
             .update_state_by_key_with(
@@ -370,7 +335,7 @@ fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn chained_stateful_operators_restore_consistently() {
     let _g = context_lock();
     fn chain_app(ctx: &StreamingContext, out: &Out) -> spate::Result<()> {
-        let words = ctx.replayable_stream(Words::default())?;
+        let words = ctx.replayable_stream(words())?;
         let spec = StateSpec::function(
             |_t: BatchTime, w: &String, v: Option<u64>, st: &mut spate::State<u64>| {
                 if st.is_timing_out() {
@@ -422,7 +387,7 @@ fn chained_stateful_operators_restore_consistently() {
 fn outputs_are_identical_or_exactly_once_across_restarts() {
     let _g = context_lock();
     fn out_app(ctx: &StreamingContext, dir: &std::path::Path) -> spate::Result<()> {
-        let words = ctx.replayable_stream(Words::default())?;
+        let words = ctx.replayable_stream(words())?;
         let totals = words
             .map(|w: String| (w, 1u64))?
             .update_state_by_key(|vals: &[u64], old: Option<u64>| {

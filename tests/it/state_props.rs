@@ -1,4 +1,4 @@
-//! Property test of exactly-once state (issue 6, I-FT-1): random inputs, random crash points —
+//! Property test of exactly-once state (I-FT-1): random inputs, random crash points —
 //! between batches and in the middle of one — with the WAL on a [`SimFs`] that loses (or tears)
 //! every unsynced write at the crash, and an in-process restart through `get_or_create`. After the
 //! last batch the state equals the crash-free model key for key, for `update_state_by_key` and
@@ -8,10 +8,11 @@ use parking_lot::Mutex;
 use proptest::prelude::*;
 use spate::testing::{context_lock, test_config};
 use spate::{
-    BatchTime, DurationMs, ManualClock, ReplayableSource, Selection, SourceError, StateBackendKind,
-    StateSpec, StreamingConfig, StreamingContext,
+    BatchTime, DurationMs, ManualClock, StateBackendKind, StateSpec, StreamingConfig,
+    StreamingContext,
 };
 use spate_io::{CrashMode, SimFs};
+use spate_tests::sources::PerSecond;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,50 +20,14 @@ use std::time::Duration;
 type Script = Arc<Vec<Vec<(u8, u8)>>>;
 
 /// Batch `k` (second `k`) reads `script[k-1]`.
-struct Scripted {
-    script: Script,
-    last: u64,
-}
-
-impl ReplayableSource<(u8, u8)> for Scripted {
-    fn select(&mut self, time: BatchTime) -> Result<Selection, SourceError> {
-        self.last = time.0 / 1000;
-        Ok(Selection {
-            time,
-            data: (time.0 / 1000).to_le_bytes().to_vec(),
-            summary: String::new(),
-        })
-    }
-    fn read(&self, sel: &Selection) -> Result<Vec<(u8, u8)>, SourceError> {
-        let b: [u8; 8] = sel
-            .data
-            .as_slice()
-            .try_into()
-            .map_err(|_| SourceError::Invalid {
-                what: "selection",
-                reason: "not 8 bytes".into(),
-            })?;
-        let k = u64::from_le_bytes(b) as usize;
-        Ok(self
-            .script
-            .get(k.wrapping_sub(1))
+fn scripted(script: &Script) -> PerSecond<(u8, u8)> {
+    let script = Arc::clone(script);
+    PerSecond::new("scripted", move |k| {
+        script
+            .get((k as usize).wrapping_sub(1))
             .cloned()
-            .unwrap_or_default())
-    }
-    fn position(&self) -> Result<Vec<u8>, SourceError> {
-        Ok(self.last.to_le_bytes().to_vec())
-    }
-    fn restore(&mut self, p: &[u8], _: &[Selection]) -> Result<(), SourceError> {
-        let b: [u8; 8] = p.try_into().map_err(|_| SourceError::Invalid {
-            what: "position",
-            reason: "not 8 bytes".into(),
-        })?;
-        self.last = u64::from_le_bytes(b);
-        Ok(())
-    }
-    fn describe(&self) -> String {
-        "scripted".into()
-    }
+            .unwrap_or_default()
+    })
 }
 
 /// The state after each batch, as the operator reports it (re-runs overwrite).
@@ -71,10 +36,7 @@ type Seen = Arc<Mutex<BTreeMap<u64, BTreeMap<u8, u32>>>>;
 const TIMEOUT: u64 = 3000;
 
 fn build(ctx: &StreamingContext, script: &Script, mws: bool, seen: &Seen) -> spate::Result<()> {
-    let s = ctx.replayable_stream(Scripted {
-        script: Arc::clone(script),
-        last: 0,
-    })?;
+    let s = ctx.replayable_stream(scripted(script))?;
     let seen = Arc::clone(seen);
     let record = move |t: BatchTime, b: &spate::Batch<(u8, u32)>| {
         seen.lock().insert(t.0, b.iter().cloned().collect());

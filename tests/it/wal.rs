@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use spate_io::{CrashMode, FileHandle, FileSystem, ManualClock, SharedFile, SimFs, StdFs};
+use spate_tests::spate_bin;
 use spate_types::Lsn;
 use spate_wal::format::{encode_header, segment_file_name, HEADER_LEN};
 use spate_wal::{
@@ -909,37 +910,6 @@ fn interval_and_bytes_policies_sync_in_the_background() {
 
 // ---------------------------------------------------------------------------------------------
 // The `spate wal` CLI.
-
-fn spate_bin() -> PathBuf {
-    // target/<profile>/deps/it-<hash> -> target/<profile>/spate. The binary belongs to another
-    // package, so (re)build it: a no-op when fresh, and never a stale binary from an older format.
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let target_dir = profile_dir.parent().unwrap();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = std::process::Command::new(cargo);
-            cmd.args([
-                "build",
-                "-q",
-                "-p",
-                "spate-cli",
-                "--bin",
-                "spate",
-                "--target-dir",
-            ])
-            .arg(target_dir);
-            if profile_dir.ends_with("release") {
-                cmd.arg("--release");
-            }
-            let st = cmd.status().unwrap();
-            assert!(st.success(), "building the spate binary failed");
-            profile_dir.join("spate")
-        })
-        .clone()
-}
 
 #[test]
 fn cli_dump_and_verify() {

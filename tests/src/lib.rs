@@ -1,43 +1,108 @@
 //! Shared helpers for spate's integration tests (`tests/it`).
 
+pub mod feed;
 pub mod s3;
+pub mod sources;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 /// The `spate` binary of this build profile, built once per test run (`cargo build -p spate-cli`),
 /// so a test never runs a stale binary.
 ///
 /// # Panics
 /// If the build fails or the binary is missing afterwards (test setup failure).
+#[must_use]
 pub fn spate_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/it-<hash> -> target/<profile>/spate
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps")
-            .to_path_buf();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ has a parent");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace)
-            .args(["build", "-q", "-p", "spate-cli", "--bin", "spate"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd
-            .status()
-            .expect("running cargo build for the spate binary");
-        assert!(st.success(), "cargo build -p spate-cli failed");
-        let bin = profile_dir.join("spate");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
-    .clone()
+    spate_bin_with_features(&[])
+}
+
+/// The `spate` binary built with `features` of `spate-cli` (e.g. `["failpoints"]`), built once per
+/// test run into this profile's normal target directory (only spate's own crates recompile: no
+/// second target directory), then hard-linked (or copied) to
+/// `target/<profile>/spate-tests/<features>/spate` so that a later build of another feature set,
+/// which replaces `target/<profile>/spate`, never changes a binary a test is running. After a
+/// feature build the plain binary is rebuilt (a no-op but for the link), so `target/<profile>/spate`
+/// stays the plain build for later steps. Builds are serialized within the process.
+///
+/// # Panics
+/// If the build fails or the binary is missing afterwards (test setup failure: under `CI=true`
+/// too, never a skip).
+#[must_use]
+pub fn spate_bin_with_features(features: &[&str]) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let tag = if features.is_empty() {
+        "plain".to_owned()
+    } else {
+        features.join(",")
+    };
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = built.get(&tag) {
+        return p.clone();
+    }
+    let profile_dir = profile_dir();
+    build_spate(&profile_dir, features);
+    let bin = profile_dir.join("spate");
+    assert!(bin.exists(), "{} missing after build", bin.display());
+    let dest_dir = profile_dir.join("spate-tests").join(tag.replace(',', "+"));
+    std::fs::create_dir_all(&dest_dir)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", dest_dir.display()));
+    let dest = dest_dir.join("spate");
+    let _ = std::fs::remove_file(&dest);
+    if std::fs::hard_link(&bin, &dest).is_err() {
+        std::fs::copy(&bin, &dest)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", bin.display(), dest.display()));
+    }
+    if !features.is_empty() {
+        build_spate(&profile_dir, &[]);
+    }
+    built.insert(tag, dest.clone());
+    dest
+}
+
+/// `target/<profile>` of the running test binary (`target/<profile>/deps/it-<hash>`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn build_spate(profile_dir: &Path, features: &[&str]) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "-q", "-p", "spate-cli", "--bin", "spate"]);
+    if let Some(target_dir) = profile_dir.parent() {
+        cmd.arg("--target-dir").arg(target_dir);
+    }
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let st = cmd
+        .status()
+        .expect("running cargo build for the spate binary");
+    assert!(
+        st.success(),
+        "cargo build -p spate-cli --features {features:?} failed"
+    );
+}
+
+/// Whether this run is CI (`CI=true`): there a missing prerequisite fails a test instead of
+/// skipping it.
+#[must_use]
+pub fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
 }

@@ -226,7 +226,7 @@ impl S3sFsControl {
 
 /// A private s3s-fs (own root, port and pid file under a temporary directory), for tests that
 /// kill and restart the server: killing the shared one made the S3 tests running beside them
-/// fail with "connection refused" (seen in CI: `checkpoint::conformance_s3sfs` while
+/// fail with "connection refused" (seen in CI: `checkpoint::s3sfs_store_passes_the_checkpoint_conformance_suite` while
 /// `checkpoint::s3sfs_killed_mid_checkpoint_recovers` had the shared server down). Stopped by PID
 /// when dropped.
 #[derive(Debug)]

@@ -99,7 +99,7 @@ fn commit_fault(name: &str, determinacy: Determinacy, expect_time: u64) {
 }
 
 #[test]
-fn data_put_before() {
+fn failed_data_put_before_leaves_the_previous_checkpoint_and_a_usable_store() {
     commit_fault(
         "checkpoint::data::put::before",
         Determinacy::Determinate,
@@ -108,7 +108,7 @@ fn data_put_before() {
 }
 
 #[test]
-fn data_put_after() {
+fn failed_data_put_after_leaves_the_previous_checkpoint_and_a_usable_store() {
     commit_fault(
         "checkpoint::data::put::after",
         Determinacy::Determinate,
@@ -117,7 +117,7 @@ fn data_put_after() {
 }
 
 #[test]
-fn manifest_put_before() {
+fn failed_manifest_put_before_leaves_the_previous_checkpoint_and_a_usable_store() {
     commit_fault(
         "checkpoint::manifest::put::before",
         Determinacy::Determinate,
@@ -135,12 +135,12 @@ fn manifest_put_after_leaves_a_valid_checkpoint() {
 }
 
 #[test]
-fn fence_check() {
+fn failed_fence_check_leaves_the_previous_checkpoint_and_a_usable_store() {
     commit_fault("checkpoint::fence::check", Determinacy::Determinate, 2_000);
 }
 
 #[test]
-fn gc_delete_before_then_rerun() {
+fn gc_failing_mid_delete_keeps_valid_checkpoints_and_a_rerun_completes() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     rt().block_on(async {
@@ -175,7 +175,7 @@ fn gc_delete_before_then_rerun() {
 }
 
 #[test]
-fn abort_and_panic_actions() {
+fn panic_at_manifest_put_publishes_nothing() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // `panic` panics at the site (inside the async commit).
     let tmp = tempfile::tempdir().unwrap();
@@ -191,24 +191,6 @@ fn abort_and_panic_actions() {
     assert!(rt.block_on(s.resolve_latest()).unwrap().is_none());
 }
 
-/// Child of `return_abort_between_manifest_and_data` (does nothing unless run by it).
-#[test]
-fn abort_child() {
-    let Some(dir) = std::env::var_os("SPATE_CKPT_FP_CHILD_DIR") else {
-        return;
-    };
-    let s = store(std::path::Path::new(&dir));
-    rt().block_on(async {
-        let mut c = s.open_committer().await.unwrap();
-        c.commit(draft(2_000, 2)).await.unwrap().unwrap();
-        // Crash at the first data object of the next commit: in a correct build before its
-        // manifest, in the manifest-first broken build after it.
-        fail::cfg("checkpoint::data::put::before", "return(abort)").unwrap();
-        let _ = c.commit(draft(3_000, 2)).await;
-    });
-    unreachable!("the fail point aborts the process");
-}
-
 /// A real process abort at `checkpoint::data::put::before`: with the correct build the store then
 /// resolves to the previous checkpoint without any rejection; with `chaos-broken-manifest-first`
 /// the newest manifest names missing objects (rejected: `MissingObject`) — the signature the chaos
@@ -218,13 +200,19 @@ fn return_abort_between_manifest_and_data() {
     use std::os::unix::process::ExitStatusExt;
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "abort_child", "--nocapture", "--test-threads=1"])
-        .env("SPATE_CKPT_FP_CHILD_DIR", tmp.path())
+    // A real child binary (tests/bin/abort_child.rs): one commit, then a second one aborted at
+    // its first data object.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_checkpoint-failpoint-abort-child"))
+        .arg(tmp.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.signal(), Some(6), "not aborted: {stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "not aborted (SIGABRT): {out:?}\n{stderr}"
+    );
+    assert_eq!(out.status.code(), None, "{stderr}");
     assert!(
         stderr.contains("fail point checkpoint::data::put::before: abort"),
         "{stderr}"

@@ -79,11 +79,12 @@ fn broken_skip_sync_build_is_caught_and_the_correct_build_passes() {
     }
 }
 
+#[cfg_attr(
+    feature = "chaos-broken-skip-sync",
+    ignore = "needs a correct WAL: the broken build runs only the detection test"
+)]
 #[test]
 fn fill_disk_windows_end_in_typed_errors_and_lose_nothing() {
-    if BROKEN {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let (code, v) = simfs(
         dir.path(),
@@ -121,11 +122,12 @@ fn fill_disk_windows_end_in_typed_errors_and_lose_nothing() {
     );
 }
 
+#[cfg_attr(
+    feature = "chaos-broken-skip-sync",
+    ignore = "needs a correct WAL: the broken build runs only the detection test"
+)]
 #[test]
 fn a_seed_repeats_its_schedule_and_bad_flags_are_refused() {
-    if BROKEN {
-        return;
-    }
     let ended = |v: &Value| -> Vec<String> {
         v["runs"]
             .as_array()
@@ -169,11 +171,12 @@ fn a_seed_repeats_its_schedule_and_bad_flags_are_refused() {
 /// block recovered from the WAL was served the in-memory records of a new block with the same id
 /// (one block lost, one counted twice: seeds 2–5 with the producer connecting at once). Both
 /// producer timings must pass on these seeds.
+#[cfg_attr(
+    feature = "chaos-broken-skip-sync",
+    ignore = "needs a correct WAL: the broken build runs only the detection test"
+)]
 #[test]
 fn recovered_blocks_are_never_confused_with_new_blocks_of_the_same_receiver() {
-    if BROKEN {
-        return;
-    }
     for seed in ["2", "3", "4", "5"] {
         for late in [false, true] {
             let dir = tempfile::tempdir().unwrap();

@@ -312,10 +312,10 @@ mod tests {
         let p = dir.join("a");
         let _ = fs.remove(&p);
         let f = fs.create(&p).unwrap();
-        assert!(
-            fs.create(&p).is_err(),
-            "create must refuse an existing file"
-        );
+        let e = fs
+            .create(&p)
+            .expect_err("create must refuse an existing file");
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
         f.write_all_at(0, b"hello").unwrap();
         f.write_all_at(5, b" world").unwrap();
         f.sync_data().unwrap();
@@ -329,7 +329,8 @@ mod tests {
         fs.rename(&p, &dir.join("b")).unwrap();
         assert_eq!(fs.list(&dir).unwrap(), vec!["b".to_string()]);
         fs.remove(&dir.join("b")).unwrap();
-        assert!(fs.open(&dir.join("b")).is_err());
+        let e = fs.open(&dir.join("b")).expect_err("removed");
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -502,7 +502,8 @@ mod tests {
         assert_eq!(fs.unsynced_bytes(&p), 5);
         fs.crash(CrashMode::DropUnsynced);
         assert_eq!(fs.read_file(&p).unwrap(), b"durable");
-        assert!(f.len().is_err(), "handles from before the crash are dead");
+        let e = f.len().expect_err("handles from before the crash are dead");
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
     }
 
     #[test]

@@ -305,7 +305,8 @@ pub fn import_rejects_foreign_bytes<B: StateBackend<K, S>>(mut b: B) {
         vec![0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
         vec![0],
     )];
-    assert!(import(&mut b, CODEC_BINCODE2, "test", &borrowed(&entries)).is_err());
+    let r = import(&mut b, CODEC_BINCODE2, "test", &borrowed(&entries));
+    assert!(matches!(r, Err(crate::StateError::Corrupt { .. })), "{r:?}");
 }
 
 /// One step of [`run_model`]. Keys are `k<n>` for `n` in `0..=255` (varying lengths, so encoded

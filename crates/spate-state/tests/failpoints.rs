@@ -32,7 +32,7 @@ fn backend() -> MemoryBackend<String, u64> {
 }
 
 #[test]
-fn snapshot_encode_before() {
+fn failed_snapshot_encode_is_a_typed_error_and_a_retry_exports_the_same_bytes() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let b = backend();
     let (op, part, t) = (OperatorId(1), PartitionId(0), BatchTime(2_000));
@@ -45,7 +45,7 @@ fn snapshot_encode_before() {
 }
 
 #[test]
-fn delta_encode_before() {
+fn failed_delta_encode_is_a_typed_error_and_a_retry_exports_the_same_bytes() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut b = backend();
     let _ = b.take_changes().unwrap();

@@ -384,8 +384,10 @@ mod tests {
                 ("wal::sync::after".into(), "1*off->return(abort)".into()),
             ]
         );
-        assert!(parse_spec("wal::sync::befor=return").is_err());
-        assert!(parse_spec("wal::sync::before").is_err());
+        let e = parse_spec("wal::sync::befor=return").unwrap_err();
+        assert!(e.contains("unknown fail point \"wal::sync::befor\""), "{e}");
+        let e = parse_spec("wal::sync::before").unwrap_err();
+        assert!(e.contains("is not name=actions"), "{e}");
         assert_eq!(parse_spec("").unwrap(), vec![]);
     }
 

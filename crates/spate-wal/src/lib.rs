@@ -68,11 +68,15 @@
 //!
 //! Everything goes through [`spate_io::FileSystem`], so the same code runs on
 //! [`spate_io::SimFs`], which separates written from synced bytes and directory entries, crashes,
-//! tears writes and injects EIO/ENOSPC/short writes (see `tests/it/wal.rs`).
+//! tears writes and injects EIO/ENOSPC/short writes (see `tests/it/wal.rs`). The conformance
+//! suite (`testing`, feature `testing`) checks the durability contract on any file system; the
+//! crate's tests run it on `StdFs` and `SimFs`.
 
 mod error;
 pub mod format;
 mod reader;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod wal;
 
 pub use error::{CorruptReason, WalError};

@@ -61,9 +61,10 @@ fn assert_failpoint_io(e: &WalError, name: &str) {
 }
 
 /// Three synced records, then `name=return` on the fourth append + sync; the error is typed and
-/// the WAL refuses further work (or stays usable for the append point); after a power loss
-/// (SimFs, un-synced data dropped) a reopen yields the three acknowledged records (and the fourth
-/// exactly when `durable` says the fault came after its sync).
+/// the WAL refuses further work — or, for the append point, the same WAL appends, syncs and replays
+/// the fourth record afterwards; after a power loss (SimFs, un-synced data dropped) a reopen yields
+/// the acknowledged records (the fourth exactly when `durable` says the fault came after its sync,
+/// or when it was appended again after the refused append).
 fn sync_fault(name: &str, durable: bool) {
     let _g = SERIAL.lock();
     let fs = SimFs::new(11);
@@ -80,7 +81,17 @@ fn sync_fault(name: &str, durable: bool) {
         fail::remove(name);
         let e = r.expect_err("the fail point must make the append or sync fail");
         assert_failpoint_io(&e, name);
-        if name != "wal::append::before" {
+        if name == "wal::append::before" {
+            // Nothing was written: the same WAL (not a reopened one) takes the record again,
+            // syncs it and replays exactly the four records.
+            let lsn = wal
+                .append(1, &rec(3))
+                .expect("append after the refused append");
+            assert_eq!(lsn, Lsn(3), "{name}: the refused append consumed an LSN");
+            wal.sync().expect("sync after the refused append");
+            assert_eq!(wal.synced_lsn(), Lsn(4));
+            assert_eq!(payloads(&wal), (0..4).map(rec).collect::<Vec<_>>());
+        } else {
             // A failed group commit poisons the WAL: nobody is told a record is durable.
             assert!(
                 matches!(wal.sync(), Err(WalError::Poisoned { .. })),
@@ -92,7 +103,7 @@ fn sync_fault(name: &str, durable: bool) {
     let wal = open_with(Arc::new(fs.clone()), dir);
     let got = payloads(&wal);
     let mut want: Vec<Vec<u8>> = (0..3).map(rec).collect();
-    if durable {
+    if durable || name == "wal::append::before" {
         want.push(rec(3));
     }
     assert_eq!(got, want, "{name}");
@@ -215,41 +226,26 @@ fn panic_and_sleep_act_at_the_site() {
     assert_eq!(payloads(&wal), vec![rec(0), rec(1)]);
 }
 
-/// Child half of `return_abort_aborts_the_process` (does nothing unless the parent runs it).
-#[test]
-fn abort_child() {
-    let Some(dir) = std::env::var_os("SPATE_WAL_FP_CHILD_DIR") else {
-        return;
-    };
-    let wal = open(Path::new(&dir));
-    for i in 0..3 {
-        wal.append(1, &rec(i)).unwrap();
-    }
-    wal.sync().unwrap();
-    fail::cfg("wal::sync::after", "return(abort)").unwrap();
-    wal.append(1, &rec(3)).unwrap();
-    let _ = wal.sync();
-    unreachable!("the fail point aborts the process");
-}
-
 #[test]
 fn return_abort_aborts_the_process() {
     use std::os::unix::process::ExitStatusExt;
     let _g = SERIAL.lock();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "abort_child", "--nocapture", "--test-threads=1"])
-        .env("SPATE_WAL_FP_CHILD_DIR", &dir)
+    // A real child binary (tests/bin/abort_child.rs): three synced records, then a fourth whose
+    // sync aborts the process at `wal::sync::after`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wal-failpoint-abort-child"))
+        .arg(&dir)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.signal(),
-        Some(libc_sigabrt()),
+        Some(SIGABRT),
         "child was not aborted: {:?}\n{stderr}",
         out.status
     );
+    assert_eq!(out.status.code(), None, "{stderr}");
     assert!(
         stderr.contains("fail point wal::sync::after: abort"),
         "{stderr}"
@@ -259,9 +255,8 @@ fn return_abort_aborts_the_process() {
     assert_eq!(payloads(&wal), (0..4).map(rec).collect::<Vec<_>>());
 }
 
-const fn libc_sigabrt() -> i32 {
-    6
-}
+/// SIGABRT on Linux and macOS.
+const SIGABRT: i32 = 6;
 
 /// Under SimFs, a crash drops un-synced data: with the correct build every acknowledged record
 /// survives; with the deliberately broken `chaos-broken-skip-sync` build they are lost. This is
