@@ -19,6 +19,14 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// Runs `spate ARGS`, asserts it succeeded (showing its stderr otherwise) and returns its stdout.
+fn spate_ok(args: &[&str]) -> String {
+    let o = spate(args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{args:?}: {err}");
+    out
+}
+
 /// Three committed checkpoints; the newest has a bit-flipped data object.
 fn populate(store: &CheckpointStore) -> Vec<spate_checkpoint::Manifest> {
     rt().block_on(async {
@@ -48,9 +56,7 @@ fn checkpoint_ls_show_verify_on_a_local_directory_skip_and_flag_the_damaged_chec
     let store = CheckpointStore::open(&url, StoreOptions::default()).unwrap();
     let ms = populate(&store);
 
-    let o = spate(&["checkpoint", "ls", &url]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = spate_ok(&["checkpoint", "ls", &url]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
     assert!(
@@ -68,9 +74,7 @@ fn checkpoint_ls_show_verify_on_a_local_directory_skip_and_flag_the_damaged_chec
     assert_eq!(first["verified"], false);
 
     // show: the latest *valid* checkpoint, naming the rejected newer one.
-    let o = spate(&["checkpoint", "show", &url, "--json"]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = spate_ok(&["checkpoint", "show", &url, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["checkpoint"], ms[1].key.to_string());
     assert_eq!(v["batch_time_ms"], 2_000);
@@ -379,9 +383,7 @@ fn reports_are_listed_newest_first() {
             .unwrap();
         (old, new)
     });
-    let o = spate(&["checkpoint", "reports", &url]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = spate_ok(&["checkpoint", "reports", &url]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(
