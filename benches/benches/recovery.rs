@@ -192,25 +192,31 @@ struct RestartStats {
 /// "Recovery"), so each chain stays within one segment.
 const RESTARTS_PER_CHAIN: u64 = 5;
 
-/// `iters` timed restarts, in chains of at most [`RESTARTS_PER_CHAIN`]. Returns the summed time
-/// to the first rescheduled batch.
-fn restart_chains(
-    name: &str,
-    n: usize,
-    iters: u64,
-    pool: &[String],
-    stats: &mut RestartStats,
-) -> Duration {
+/// `iters` timed restarts, in chains of at most [`RESTARTS_PER_CHAIN`]: `chain(k, len)` runs
+/// chain `k` (from 1) of `len` restarts. Returns the summed time to the first rescheduled batch.
+fn in_chains(iters: u64, mut chain: impl FnMut(u64, u64) -> Duration) -> Duration {
     let mut total = Duration::ZERO;
     let mut done = 0;
     let mut k = 0;
     while done < iters {
         let len = (iters - done).min(RESTARTS_PER_CHAIN);
         k += 1;
-        total += restart_chain(&format!("{name}-{k}"), n, len, pool, stats);
+        total += chain(k, len);
         done += len;
     }
     total
+}
+
+/// Opens (restores or creates) the restart app at `url` on `clock`.
+fn open_restart_app(
+    url: &str,
+    clock: &ManualClock,
+    slot: &Slot,
+    seen: &Arc<AtomicU64>,
+) -> spate_streaming::Result<StreamingContext> {
+    StreamingContext::get_or_create_with_clock(url, ckpt_config(), Arc::new(clock.clone()), |c| {
+        restart_app(c, slot, seen)
+    })
 }
 
 /// One chain: a fresh checkpoint, 2 batches, `n` records stored, non-graceful stop; then `iters`
@@ -228,13 +234,7 @@ fn restart_chain(
     let seen = Arc::new(AtomicU64::new(0));
     // Initial run: clock 0 → batches 1000 and 2000, then a block of n records at 2200, stop.
     let clock = ManualClock::new(0);
-    let ctx = StreamingContext::get_or_create_with_clock(
-        &url,
-        ckpt_config(),
-        Arc::new(clock.clone()),
-        |c| restart_app(c, &slot, &seen),
-    )
-    .expect("fresh context");
+    let ctx = open_restart_app(&url, &clock, &slot, &seen).expect("fresh context");
     ctx.start().expect("start");
     for t in [1000, 2000] {
         advance_and_wait(&ctx, &clock, BatchTime(t)).expect("batch");
@@ -250,34 +250,12 @@ fn restart_chain(
     for _ in 0..iters {
         let clock = ManualClock::new(grid + 100);
         let t0 = Instant::now();
-        let ctx = StreamingContext::get_or_create_with_clock(
-            &url,
-            ckpt_config(),
-            Arc::new(clock.clone()),
-            |c| restart_app(c, &slot, &seen),
-        )
-        .expect("restart");
-        ctx.start().expect("start");
-        let report = ctx.restart_report().expect("report");
-        let first = report
-            .batches_rescheduled
-            .first()
-            .copied()
-            .expect("a rescheduled batch");
-        let done = ctx
-            .await_batch_completed(BatchTime(first), Duration::from_secs(60))
-            .expect("first batch");
-        let dt = t0.elapsed();
-        assert!(
-            done,
-            "first rescheduled batch {first} not completed in 60 s"
-        );
+        let ctx = open_restart_app(&url, &clock, &slot, &seen).expect("restart");
+        let (dt, report) =
+            spate_benches::start_until_first_rescheduled(&ctx, t0, Duration::from_secs(60));
         total += dt;
         // Untimed: the rest of the rescheduled batches, then the next crash's state.
-        let last = *report.batches_rescheduled.last().expect("last");
-        assert!(ctx
-            .await_batch_completed(BatchTime(last), Duration::from_secs(60))
-            .expect("rescheduled batches"));
+        spate_benches::await_last_rescheduled(&ctx, &report, Duration::from_secs(60));
         stats
             .all_rescheduled_ms
             .push(t0.elapsed().as_secs_f64() * 1e3);
@@ -325,7 +303,10 @@ fn restart_benches(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             b.iter_custom(|iters| {
                 chain += 1;
-                restart_chains(&format!("restart-{n}-{chain}"), n, iters, &pool, &mut stats)
+                let name = format!("restart-{n}-{chain}");
+                in_chains(iters, |k, len| {
+                    restart_chain(&format!("{name}-{k}"), n, len, &pool, &mut stats)
+                })
             });
         });
         all.push((n, stats));
@@ -390,66 +371,45 @@ impl Receiver<String> for Pump {
         let pool = Arc::clone(&self.pool);
         let pace = self.pace;
         let stop = Arc::clone(&self.stop);
-        let producer = std::thread::Builder::new()
-            .name("bench-producer".into())
-            .spawn(move || {
-                let mut next = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    let batch: Vec<String> = pool.iter().cloned().collect();
-                    if tx.send(batch).is_err() {
-                        return;
-                    }
-                    if let Some(p) = pace {
-                        next += p;
-                        if let Some(d) = next.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(d);
-                        }
+        let producer = spate_benches::spawn_worker("bench-producer".into(), move || {
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<String> = pool.iter().cloned().collect();
+                if tx.send(batch).is_err() {
+                    return;
+                }
+                if let Some(p) = pace {
+                    next += p;
+                    if let Some(d) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
                     }
                 }
-            })
-            .map_err(|e| ReceiverError::Start {
-                message: e.to_string(),
-                fatal: true,
-            })?;
+            }
+        })?;
         let stored = Arc::clone(&self.stored);
         let failures = Arc::clone(&self.failures);
         let cap = self.queue_batches;
-        let storer = std::thread::Builder::new()
-            .name("bench-store".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut all = first;
-                    for _ in 0..cap {
-                        match rx.try_recv() {
-                            Ok(more) => all.extend(more),
-                            Err(_) => break,
-                        }
-                    }
-                    if !spate_benches::store_counted(
-                        &ctx,
-                        all,
-                        &stored,
-                        &failures,
-                        "bench receiver",
-                    ) {
-                        return;
+        let storer = spate_benches::spawn_worker("bench-store".into(), move || {
+            while let Ok(first) = rx.recv() {
+                let mut all = first;
+                for _ in 0..cap {
+                    match rx.try_recv() {
+                        Ok(more) => all.extend(more),
+                        Err(_) => break,
                     }
                 }
-            })
-            .map_err(|e| ReceiverError::Start {
-                message: e.to_string(),
-                fatal: true,
-            })?;
+                if !spate_benches::store_counted(&ctx, all, &stored, &failures, "bench receiver") {
+                    return;
+                }
+            }
+        })?;
         self.threads = vec![producer, storer];
         Ok(())
     }
     fn on_stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
         // The producer exits on the flag or when the store thread (which returns on `Stopped`)
         // drops the queue.
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        spate_benches::stop_and_join(&self.stop, &mut self.threads);
     }
     fn describe(&self) -> String {
         "bench pump".into()

@@ -148,46 +148,37 @@ impl Receiver<String> for Feeder {
                 Arc::clone(&self.failures),
                 Arc::clone(&self.stop),
             );
-            let t = std::thread::Builder::new()
-                .name(format!("bench-store-{k}"))
-                .spawn(move || {
-                    let max_backlog = env_num("SPATE_BENCH_MAX_BACKLOG", 15_000_000);
-                    let mut off = (k * CHUNK) % lines.len();
-                    while !stop.load(Ordering::Relaxed) {
-                        let backlog = stored
-                            .load(Ordering::Acquire)
-                            .saturating_sub(processed.load(Ordering::Acquire));
-                        if backlog > max_backlog {
-                            std::thread::sleep(Duration::from_millis(2));
-                            continue;
-                        }
-                        let end = (off + CHUNK).min(lines.len());
-                        let chunk: Vec<String> = lines[off..end].to_vec();
-                        off = if end == lines.len() { 0 } else { end };
-                        if !spate_benches::store_counted(
-                            &ctx,
-                            chunk,
-                            &stored,
-                            &failures,
-                            "bench feeder",
-                        ) {
-                            return;
-                        }
+            let t = spate_benches::spawn_worker(format!("bench-store-{k}"), move || {
+                let max_backlog = env_num("SPATE_BENCH_MAX_BACKLOG", 15_000_000);
+                let mut off = (k * CHUNK) % lines.len();
+                while !stop.load(Ordering::Relaxed) {
+                    let backlog = stored
+                        .load(Ordering::Acquire)
+                        .saturating_sub(processed.load(Ordering::Acquire));
+                    if backlog > max_backlog {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
                     }
-                })
-                .map_err(|e| ReceiverError::Start {
-                    message: e.to_string(),
-                    fatal: true,
-                })?;
+                    let end = (off + CHUNK).min(lines.len());
+                    let chunk: Vec<String> = lines[off..end].to_vec();
+                    off = if end == lines.len() { 0 } else { end };
+                    if !spate_benches::store_counted(
+                        &ctx,
+                        chunk,
+                        &stored,
+                        &failures,
+                        "bench feeder",
+                    ) {
+                        return;
+                    }
+                }
+            })?;
             self.threads.push(t);
         }
         Ok(())
     }
     fn on_stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        spate_benches::stop_and_join(&self.stop, &mut self.threads);
     }
     fn describe(&self) -> String {
         "bench feeder".into()
@@ -518,23 +509,11 @@ fn restart_chain(
             |c| restart_app(c, None, &keys),
         )
         .expect("restart");
-        ctx.start().expect("start");
-        let report = ctx.restart_report().expect("report");
-        let first = *report
-            .batches_rescheduled
-            .first()
-            .expect("a rescheduled batch");
-        let done = ctx
-            .await_batch_completed(BatchTime(first), Duration::from_secs(120))
-            .expect("first batch");
-        let dt = t0.elapsed();
-        assert!(done, "first rescheduled batch {first} not completed");
+        let (dt, report) =
+            spate_benches::start_until_first_rescheduled(&ctx, t0, Duration::from_secs(120));
         total += dt;
         assert_eq!(keys.load(Ordering::Acquire), n as u64, "restored keys");
-        let last = *report.batches_rescheduled.last().expect("last");
-        assert!(ctx
-            .await_batch_completed(BatchTime(last), Duration::from_secs(120))
-            .expect("rescheduled"));
+        spate_benches::await_last_rescheduled(&ctx, &report, Duration::from_secs(120));
         let report = ctx.restart_report().expect("report");
         stats.restarts += 1;
         for (k, v) in &report.phases_ms {
@@ -618,37 +597,36 @@ fn part(p: usize) -> PartitionId {
     PartitionId(p as u32)
 }
 
-/// Snapshot objects of every partition, exported in parallel (one thread per partition).
-fn export_snapshots(bs: &mut [Mem], t: u64) -> Vec<Vec<u8>> {
+/// `f(p, backend)` for every partition `p` in parallel (one thread per partition), in partition
+/// order.
+fn per_partition<F>(bs: &mut [Mem], f: F) -> Vec<Vec<u8>>
+where
+    F: Fn(usize, &mut Mem) -> Vec<u8> + Sync,
+{
+    let f = &f;
     std::thread::scope(|s| {
         let hs: Vec<_> = bs
             .iter_mut()
             .enumerate()
-            .map(|(p, b)| {
-                s.spawn(move || {
-                    let bytes = export_snapshot(&*b, OP, part(p), BatchTime(t)).expect("snapshot");
-                    b.clear_changes();
-                    bytes
-                })
-            })
+            .map(|(p, b)| s.spawn(move || f(p, b)))
             .collect();
         hs.into_iter().map(|h| h.join().expect("export")).collect()
     })
 }
 
+/// Snapshot objects of every partition, exported in parallel (one thread per partition).
+fn export_snapshots(bs: &mut [Mem], t: u64) -> Vec<Vec<u8>> {
+    per_partition(bs, |p, b| {
+        let bytes = export_snapshot(&*b, OP, part(p), BatchTime(t)).expect("snapshot");
+        b.clear_changes();
+        bytes
+    })
+}
+
 fn export_deltas(bs: &mut [Mem], t: u64, base: u64) -> Vec<Vec<u8>> {
-    std::thread::scope(|s| {
-        let hs: Vec<_> = bs
-            .iter_mut()
-            .enumerate()
-            .map(|(p, b)| {
-                s.spawn(move || {
-                    let ch = b.take_changes().expect("changes");
-                    export_delta(&ch, OP, part(p), BatchTime(t), BatchTime(base)).expect("delta")
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("export")).collect()
+    per_partition(bs, |p, b| {
+        let ch = b.take_changes().expect("changes");
+        export_delta(&ch, OP, part(p), BatchTime(t), BatchTime(base)).expect("delta")
     })
 }
 

@@ -165,6 +165,18 @@ SERIES = [("spate_stateless", "spate stateless", "#1f77b4", "circle"),
           ("spark_scala_stateful", "Spark Scala stateful+WAL", "#9467bd", "square")]
 
 
+def log_ticks(lo, hi):
+    """The 1-2-5 ticks of each decade from `lo` up to `hi`."""
+    d = lo
+    while d <= hi * 1.001:
+        for m in (1, 2, 5):
+            v = d * m
+            if v > hi * 1.001:
+                break
+            yield v
+        d *= 10
+
+
 def svg(R):
     W, H, pad = 1000, 430, 60
     pw = (W - 3 * pad) / 2
@@ -185,27 +197,15 @@ def svg(R):
                       (x2, "processing time p50 (solid) / p90 (dashed), ms, vs offered")):
         o.append(f'<rect x="{x0}" y="{pad}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>')
         o.append(f'<text x="{x0 + pw / 2}" y="{pad - 8}" text-anchor="middle">{title}</text>')
-        d = xmin
-        while d <= xmax * 1.001:
-            for m in (1, 2, 5):
-                v = d * m
-                if v > xmax * 1.001:
-                    break
-                X = lx(v, x0)
-                o.append(f'<line x1="{X:.1f}" y1="{pad}" x2="{X:.1f}" y2="{pad + ph}" stroke="#ddd"/>')
-                o.append(f'<text x="{X:.1f}" y="{pad + ph + 15}" text-anchor="middle">{fmt_rate(v)}</text>')
-            d *= 10
+        for v in log_ticks(xmin, xmax):
+            X = lx(v, x0)
+            o.append(f'<line x1="{X:.1f}" y1="{pad}" x2="{X:.1f}" y2="{pad + ph}" stroke="#ddd"/>')
+            o.append(f'<text x="{X:.1f}" y="{pad + ph + 15}" text-anchor="middle">{fmt_rate(v)}</text>')
         o.append(f'<text x="{x0 + pw / 2}" y="{pad + ph + 32}" text-anchor="middle">offered lines/s</text>')
-    d = xmin
-    while d <= xmax * 1.001:
-        for m in (1, 2, 5):
-            v = d * m
-            if v > xmax * 1.001:
-                break
-            Y = ly(v)
-            o.append(f'<line x1="{x1}" y1="{Y:.1f}" x2="{x1 + pw}" y2="{Y:.1f}" stroke="#ddd"/>')
-            o.append(f'<text x="{x1 - 4}" y="{Y + 4:.1f}" text-anchor="end">{fmt_rate(v)}</text>')
-        d *= 10
+    for v in log_ticks(xmin, xmax):
+        Y = ly(v)
+        o.append(f'<line x1="{x1}" y1="{Y:.1f}" x2="{x1 + pw}" y2="{Y:.1f}" stroke="#ddd"/>')
+        o.append(f'<text x="{x1 - 4}" y="{Y + 4:.1f}" text-anchor="end">{fmt_rate(v)}</text>')
     o.append(f'<line x1="{lx(xmin, x1):.1f}" y1="{ly(xmin):.1f}" x2="{lx(xmax, x1):.1f}" y2="{ly(xmax):.1f}" stroke="#999" stroke-dasharray="3,3"/>')
     for v in range(0, pmax + 1, 250):
         Y = py(v)

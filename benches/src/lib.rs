@@ -5,8 +5,9 @@
 #[allow(dead_code, unreachable_pub, unused_imports)]
 mod pyrand;
 
-use spate_sources::{ReceiverContext, StoreError};
-use std::sync::atomic::{AtomicU64, Ordering};
+use spate_sources::{ReceiverContext, ReceiverError, StoreError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 
 /// The Spark harness corpus: `common.generate_lines(n, seed)` (10 words a line over the harness's
 /// 10 000-word vocabulary, seed 20240601), one `String` per line.
@@ -91,6 +92,75 @@ pub fn store_counted<T: Send + 'static>(
             false
         }
     }
+}
+
+/// Spawns a bench receiver's worker thread named `name`; a failed spawn is a fatal
+/// [`ReceiverError::Start`].
+///
+/// # Errors
+/// When the thread cannot be spawned.
+pub fn spawn_worker<F: FnOnce() + Send + 'static>(
+    name: String,
+    f: F,
+) -> Result<JoinHandle<()>, ReceiverError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(|e| ReceiverError::Start {
+            message: e.to_string(),
+            fatal: true,
+        })
+}
+
+/// A bench receiver's `on_stop`: raises `stop`, then joins (and forgets) every thread.
+pub fn stop_and_join(stop: &AtomicBool, threads: &mut Vec<JoinHandle<()>>) {
+    stop.store(true, Ordering::SeqCst);
+    for t in threads.drain(..) {
+        let _ = t.join();
+    }
+}
+
+/// Starts the restored `ctx` and waits up to `timeout` for its first rescheduled batch; returns
+/// the time since `t0` (taken before `get_or_create`) and the restart report.
+///
+/// # Panics
+/// If the start fails, nothing was rescheduled, or the batch does not complete in time.
+#[must_use]
+pub fn start_until_first_rescheduled(
+    ctx: &spate_streaming::StreamingContext,
+    t0: std::time::Instant,
+    timeout: std::time::Duration,
+) -> (std::time::Duration, spate_streaming::RestartReport) {
+    ctx.start().expect("start");
+    let report = ctx.restart_report().expect("report");
+    let first = *report
+        .batches_rescheduled
+        .first()
+        .expect("a rescheduled batch");
+    let done = ctx
+        .await_batch_completed(spate_types::BatchTime(first), timeout)
+        .expect("first batch");
+    let dt = t0.elapsed();
+    assert!(
+        done,
+        "first rescheduled batch {first} not completed in {timeout:?}"
+    );
+    (dt, report)
+}
+
+/// Waits up to `timeout` for the last batch `report` rescheduled.
+///
+/// # Panics
+/// If nothing was rescheduled or the batch does not complete in time.
+pub fn await_last_rescheduled(
+    ctx: &spate_streaming::StreamingContext,
+    report: &spate_streaming::RestartReport,
+    timeout: std::time::Duration,
+) {
+    let last = *report.batches_rescheduled.last().expect("last");
+    assert!(ctx
+        .await_batch_completed(spate_types::BatchTime(last), timeout)
+        .expect("rescheduled batches"));
 }
 
 /// `root/<group>/<name>`, emptied and created (a bench's scratch directory).

@@ -19,13 +19,17 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// Runs `spate ARGS`, asserts it succeeded (showing its stderr otherwise) and returns its stdout.
+fn spate_ok(args: &[&str]) -> String {
+    let o = spate(args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{args:?}: {err}");
+    out
+}
+
 /// Three committed checkpoints; the newest has a bit-flipped data object.
 fn populate(store: &CheckpointStore) -> Vec<spate_checkpoint::Manifest> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    rt().block_on(async {
         let mut w = store.open_committer().await.unwrap();
         let mut ms = Vec::new();
         for t in 1..=3u64 {
@@ -52,9 +56,7 @@ fn checkpoint_ls_show_verify_on_a_local_directory_skip_and_flag_the_damaged_chec
     let store = CheckpointStore::open(&url, StoreOptions::default()).unwrap();
     let ms = populate(&store);
 
-    let o = spate(&["checkpoint", "ls", &url]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = spate_ok(&["checkpoint", "ls", &url]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
     assert!(
@@ -72,9 +74,7 @@ fn checkpoint_ls_show_verify_on_a_local_directory_skip_and_flag_the_damaged_chec
     assert_eq!(first["verified"], false);
 
     // show: the latest *valid* checkpoint, naming the rejected newer one.
-    let o = spate(&["checkpoint", "show", &url, "--json"]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = spate_ok(&["checkpoint", "show", &url, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["checkpoint"], ms[1].key.to_string());
     assert_eq!(v["batch_time_ms"], 2_000);
@@ -209,6 +209,24 @@ fn commit_described(
     })
 }
 
+/// The arguments of `spate checkpoint diff LOCATION --graph FILE`.
+fn diff_args<'a>(location: &'a str, graph: &'a std::path::Path) -> Vec<&'a str> {
+    vec![
+        "checkpoint",
+        "diff",
+        location,
+        "--graph",
+        graph.to_str().unwrap(),
+    ]
+}
+
+/// Runs `spate checkpoint diff LOCATION --graph FILE` with `extra` arguments after them.
+fn diff(location: &str, graph: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = diff_args(location, graph);
+    args.extend_from_slice(extra);
+    spate(&args)
+}
+
 fn describe(job: &[&str], file: &std::path::Path) -> spate_streaming::BuildDescription {
     let mut args = job.to_vec();
     args.extend(["--describe", file.to_str().unwrap()]);
@@ -256,13 +274,7 @@ fn describe_then_diff_against_a_checkpoint() {
     assert_eq!(from_stdout, wc);
 
     // Incompatible: exit 1, one line per difference, the same lines as the library's diff.
-    let o = spate(&[
-        "checkpoint",
-        "diff",
-        &url,
-        "--graph",
-        wc_file.to_str().unwrap(),
-    ]);
+    let o = diff(&url, &wc_file, &[]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}{err}");
     let want = wc.compare_with_checkpoint(
@@ -272,14 +284,7 @@ fn describe_then_diff_against_a_checkpoint() {
     assert!(!want.is_compatible());
     assert_eq!(out.lines().collect::<Vec<_>>(), want.lines(), "{out}");
     assert!(!out.contains("compatible"), "{out}");
-    let o = spate(&[
-        "checkpoint",
-        "diff",
-        &url,
-        "--graph",
-        wc_file.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = diff(&url, &wc_file, &["--json"]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["compatible"], false);
@@ -287,24 +292,11 @@ fn describe_then_diff_against_a_checkpoint() {
 
     // A checkpoint written from the wordcount build itself: compatible, exit 0.
     let m = commit_described(&store, 2_000, &wc.graph, wc.settings.clone());
-    let o = spate(&[
-        "checkpoint",
-        "diff",
-        &url,
-        "--graph",
-        wc_file.to_str().unwrap(),
-    ]);
+    let o = diff(&url, &wc_file, &[]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
     assert_eq!(out, "compatible\n");
-    let o = spate(&[
-        "checkpoint",
-        "diff",
-        &url,
-        "--graph",
-        wc_file.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = diff(&url, &wc_file, &["--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         (v["compatible"].as_bool(), v["checkpoint"].as_str()),
@@ -317,13 +309,7 @@ fn describe_then_diff_against_a_checkpoint() {
         &["wordcount", "--socket", "127.0.0.1:1", "--batch", "2s"],
         &slow_file,
     );
-    let o = spate(&[
-        "checkpoint",
-        "diff",
-        &url,
-        "--graph",
-        slow_file.to_str().unwrap(),
-    ]);
+    let o = diff(&url, &slow_file, &[]);
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.to_lowercase().contains("interval"), "{out}");
@@ -339,13 +325,7 @@ fn describe_then_diff_against_a_checkpoint() {
         &clicks_file,
     );
     assert!(!std::path::Path::new("/nonexistent-spate-input").exists());
-    let o = spate(&[
-        "checkpoint",
-        "diff",
-        &url,
-        "--graph",
-        clicks_file.to_str().unwrap(),
-    ]);
+    let o = diff(&url, &clicks_file, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o).0);
     assert!(text(&o).0.lines().count() >= 2, "{}", text(&o).0);
 
@@ -356,42 +336,14 @@ fn describe_then_diff_against_a_checkpoint() {
     std::fs::write(&wrong_shape, br#"{"graph": 1}"#).unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    for (args, needle) in [
-        (
-            vec![
-                "checkpoint",
-                "diff",
-                &url,
-                "--graph",
-                garbage.to_str().unwrap(),
-            ],
-            "not a build description",
-        ),
-        (
-            vec![
-                "checkpoint",
-                "diff",
-                &url,
-                "--graph",
-                wrong_shape.to_str().unwrap(),
-            ],
-            "not a build description",
-        ),
-        (
-            vec!["checkpoint", "diff", &url, "--graph", "/nonexistent/f.json"],
-            "cannot read",
-        ),
-        (
-            vec![
-                "checkpoint",
-                "diff",
-                empty.to_str().unwrap(),
-                "--graph",
-                wc_file.to_str().unwrap(),
-            ],
-            "no checkpoint",
-        ),
+    let nowhere = std::path::PathBuf::from("/nonexistent/f.json");
+    for (location, graph, needle) in [
+        (url.as_str(), &garbage, "not a build description"),
+        (url.as_str(), &wrong_shape, "not a build description"),
+        (url.as_str(), &nowhere, "cannot read"),
+        (empty.to_str().unwrap(), &wc_file, "no checkpoint"),
     ] {
+        let args = diff_args(location, graph);
         let o = spate(&args);
         let (out, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {out}{err}");
@@ -431,9 +383,7 @@ fn reports_are_listed_newest_first() {
             .unwrap();
         (old, new)
     });
-    let o = spate(&["checkpoint", "reports", &url]);
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{err}");
+    let out = spate_ok(&["checkpoint", "reports", &url]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     assert!(

@@ -492,6 +492,42 @@ impl DirJob {
         a
     }
 
+    /// `CMD --dir IN --checkpoint URL FLAGS.. --print 0 --no-status --output OUT EXTRA..`: a
+    /// stateful job's arguments (running totals, so no `--per-batch`).
+    fn stateful_args(
+        &self,
+        cmd: &str,
+        loc: &Location,
+        flags: &[&str],
+        extra: &[&str],
+    ) -> Vec<OsString> {
+        let mut a = os(&[cmd, "--dir"]);
+        a.push(self.input.clone().into());
+        a.extend(os(&["--checkpoint", &loc.url]));
+        a.extend(os(flags));
+        a.extend(os(&["--print", "0", "--no-status", "--output"]));
+        a.push(self.out.clone().into());
+        a.extend(os(extra));
+        a
+    }
+
+    /// After [`NEW_FILES_GRACE`], a thread that moves `parts` in as `chunk-NNN.txt`, each after
+    /// its gap.
+    fn start_mover(
+        self: &Arc<Self>,
+        parts: Vec<String>,
+        gaps: Vec<Duration>,
+    ) -> std::thread::JoinHandle<()> {
+        let job = Arc::clone(self);
+        std::thread::sleep(NEW_FILES_GRACE);
+        std::thread::spawn(move || {
+            for (i, (text, gap)) in parts.iter().zip(gaps).enumerate() {
+                std::thread::sleep(gap);
+                job.move_in(&format!("chunk-{i:03}.txt"), text);
+            }
+        })
+    }
+
     /// Moves one file in atomically: written in the staging directory, then renamed.
     fn move_in(&self, name: &str, text: &str) {
         let s = self.staging.join(name);
@@ -574,14 +610,7 @@ fn dir_crash_scenario(
             runs_reported += 1;
             if k == 0 {
                 // Files moved in after the first start are the job's input (newFilesOnly).
-                let (job, parts, gaps) = (Arc::clone(&job), parts.clone(), gaps.clone());
-                std::thread::sleep(NEW_FILES_GRACE);
-                mover = Some(std::thread::spawn(move || {
-                    for (i, (text, gap)) in parts.iter().zip(gaps).enumerate() {
-                        std::thread::sleep(gap);
-                        job.move_in(&format!("chunk-{i:03}.txt"), text);
-                    }
-                }));
+                mover = Some(job.start_mover(parts.clone(), gaps.clone()));
                 loc.wait_for_checkpoint(&p);
             }
             let d = rng.ms(0, 1300);
@@ -964,13 +993,7 @@ fn corrupt_manifest_and_wal_tail_between_runs_keep_outputs_exact() {
     outputs.check(&job.out, "after run 1");
 
     // Flip one byte in the newest manifest.
-    let mut manifests: Vec<PathBuf> = std::fs::read_dir(ck.join("manifests"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "manifest"))
-        .collect();
-    manifests.sort();
+    let manifests = sorted_files(&ck.join("manifests"), Some("manifest"));
     let newest = manifests.last().expect("a manifest").clone();
     let mut b = std::fs::read(&newest).unwrap();
     let at = rng.range(0, b.len() as u64 - 1) as usize;
@@ -1057,16 +1080,30 @@ fn corrupt_manifest_and_wal_tail_between_runs_keep_outputs_exact() {
     assert!(outputs.rewritten >= 1, "no batch re-emitted");
 }
 
-/// Appends 97 non-zero bytes to the newest segment of the WAL in `wal` (after its preallocated
-/// zeros: an end-of-data marker followed by garbage, a torn tail); returns it and the bytes.
-fn append_wal_garbage(wal: &Path) -> (PathBuf, Vec<u8>) {
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(wal)
+/// The files of `dir` (only those ending `.EXT` when `ext` is given), sorted by path.
+fn sorted_files(dir: &Path, ext: Option<&str>) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .filter(|p| ext.is_none_or(|x| p.extension().is_some_and(|e| e == x)))
         .collect();
-    segs.sort();
+    v.sort();
+    v
+}
+
+/// A fresh work directory with a local checkpoint location `ck` and a [`DirJob`] in it.
+fn local_dir_job() -> (tempfile::TempDir, Location, DirJob) {
+    let work = tempfile::tempdir().unwrap();
+    let loc = Location::local(&work.path().join("ck"));
+    let job = DirJob::new(work.path(), None);
+    (work, loc, job)
+}
+
+/// Appends 97 non-zero bytes to the newest segment of the WAL in `wal` (after its preallocated
+/// zeros: an end-of-data marker followed by garbage, a torn tail); returns it and the bytes.
+fn append_wal_garbage(wal: &Path) -> (PathBuf, Vec<u8>) {
+    let segs = sorted_files(wal, Some("wal"));
     let last = segs.last().expect("a WAL segment").clone();
     let garbage: Vec<u8> = (0..97).map(|i| 0xA5 ^ (i as u8)).collect();
     std::fs::OpenOptions::new()
@@ -1089,9 +1126,7 @@ fn append_wal_garbage(wal: &Path) -> (PathBuf, Vec<u8>) {
 #[test]
 fn file_moved_right_after_the_first_restart_line_is_read() {
     for attempt in 0..8 {
-        let work = tempfile::tempdir().unwrap();
-        let loc = Location::local(&work.path().join("ck"));
-        let job = DirJob::new(work.path(), None);
+        let (_work, loc, job) = local_dir_job();
         let p = Proc::spawn(&job.args(&loc, "100ms", &["--idle", "1s"]), &[]);
         p.wait_restarted("run");
         let mut want = HashMap::new();
@@ -1130,9 +1165,7 @@ fn file_moved_right_after_the_first_restart_line_is_read() {
 #[test]
 fn file_moved_in_after_a_fresh_restart_line_survives_an_immediate_kill() {
     for attempt in 0..4 {
-        let work = tempfile::tempdir().unwrap();
-        let loc = Location::local(&work.path().join("ck"));
-        let job = DirJob::new(work.path(), None);
+        let (_work, loc, job) = local_dir_job();
         let p = Proc::spawn(&job.args(&loc, "100ms", &[]), &[]);
         p.wait_restarted("first run");
         let text = format!("moved{attempt} moved{attempt} y\n");
@@ -1157,13 +1190,7 @@ fn file_moved_in_after_a_fresh_restart_line_survives_an_immediate_kill() {
 
 /// The newest output file's `word<TAB>count` lines: with running totals, the final state.
 fn newest_totals(dir: &Path) -> (HashMap<String, u64>, String) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-        .collect();
-    files.sort();
+    let files = sorted_files(dir, Some("txt"));
     let last = files.last().expect("an output file").clone();
     let mut m = HashMap::new();
     for line in std::fs::read_to_string(&last).unwrap().lines() {
@@ -1253,23 +1280,8 @@ fn stateful_wordcount_scenario(
     let corpus = gen_corpus(root, 60 * files as u64, rng.range(1, 1_000_000));
     let parts = chunks(&corpus, files, rng);
     let args = |extra: &[&str]| {
-        let mut a = os(&["wordcount", "--dir"]);
-        a.push(job.input.clone().into());
-        a.extend(os(&[
-            "--checkpoint",
-            &loc.url,
-            "--batch",
-            batch.0,
-            "--state-checkpoint",
-            batch.1,
-            "--print",
-            "0",
-            "--no-status",
-            "--output",
-        ]));
-        a.push(job.out.clone().into());
-        a.extend(os(extra));
-        a
+        let flags = ["--batch", batch.0, "--state-checkpoint", batch.1];
+        job.stateful_args("wordcount", loc, &flags, extra)
     };
     let backend_env = |rng: &mut Rng| -> Vec<(String, String)> {
         let b = if rng.range(0, 2) == 0 {
@@ -1295,15 +1307,8 @@ fn stateful_wordcount_scenario(
         }
         p.wait_restarted(&format!("run {k}"));
         if k == 0 {
-            let (job, parts) = (Arc::clone(&job), parts.clone());
             let gaps: Vec<Duration> = (0..files).map(|_| rng.ms(0, 250)).collect();
-            std::thread::sleep(NEW_FILES_GRACE);
-            mover = Some(std::thread::spawn(move || {
-                for (i, (text, gap)) in parts.iter().zip(gaps).enumerate() {
-                    std::thread::sleep(gap);
-                    job.move_in(&format!("chunk-{i:03}.txt"), text);
-                }
-            }));
+            mover = Some(job.start_mover(parts.clone(), gaps));
         }
         let d = rng.ms(0, 900);
         std::thread::sleep(d);
@@ -1382,38 +1387,16 @@ fn stateful_clicks_survive_sigkills_with_exact_per_type_totals() {
     }
     let parts = chunks(&corpus, 24, &mut rng);
     let args = |extra: &[&str]| {
-        let mut a = os(&["clicks", "--dir"]);
-        a.push(job.input.clone().into());
-        a.extend(os(&[
-            "--checkpoint",
-            &loc.url,
-            "--batch",
-            "200ms",
-            "--device-timeout",
-            "600s",
-            "--print",
-            "0",
-            "--no-status",
-            "--output",
-        ]));
-        a.push(job.out.clone().into());
-        a.extend(os(extra));
-        a
+        let flags = ["--batch", "200ms", "--device-timeout", "600s"];
+        job.stateful_args("clicks", &loc, &flags, extra)
     };
     let mut mover = None;
     for k in 0..6 {
         let p = Proc::spawn(&args(&[]), &[]);
         p.wait_restarted(&format!("run {k}"));
         if k == 0 {
-            let (job, parts) = (Arc::clone(&job), parts.clone());
             let gaps: Vec<Duration> = (0..parts.len()).map(|_| rng.ms(0, 200)).collect();
-            std::thread::sleep(NEW_FILES_GRACE);
-            mover = Some(std::thread::spawn(move || {
-                for (i, (text, gap)) in parts.iter().zip(gaps).enumerate() {
-                    std::thread::sleep(gap);
-                    job.move_in(&format!("chunk-{i:03}.txt"), text);
-                }
-            }));
+            mover = Some(job.start_mover(parts.clone(), gaps));
         }
         std::thread::sleep(rng.ms(100, 900));
         p.kill9();
@@ -1424,12 +1407,7 @@ fn stateful_clicks_survive_sigkills_with_exact_per_type_totals() {
     let (st, err) = p.wait(Duration::from_secs(120), "final run");
     assert!(st.success(), "final run failed: {st}\nstderr:\n{err}");
     // Lines: `type<TAB>clicks=<n> active=<m>`.
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&job.out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
+    let files = sorted_files(&job.out, None);
     let text = std::fs::read_to_string(files.last().expect("an output file")).unwrap();
     let mut got_clicks = HashMap::new();
     let mut got_active = HashMap::new();

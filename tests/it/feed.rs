@@ -6,7 +6,7 @@ use spate_tests::feed::{feed_file, finish, write_corpus};
 use spate_tests::spate_bin;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 fn connect(addr: &str) -> TcpStream {
@@ -51,13 +51,37 @@ fn ack_and_drop(mut s: TcpStream, r: BufReader<TcpStream>, seq: u64) {
     drop(s);
 }
 
+/// Writes an `n`-line corpus into a fresh directory and starts `spate feed` on it with `args`;
+/// the directory lives as long as the returned guard.
+fn feed_corpus(n: u64, args: &[&str]) -> (tempfile::TempDir, Child, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path(), n);
+    let (child, addr) = feed_file(&corpus, args);
+    (dir, child, addr)
+}
+
+/// Connects as a plain receiver and reads every line until the feeder closes the connection.
+fn read_to_close(addr: &str) -> Vec<String> {
+    BufReader::new(connect(addr))
+        .lines()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Runs `spate feed --listen 127.0.0.1:0 --file FILE EXTRA..` to completion.
+fn run_feed(file: &std::path::Path, extra: &[&str]) -> Output {
+    Command::new(spate_bin())
+        .args(["feed", "--listen", "127.0.0.1:0", "--file"])
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn plain_feed_sends_every_line_once_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = write_corpus(dir.path(), 5000);
-    let (child, addr) = feed_file(&corpus, &[]);
-    let s = connect(&addr);
-    let lines: Vec<String> = BufReader::new(s).lines().map(Result::unwrap).collect();
+    let (_dir, child, addr) = feed_corpus(5000, &[]);
+    let lines = read_to_close(&addr);
     assert_eq!(lines.len(), 5000);
     assert!(lines
         .iter()
@@ -71,12 +95,9 @@ fn plain_feed_sends_every_line_once_in_order() {
 
 #[test]
 fn fixed_rate_is_respected_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = write_corpus(dir.path(), 100);
     // 2000 lines/s for 1 s, cycling a 100-line corpus.
-    let (child, addr) = feed_file(&corpus, &["--cycle", "--steps", "2000:1"]);
-    let s = connect(&addr);
-    let lines: Vec<String> = BufReader::new(s).lines().map(Result::unwrap).collect();
+    let (_dir, child, addr) = feed_corpus(100, &["--cycle", "--steps", "2000:1"]);
+    let lines = read_to_close(&addr);
     let stats = finish(child);
     // Never more than offered (plus one tick of slack), and line seq wraps the corpus.
     assert!(
@@ -96,9 +117,7 @@ fn fixed_rate_is_respected_and_reported() {
 
 #[test]
 fn ack_mode_resumes_where_the_receiver_says_and_completes_on_full_ack() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = write_corpus(dir.path(), 3000);
-    let (child, addr) = feed_file(&corpus, &["--ack"]);
+    let (_dir, child, addr) = feed_corpus(3000, &["--ack"]);
 
     // Connection 1: take 1000 lines, acknowledge 700 as durable, then "crash".
     let (s, mut r) = hello(&addr, 0);
@@ -130,9 +149,7 @@ fn ack_mode_resumes_where_the_receiver_says_and_completes_on_full_ack() {
 /// earlier feeder delivered; the new feeder starts at line 300, never at its own line 0.
 #[test]
 fn a_fresh_feeder_resumes_beyond_its_own_lines_where_the_receiver_says() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = write_corpus(dir.path(), 1000);
-    let (child, addr) = feed_file(&corpus, &["--ack"]);
+    let (_dir, child, addr) = feed_corpus(1000, &["--ack"]);
     let (mut s, mut r) = hello(&addr, 300);
     let got = read_lines(&mut r, 700);
     assert_eq!(got.first().map(String::as_str), Some("line-300"));
@@ -146,9 +163,7 @@ fn a_fresh_feeder_resumes_beyond_its_own_lines_where_the_receiver_says() {
 
 #[test]
 fn ack_mode_reports_a_receiver_that_lost_acknowledged_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = write_corpus(dir.path(), 200);
-    let (child, addr) = feed_file(&corpus, &["--ack"]);
+    let (_dir, child, addr) = feed_corpus(200, &["--ack"]);
     let (s, mut r) = hello(&addr, 0);
     read_lines(&mut r, 200);
     ack_and_drop(s, r, 150);
@@ -163,9 +178,7 @@ fn ack_mode_reports_a_receiver_that_lost_acknowledged_lines() {
 
 #[test]
 fn ack_mode_rejects_a_garbage_hello_and_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = write_corpus(dir.path(), 10);
-    let (child, addr) = feed_file(&corpus, &["--ack"]);
+    let (_dir, child, addr) = feed_corpus(10, &["--ack"]);
     let mut bad = connect(&addr);
     bad.write_all(b"\xff\xfe garbage\n").unwrap();
     let mut buf = [0u8; 16];
@@ -184,31 +197,12 @@ fn ack_mode_rejects_a_garbage_hello_and_keeps_serving() {
 fn feed_rejects_bad_arguments_with_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.txt");
-    let out = Command::new(spate_bin())
-        .args([
-            "feed",
-            "--listen",
-            "127.0.0.1:0",
-            "--file",
-            missing.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_feed(&missing, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read corpus"), "{err}");
     let corpus = write_corpus(dir.path(), 3);
-    let out = Command::new(spate_bin())
-        .args([
-            "feed",
-            "--listen",
-            "127.0.0.1:0",
-            "--file",
-            corpus.to_str().unwrap(),
-        ])
-        .args(["--steps", "100:0"])
-        .output()
-        .unwrap();
+    let out = run_feed(&corpus, &["--steps", "100:0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --steps"));
 }

@@ -114,6 +114,34 @@ fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
     }
 }
 
+/// Starts `spate ARGS --idle IDLE --duration 60s --output OUT` (stdout to `stdout`, stderr
+/// piped).
+fn spawn_job(args: &[&str], idle: &str, out: &Path, stdout: Stdio) -> Child {
+    Command::new(spate_bin())
+        .args(args)
+        .args(["--idle", idle, "--duration", "60s", "--output"])
+        .arg(out)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// [`spawn_job`], then waits up to `timeout`.
+fn run_job(args: &[&str], idle: &str, out: &Path, stdout: Stdio, timeout: Duration) -> Output {
+    wait_with_timeout(spawn_job(args, idle, out, stdout), timeout)
+}
+
+/// A temporary work area with an empty input directory `in` and output directory `out`.
+fn work_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("in");
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    (work, dir, out)
+}
+
 fn assert_counts_equal(got: &HashMap<String, u64>, want: &HashMap<String, u64>) {
     let got_total: u64 = got.values().sum();
     let want_total: u64 = want.values().sum();
@@ -127,31 +155,22 @@ fn assert_counts_equal(got: &HashMap<String, u64>, want: &HashMap<String, u64>) 
 #[test]
 fn wordcount_dir_on_real_files_matches_independent_count() {
     let inputs = real_inputs();
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path().join("in");
+    let (work, dir, out) = work_dirs();
     let staging = work.path().join("staging");
-    let out = work.path().join("out");
-    std::fs::create_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&staging).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
 
-    let child = Command::new(spate_bin())
-        .args(["wordcount", "--dir"])
-        .arg(&dir)
-        .args([
+    let child = spawn_job(
+        &[
+            "wordcount",
+            "--dir",
+            dir.to_str().unwrap(),
             "--batch",
             "500ms",
-            "--idle",
-            "3s",
-            "--duration",
-            "60s",
-            "--output",
-        ])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+        "3s",
+        &out,
+        Stdio::piped(),
+    );
     // Files move atomically into the watched directory (write elsewhere, then rename), a few
     // per batch.
     std::thread::sleep(Duration::from_millis(700));
@@ -205,26 +224,14 @@ fn wordcount_socket_on_real_files_matches_independent_count() {
         all.push(b'\n');
     }
     let (addr, server) = serve_once(all.clone());
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    let child = Command::new(spate_bin())
-        .args(["wordcount", "--socket", &addr])
-        .args([
-            "--batch",
-            "500ms",
-            "--idle",
-            "3s",
-            "--duration",
-            "60s",
-            "--output",
-        ])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = wait_with_timeout(child, Duration::from_secs(90));
+    let (_work, _, out) = work_dirs();
+    let output = run_job(
+        &["wordcount", "--socket", &addr, "--batch", "500ms"],
+        "3s",
+        &out,
+        Stdio::piped(),
+        Duration::from_secs(90),
+    );
     server.join().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "spate failed: {stderr}");
@@ -236,33 +243,28 @@ fn wordcount_socket_on_real_files_matches_independent_count() {
 fn wordcount_skip_policy_drops_invalid_lines_in_both_counts() {
     // A Latin-1 line and a valid line, through --dir with --invalid-utf8 skip: the independent
     // count applies the same policy per line.
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path().join("in");
-    let out = work.path().join("out");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
+    let (_work, dir, out) = work_dirs();
     let mut bytes = b"fa\xe7ade caf\xe9 ok\r\nplain words here ok\n".to_vec();
     if let Ok(real) = std::fs::read("/usr/share/doc/ed/AUTHORS") {
         bytes.extend_from_slice(&real);
     }
     std::fs::write(dir.join("input.txt"), &bytes).unwrap();
-    let child = Command::new(spate_bin())
-        .args(["wordcount", "--dir"])
-        .arg(&dir)
-        .args([
+    let output = run_job(
+        &[
+            "wordcount",
+            "--dir",
+            dir.to_str().unwrap(),
             "--existing-files",
             "--invalid-utf8",
             "skip",
             "--batch",
             "500ms",
-        ])
-        .args(["--idle", "2s", "--duration", "60s", "--output"])
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = wait_with_timeout(child, Duration::from_secs(60));
+        ],
+        "2s",
+        &out,
+        Stdio::null(),
+        Duration::from_secs(60),
+    );
     assert!(
         output.status.success(),
         "{}",
@@ -317,17 +319,14 @@ fn clicks_counts_per_device_type_over_windows_and_reports_malformed() {
         }
     }
     assert!(malformed > 0);
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path().join("in");
-    let out = work.path().join("out");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
+    let (_work, dir, out) = work_dirs();
     std::fs::write(dir.join("clicks.txt"), &text).unwrap();
     // Window = slide = 2 batches: tumbling windows, so the windows' sums add up to the whole input.
-    let child = Command::new(spate_bin())
-        .args(["clicks", "--dir"])
-        .arg(&dir)
-        .args([
+    let output = run_job(
+        &[
+            "clicks",
+            "--dir",
+            dir.to_str().unwrap(),
             "--existing-files",
             "--batch",
             "500ms",
@@ -335,14 +334,12 @@ fn clicks_counts_per_device_type_over_windows_and_reports_malformed() {
             "1s",
             "--slide",
             "1s",
-        ])
-        .args(["--idle", "3s", "--duration", "60s", "--output"])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = wait_with_timeout(child, Duration::from_secs(60));
+        ],
+        "3s",
+        &out,
+        Stdio::piped(),
+        Duration::from_secs(60),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let (got, _) = sum_outputs(&out, "clicks");

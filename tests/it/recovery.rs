@@ -47,20 +47,38 @@ fn url(dir: &tempfile::TempDir) -> String {
     dir.path().join("ckpt").display().to_string()
 }
 
-/// Runs the app from `from` (clock time at start) through batch `to` (seconds) and stops
-/// (non-gracefully: queued work is dropped, as in a crash of the scheduler).
-fn run_until(
+/// Opens (restores or creates) the context at `url` on a ManualClock `clock`, building the graph
+/// with `build` when nothing is restored.
+fn open(
+    url: &str,
+    conf: StreamingConfig,
+    clock: &ManualClock,
+    build: impl FnOnce(&StreamingContext) -> spate::Result<()>,
+) -> spate::Result<StreamingContext> {
+    StreamingContext::get_or_create_with_clock(url, conf, Arc::new(clock.clone()), build)
+}
+
+/// Opens the scripted [`app`] at `url` with a ManualClock at `at_ms`.
+fn open_app(
+    url: &str,
+    conf: StreamingConfig,
+    at_ms: u64,
+    out: &Outputs,
+) -> spate::Result<StreamingContext> {
+    open(url, conf, &ManualClock::new(at_ms), |c| app(c, out))
+}
+
+/// Runs the graph `build` builds from `start_ms` (clock time at start) through batch `to`
+/// (seconds) and stops (non-gracefully: queued work is dropped, as in a crash of the scheduler).
+fn run_built(
     url: &str,
     conf: StreamingConfig,
     start_ms: u64,
     to: u64,
-    out: &Outputs,
+    build: impl FnOnce(&StreamingContext) -> spate::Result<()>,
 ) -> spate::Result<StreamingContext> {
     let clock = ManualClock::new(start_ms);
-    let ctx =
-        StreamingContext::get_or_create_with_clock(url, conf, Arc::new(clock.clone()), |c| {
-            app(c, out)
-        })?;
+    let ctx = open(url, conf, &clock, build)?;
     ctx.start()?;
     let first = start_ms / 1000 + 1;
     for s in first..=to {
@@ -68,6 +86,48 @@ fn run_until(
     }
     ctx.stop(false)?;
     Ok(ctx)
+}
+
+/// [`run_built`] with the scripted [`app`].
+fn run_until(
+    url: &str,
+    conf: StreamingConfig,
+    start_ms: u64,
+    to: u64,
+    out: &Outputs,
+) -> spate::Result<StreamingContext> {
+    run_built(url, conf, start_ms, to, |c| app(c, out))
+}
+
+/// A fresh location where the scripted app ran batches 1..=`to` and stopped, with its outputs.
+fn ran_through(to: u64) -> (tempfile::TempDir, Outputs) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Outputs::default();
+    run_until(&url(&dir), conf(), 0, to, &out).unwrap();
+    (dir, out)
+}
+
+/// The outputs of an uninterrupted run of the scripted app through batch `to`.
+fn uninterrupted(to: u64) -> BTreeMap<u64, Vec<(u64, u64)>> {
+    let (_dir, out) = ran_through(to);
+    let v = out.lock().clone();
+    v
+}
+
+/// The WAL's segment files under `<dir>/ckpt/wal`, sorted.
+fn wal_segments(dir: &tempfile::TempDir) -> Vec<std::path::PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path().join("ckpt/wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+/// Opening the context at `dir` with `conf` at 3 s fails; returns the error.
+fn open_fails(dir: &tempfile::TempDir, out: &Outputs) -> StreamingError {
+    open_app(&url(dir), conf(), 3000, out).unwrap_err()
 }
 
 #[test]
@@ -97,10 +157,7 @@ fn fresh_start_writes_a_report_and_a_first_checkpoint() {
 #[test]
 fn restart_after_every_batch_matches_an_uninterrupted_run() {
     let _g = context_lock();
-    let base = tempfile::tempdir().unwrap();
-    let expected = Outputs::default();
-    run_until(&url(&base), conf(), 0, 6, &expected).unwrap();
-    let expected = expected.lock().clone();
+    let expected = uninterrupted(6);
     assert_eq!(expected.len(), 6);
     for k in 1..6u64 {
         let dir = tempfile::tempdir().unwrap();
@@ -121,51 +178,36 @@ fn restart_after_every_batch_matches_an_uninterrupted_run() {
 #[test]
 fn missed_batches_are_generated_or_coalesced() {
     let _g = context_lock();
-    let dir = tempfile::tempdir().unwrap();
+    // Runs batches 1–2, is down from 2 s to 6.5 s, restarts with `conf` and waits for 6 s.
+    let down_and_up = |conf: StreamingConfig, out: &Outputs| {
+        let dir = tempfile::tempdir().unwrap();
+        run_until(&url(&dir), test_config(B), 0, 2, out).unwrap();
+        let ctx = open_app(&url(&dir), conf, 6500, out).unwrap();
+        ctx.start().unwrap();
+        assert!(ctx
+            .await_batch_completed(BatchTime(6000), std::time::Duration::from_secs(20))
+            .unwrap());
+        let r = ctx.restart_report().unwrap();
+        ctx.stop(false).unwrap();
+        r
+    };
     let out = Outputs::default();
-    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
-    // Down from 2 s to 6.5 s.
-    let clock = ManualClock::new(6500);
-    let ctx = StreamingContext::get_or_create_with_clock(
-        &url(&dir),
-        conf(),
-        Arc::new(clock.clone()),
-        |c| app(c, &out),
-    )
-    .unwrap();
-    ctx.start().unwrap();
-    assert!(ctx
-        .await_batch_completed(BatchTime(6000), std::time::Duration::from_secs(20))
-        .unwrap());
-    let r = ctx.restart_report().unwrap();
+    let r = down_and_up(conf(), &out);
     assert_eq!(r.batches_rescheduled, vec![2000, 3000, 4000, 5000, 6000]);
-    ctx.stop(false).unwrap();
     assert_eq!(
         out.lock().keys().copied().collect::<Vec<_>>(),
         vec![1000, 2000, 3000, 4000, 5000, 6000]
     );
 
-    let dir = tempfile::tempdir().unwrap();
     let out = Outputs::default();
-    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
-    let clock = ManualClock::new(6500);
     let c2 = StreamingConfig {
         missed_batches: spate::MissedBatches::CoalesceEmpty,
         ..conf()
     };
-    let ctx = StreamingContext::get_or_create_with_clock(&url(&dir), c2, Arc::new(clock), |c| {
-        app(c, &out)
-    })
-    .unwrap();
-    ctx.start().unwrap();
-    assert!(ctx
-        .await_batch_completed(BatchTime(6000), std::time::Duration::from_secs(20))
-        .unwrap());
-    let r = ctx.restart_report().unwrap();
+    let r = down_and_up(c2, &out);
     assert_eq!(r.batches_rescheduled, vec![2000, 3000, 6000]);
     assert_eq!(r.batches_skipped, vec![4000, 5000]);
     assert!(!out.lock().contains_key(&4000));
-    ctx.stop(false).unwrap();
 }
 
 fn incompatible(
@@ -173,12 +215,7 @@ fn incompatible(
     conf: StreamingConfig,
     build: impl FnOnce(&StreamingContext) -> spate::Result<()>,
 ) -> Vec<String> {
-    match StreamingContext::get_or_create_with_clock(
-        &url(dir),
-        conf,
-        Arc::new(ManualClock::new(10_000)),
-        build,
-    ) {
+    match open(&url(dir), conf, &ManualClock::new(10_000), build) {
         Err(StreamingError::IncompatibleCheckpoint { diff, .. }) => diff.lines(),
         Err(e) => panic!("expected IncompatibleCheckpoint, got {e}"),
         Ok(_) => panic!("expected IncompatibleCheckpoint, got a context"),
@@ -190,9 +227,7 @@ fn incompatible(
 #[test]
 fn incompatible_builds_are_rejected_with_a_diff() {
     let _g = context_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let out = Outputs::default();
-    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
+    let (dir, out) = ran_through(2);
 
     // An added operator.
     let d = incompatible(&dir, conf(), |c| {
@@ -249,13 +284,7 @@ fn incompatible_builds_are_rejected_with_a_diff() {
         block_interval: DurationMs(50),
         ..conf()
     };
-    let ctx = StreamingContext::get_or_create_with_clock(
-        &url(&dir),
-        c,
-        Arc::new(ManualClock::new(2000)),
-        |c| app(c, &out),
-    )
-    .unwrap();
+    let ctx = open_app(&url(&dir), c, 2000, &out).unwrap();
     assert_eq!(
         ctx.restart_report().unwrap().outcome,
         RestartOutcome::Restored
@@ -275,9 +304,7 @@ fn newest_manifest(dir: &tempfile::TempDir) -> std::path::PathBuf {
 #[test]
 fn damaged_newest_manifest_falls_back_and_reports() {
     let _g = context_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let out = Outputs::default();
-    run_until(&url(&dir), conf(), 0, 4, &out).unwrap();
+    let (dir, _out) = ran_through(4);
     let newest = newest_manifest(&dir);
     let mut bytes = std::fs::read(&newest).unwrap();
     let n = bytes.len();
@@ -293,10 +320,7 @@ fn damaged_newest_manifest_falls_back_and_reports() {
         .manifest
         .ends_with(newest.file_name().unwrap().to_str().unwrap()));
     // The fallback checkpoint is older, so more batches re-run; outputs are still exact.
-    let expected = Outputs::default();
-    let base = tempfile::tempdir().unwrap();
-    run_until(&url(&base), conf(), 0, 6, &expected).unwrap();
-    let exp = expected.lock().clone();
+    let exp = uninterrupted(6);
     for (t, v) in out2.lock().iter() {
         assert_eq!(Some(v), exp.get(t), "batch {t}");
     }
@@ -308,20 +332,12 @@ fn damaged_newest_manifest_falls_back_and_reports() {
 #[test]
 fn no_valid_checkpoint_errors_or_archives() {
     let _g = context_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let out = Outputs::default();
-    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
+    let (dir, out) = ran_through(2);
     for e in std::fs::read_dir(dir.path().join("ckpt/manifests")).unwrap() {
         let p = e.unwrap().path();
         std::fs::write(&p, b"garbage").unwrap();
     }
-    let err = StreamingContext::get_or_create_with_clock(
-        &url(&dir),
-        conf(),
-        Arc::new(ManualClock::new(3000)),
-        |c| app(c, &out),
-    )
-    .unwrap_err();
+    let err = open_fails(&dir, &out);
     match &err {
         StreamingError::NoValidCheckpoint { rejected, .. } => assert!(!rejected.is_empty()),
         e => panic!("unexpected {e}"),
@@ -348,16 +364,8 @@ fn no_valid_checkpoint_errors_or_archives() {
 #[test]
 fn torn_wal_tail_is_truncated_and_reported() {
     let _g = context_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let out = Outputs::default();
-    run_until(&url(&dir), conf(), 0, 3, &out).unwrap();
-    let wal = dir.path().join("ckpt/wal");
-    let mut segs: Vec<_> = std::fs::read_dir(&wal)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
-        .collect();
-    segs.sort();
+    let (dir, out) = ran_through(3);
+    let mut segs = wal_segments(&dir);
     let last = segs.pop().expect("a WAL segment");
     // Find the end of data (first zero run after the header) and write a partial frame there.
     let bytes = std::fs::read(&last).unwrap();
@@ -382,17 +390,9 @@ fn torn_wal_tail_is_truncated_and_reported() {
 #[test]
 fn orphan_wal_is_an_error() {
     let _g = context_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let out = Outputs::default();
-    run_until(&url(&dir), conf(), 0, 2, &out).unwrap();
+    let (dir, out) = ran_through(2);
     std::fs::remove_dir_all(dir.path().join("ckpt/manifests")).unwrap();
-    let err = StreamingContext::get_or_create_with_clock(
-        &url(&dir),
-        conf(),
-        Arc::new(ManualClock::new(3000)),
-        |c| app(c, &out),
-    )
-    .unwrap_err();
+    let err = open_fails(&dir, &out);
     assert!(matches!(err, StreamingError::OrphanWal { .. }), "{err}");
 }
 
@@ -401,16 +401,11 @@ fn orphan_wal_is_an_error() {
 fn queue_stream_cannot_be_checkpointed() {
     let _g = context_lock();
     let dir = tempfile::tempdir().unwrap();
-    let ctx = StreamingContext::get_or_create_with_clock(
-        &url(&dir),
-        conf(),
-        Arc::new(ManualClock::new(0)),
-        |c| {
-            c.queue_stream(vec![vec![1u32]], true, None)?
-                .foreach_batch(|_, _| {})?;
-            Ok(())
-        },
-    )
+    let ctx = open(&url(&dir), conf(), &ManualClock::new(0), |c| {
+        c.queue_stream(vec![vec![1u32]], true, None)?
+            .foreach_batch(|_, _| {})?;
+        Ok(())
+    })
     .unwrap();
     let err = ctx.start().unwrap_err();
     assert!(err.to_string().contains("queue_stream"), "{err}");
@@ -527,13 +522,14 @@ fn receiver_blocks_survive_an_abrupt_stop_and_the_wal_is_cleaned() {
         ..conf()
     };
     let seen = Seen::default();
+    let open_seq = |c: StreamingConfig| {
+        StreamingContext::get_or_create(&url(&dir), c, |ctx| seq_app(ctx, total, 64, &seen))
+            .unwrap()
+    };
     let mut abrupt_stops = 0;
     let mut recovered_records = 0;
     for round in 0..8 {
-        let ctx = StreamingContext::get_or_create(&url(&dir), c.clone(), |ctx| {
-            seq_app(ctx, total, 64, &seen)
-        })
-        .unwrap();
+        let ctx = open_seq(c.clone());
         let r = ctx.restart_report().unwrap();
         recovered_records += r.records_recovered;
         if round > 0 {
@@ -550,10 +546,7 @@ fn receiver_blocks_survive_an_abrupt_stop_and_the_wal_is_cleaned() {
         abrupt_stops += 1;
     }
     // Drain whatever is left (graceful).
-    let ctx = StreamingContext::get_or_create(&url(&dir), c.clone(), |ctx| {
-        seq_app(ctx, total, 64, &seen)
-    })
-    .unwrap();
+    let ctx = open_seq(c.clone());
     ctx.start().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while totals(&seen).0 < total && std::time::Instant::now() < deadline {
@@ -567,20 +560,10 @@ fn receiver_blocks_survive_an_abrupt_stop_and_the_wal_is_cleaned() {
     );
     assert_eq!(totals(&seen), (total, total * (total - 1) / 2));
     // ~60k records × ~80 bytes = ~5 MB of blocks in 64 KiB segments: most were deleted.
-    let segments = std::fs::read_dir(dir.path().join("ckpt/wal"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "wal")
-        })
-        .count();
+    let segments = wal_segments(&dir).len();
     assert!(segments < 20, "{segments} WAL segments left");
     // After a graceful stop nothing is pending or unallocated.
-    let ctx = StreamingContext::get_or_create(&url(&dir), c, |ctx| seq_app(ctx, total, 64, &seen))
-        .unwrap();
+    let ctx = open_seq(c);
     let r = ctx.restart_report().unwrap();
     assert_eq!(r.blocks_unallocated, 0, "{r:?}");
     assert!(r.pending_batches.is_empty(), "{r:?}");
@@ -604,17 +587,7 @@ fn windows_see_the_same_batches_after_a_restart() {
         Ok(())
     }
     let run = |url: &str, start: u64, to: u64, out: &Outputs| {
-        let clock = ManualClock::new(start);
-        let ctx =
-            StreamingContext::get_or_create_with_clock(url, conf(), Arc::new(clock.clone()), |c| {
-                win_app(c, out)
-            })
-            .unwrap();
-        ctx.start().unwrap();
-        for s in start / 1000 + 1..=to {
-            advance_and_wait(&ctx, &clock, BatchTime(s * 1000)).unwrap();
-        }
-        ctx.stop(false).unwrap();
+        run_built(url, conf(), start, to, |c| win_app(c, out)).unwrap();
     };
     let base = tempfile::tempdir().unwrap();
     let expected = Outputs::default();
@@ -637,13 +610,7 @@ fn a_failed_metadata_checkpoint_surfaces() {
     let dir = tempfile::tempdir().unwrap();
     let out = Outputs::default();
     let clock = ManualClock::new(0);
-    let ctx = StreamingContext::get_or_create_with_clock(
-        &url(&dir),
-        conf(),
-        Arc::new(clock.clone()),
-        |c| app(c, &out),
-    )
-    .unwrap();
+    let ctx = open(&url(&dir), conf(), &clock, |c| app(c, &out)).unwrap();
     ctx.start().unwrap();
     advance_and_wait(&ctx, &clock, BatchTime(1000)).unwrap();
     // Make every further manifest write fail: `manifests` becomes a plain file.

@@ -24,6 +24,20 @@ fn fast_config() -> SocketConfig {
     }
 }
 
+/// A socket receiver for `addr` with `config`, started in a [`Harness`] (20 ms blocks), and its
+/// stats.
+fn start_socket(
+    addr: &str,
+    config: SocketConfig,
+) -> (
+    Harness<String>,
+    std::sync::Arc<spate_sources::socket::SocketStats>,
+) {
+    let rx = SocketTextReceiver::with_config(addr, config);
+    let stats = rx.stats();
+    (Harness::start(rx, Duration::from_millis(20)), stats)
+}
+
 /// A server on 127.0.0.1 that serves `payloads[i]` to the i-th connection, then closes it.
 fn serve(payloads: Vec<Vec<u8>>) -> (String, thread::JoinHandle<usize>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -50,9 +64,7 @@ fn socket_reconnects_after_each_disconnect_and_keeps_counting() {
         b"d\r\ne f\r\n".to_vec(),
         b"g\npartial last".to_vec(),
     ]);
-    let rx = SocketTextReceiver::with_config(&addr, fast_config());
-    let stats = rx.stats();
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, stats) = start_socket(&addr, fast_config());
     assert!(h.sink().wait_for(WAIT, |s| s.len() >= 6));
     assert_eq!(server.join().unwrap(), 3);
     assert!(h
@@ -82,9 +94,7 @@ fn socket_refused_connection_is_retried_until_a_server_appears() {
         l.local_addr().unwrap().port()
     };
     let addr = format!("127.0.0.1:{port}");
-    let rx = SocketTextReceiver::with_config(&addr, fast_config());
-    let stats = rx.stats();
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, stats) = start_socket(&addr, fast_config());
     assert!(h
         .sink()
         .wait_for(WAIT, |_| stats.snapshot().connect_failures >= 2));
@@ -106,9 +116,7 @@ fn socket_garbage_bytes_under_each_utf8_policy() {
     let payload = b"good line\n\xff\xfe\x00garbage \xc3\n\x80\x81\nend\n".to_vec();
     // Replace (default)
     let (addr, server) = serve(vec![payload.clone()]);
-    let rx = SocketTextReceiver::with_config(&addr, fast_config());
-    let stats = rx.stats();
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, stats) = start_socket(&addr, fast_config());
     assert!(h.sink().wait_for(WAIT, |s| s.len() == 4));
     server.join().unwrap();
     let sink = h.stop();
@@ -123,9 +131,7 @@ fn socket_garbage_bytes_under_each_utf8_policy() {
     let (addr, server) = serve(vec![payload.clone()]);
     let mut c = fast_config();
     c.lines.invalid_utf8 = InvalidUtf8Policy::Skip;
-    let rx = SocketTextReceiver::with_config(&addr, c);
-    let stats = rx.stats();
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, stats) = start_socket(&addr, c);
     // The disconnect can be counted before the last block reaches the sink: wait for both.
     assert!(h
         .sink()
@@ -142,8 +148,7 @@ fn socket_garbage_bytes_under_each_utf8_policy() {
     let (addr, server) = serve(vec![payload, b"after reconnect\n".to_vec()]);
     let mut c = fast_config();
     c.lines.invalid_utf8 = InvalidUtf8Policy::Error;
-    let rx = SocketTextReceiver::with_config(&addr, c);
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, _) = start_socket(&addr, c);
     assert!(h.sink().wait_for(WAIT, |s| s.len() == 2));
     server.join().unwrap();
     let sink = h.stop();
@@ -175,9 +180,7 @@ fn socket_random_garbage_never_crashes() {
     let (addr, server) = serve(vec![data]);
     let mut c = fast_config();
     c.lines.max_line_bytes = 100;
-    let rx = SocketTextReceiver::with_config(&addr, c);
-    let stats = rx.stats();
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, stats) = start_socket(&addr, c);
     assert!(h
         .sink()
         .wait_for(WAIT, |_| stats.snapshot().disconnects >= 1));
@@ -206,9 +209,7 @@ fn socket_10mb_line_with_1mib_limit_is_skipped_and_neighbours_survive() {
     let mut c = fast_config();
     c.lines.max_line_bytes = 1 << 20;
     c.read_buffer_bytes = 64 << 10;
-    let rx = SocketTextReceiver::with_config(&addr, c);
-    let stats = rx.stats();
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, stats) = start_socket(&addr, c);
     assert!(h.sink().wait_for(WAIT, |s| s.len() == 2));
     server.join().unwrap();
     let sink = h.stop();
@@ -233,8 +234,7 @@ fn socket_10mb_line_under_error_policy_drops_the_connection() {
         overlong: OverlongPolicy::Error,
         ..LinePolicy::default()
     };
-    let rx = SocketTextReceiver::with_config(&addr, c);
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, _) = start_socket(&addr, c);
     assert!(h.sink().wait_for(WAIT, |s| s.len() == 2));
     server.join().unwrap();
     let sink = h.stop();
@@ -261,9 +261,7 @@ fn socket_server_closing_mid_line_delivers_the_partial_line_once() {
         rx_done.recv_timeout(WAIT).ok();
         drop(s2);
     });
-    let rx = SocketTextReceiver::with_config(&addr, fast_config());
-    let stats = rx.stats();
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, stats) = start_socket(&addr, fast_config());
     assert!(h
         .sink()
         .wait_for(WAIT, |_| stats.snapshot().connections >= 2));
@@ -283,8 +281,7 @@ fn socket_stores_in_batches_not_per_line() {
         writeln!(payload, "line {i} with some words").unwrap();
     }
     let (addr, server) = serve(vec![payload]);
-    let rx = SocketTextReceiver::with_config(&addr, fast_config());
-    let h = Harness::start(rx, Duration::from_millis(20));
+    let (h, _) = start_socket(&addr, fast_config());
     assert!(h.sink().wait_for(WAIT, |s| s.len() == 200_000));
     server.join().unwrap();
     let sink = h.stop();

@@ -44,6 +44,12 @@ fn read_dir(fs: Arc<dyn FileSystem>, dir: &Path, mode: RecoveryMode) -> Replayed
     Ok((out, r.into_report()))
 }
 
+/// Crashes `fs` dropping unsynced data, then reads `dir` back under AbsoluteConsistency.
+fn crash_and_read(fs: &SimFs, dir: &Path) -> (Vec<(u64, Vec<u8>)>, RecoveryReport) {
+    fs.crash(CrashMode::DropUnsynced);
+    read_dir(Arc::new(fs.clone()), dir, RecoveryMode::AbsoluteConsistency).unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Model test: random append / sync / crash / tear / reopen / truncate against a Vec.
 
@@ -432,13 +438,7 @@ fn open_truncates_a_torn_tail_keeps_a_copy_and_appends_after_it() {
     assert_eq!(fs.read_file(&side).unwrap(), &bytes[offs[2] as usize..cut]);
     assert_eq!(wal.append(9, b"after").unwrap(), Lsn(2));
     drop(wal);
-    fs.crash(CrashMode::DropUnsynced);
-    let (recs, rep) = read_dir(
-        Arc::new(fs.clone()),
-        &dir,
-        RecoveryMode::AbsoluteConsistency,
-    )
-    .unwrap();
+    let (recs, rep) = crash_and_read(&fs, &dir);
     assert_eq!(recs.last().unwrap(), &(2, b"after".to_vec()));
     assert_eq!(
         rep.segments.len(),
@@ -640,13 +640,7 @@ fn group_commit_shares_fsyncs_and_loses_nothing() {
     acked.sort();
     // Every acknowledged append is durable: crash without any further sync.
     drop(wal);
-    sim.crash(CrashMode::DropUnsynced);
-    let (got, _) = read_dir(
-        Arc::new(sim.clone()),
-        &dir,
-        RecoveryMode::AbsoluteConsistency,
-    )
-    .unwrap();
+    let (got, _) = crash_and_read(&sim, &dir);
     let got: Vec<(u64, String)> = got
         .into_iter()
         .map(|(l, p)| (l, String::from_utf8(p).unwrap()))
@@ -878,13 +872,7 @@ fn read_at_rolling_truncate_and_clean() {
     ));
     // And the directory agrees after a crash.
     drop(wal);
-    fs.crash(CrashMode::DropUnsynced);
-    let (got, _) = read_dir(
-        Arc::new(fs),
-        Path::new("/t"),
-        RecoveryMode::AbsoluteConsistency,
-    )
-    .unwrap();
+    let (got, _) = crash_and_read(&fs, Path::new("/t"));
     assert_eq!(got.first().unwrap().0, first);
     assert_eq!(got.last().unwrap().0, 59);
 }

@@ -6,12 +6,9 @@
 //! manifest whose data objects are missing) shows instead.
 #![cfg(feature = "failpoints")]
 
-use bytes::Bytes;
-use spate_checkpoint::store::{CheckpointDraft, CheckpointStore, StoreOptions, VerifyLevel};
-use spate_checkpoint::{
-    CheckpointError, CheckpointKind, Determinacy, GraphDescriptionBlob, RejectReason, Retention,
-};
-use spate_types::{BatchTime, DurationMs};
+use spate_checkpoint::store::{CheckpointStore, StoreOptions, VerifyLevel};
+use spate_checkpoint::{CheckpointError, Determinacy, RejectReason, Retention};
+use spate_types::BatchTime;
 use std::sync::Mutex;
 
 /// Fail points are process-global: one test at a time.
@@ -24,25 +21,9 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn draft(t: u64, objects: usize) -> CheckpointDraft {
-    let mut d = CheckpointDraft::new(
-        CheckpointKind::Data,
-        BatchTime(t),
-        BatchTime(1_000),
-        DurationMs(1_000),
-    );
-    d.graph = GraphDescriptionBlob {
-        fingerprint: "fp".into(),
-        bytes: b"graph".to_vec(),
-    };
-    for i in 0..objects {
-        d.new_objects.push((
-            format!("state-{i}"),
-            Bytes::from(vec![(t as u8) ^ (i as u8); 100]),
-        ));
-    }
-    d
-}
+#[path = "common/draft.rs"]
+mod draft;
+use draft::draft;
 
 fn store(dir: &std::path::Path) -> CheckpointStore {
     CheckpointStore::open(dir.to_str().unwrap(), StoreOptions::default()).unwrap()

@@ -141,9 +141,21 @@ impl Peer {
     }
 }
 
-fn start(addr: &str, config: SocketConfig, sink: &Arc<CollectingSink<String>>) -> Harness<String> {
+/// A socket receiver for `addr` with `config`, started in a [`Harness`] over `sink` (20 ms
+/// blocks), and its stats.
+fn start_with_stats(
+    addr: &str,
+    config: SocketConfig,
+    sink: &Arc<CollectingSink<String>>,
+) -> (Harness<String>, Arc<spate_sources::SocketStats>) {
     let rx = SocketTextReceiver::with_config(addr, config);
-    Harness::start_with_sink(rx, Arc::clone(sink), Duration::from_millis(20))
+    let stats = rx.stats();
+    let h = Harness::start_with_sink(rx, Arc::clone(sink), Duration::from_millis(20));
+    (h, stats)
+}
+
+fn start(addr: &str, config: SocketConfig, sink: &Arc<CollectingSink<String>>) -> Harness<String> {
+    start_with_stats(addr, config, sink).0
 }
 
 fn assert_strictly_increasing(p: &[u64]) {
@@ -154,9 +166,7 @@ fn assert_strictly_increasing(p: &[u64]) {
 fn hello_then_every_line_stored_with_its_position_and_acknowledged() {
     let (l, addr) = listen();
     let sink = Arc::new(CollectingSink::default());
-    let rx = SocketTextReceiver::with_config(&addr, ack_config());
-    let stats = rx.stats();
-    let h = Harness::start_with_sink(rx, Arc::clone(&sink), Duration::from_millis(20));
+    let (h, stats) = start_with_stats(&addr, ack_config(), &sink);
     let mut p = accept(&l);
     assert_eq!(p.hello(), 0);
     p.send(0, 5000);
@@ -209,9 +219,7 @@ fn resumes_from_the_durable_position_then_after_what_this_process_holds() {
 fn a_failed_store_is_not_acknowledged_and_its_lines_come_back_once() {
     let (l, addr) = listen();
     let sink = Arc::new(CollectingSink::default());
-    let rx = SocketTextReceiver::with_config(&addr, ack_config());
-    let stats = rx.stats();
-    let h = Harness::start_with_sink(rx, Arc::clone(&sink), Duration::from_millis(20));
+    let (h, stats) = start_with_stats(&addr, ack_config(), &sink);
     let mut p = accept(&l);
     assert_eq!(p.hello(), 0);
     p.send(0, 100);
@@ -254,9 +262,7 @@ fn lines_dropped_by_the_policies_still_count_in_the_numbering() {
         read_buffer_bytes: 4,
         ..ack_config()
     };
-    let rx = SocketTextReceiver::with_config(&addr, config);
-    let stats = rx.stats();
-    let h = Harness::start_with_sink(rx, Arc::clone(&sink), Duration::from_millis(20));
+    let (h, stats) = start_with_stats(&addr, config, &sink);
     let mut p = accept(&l);
     assert_eq!(p.hello(), 0);
     // 0: "a", 1: invalid UTF-8 (skipped), 2: too long (skipped), 3: "b" (CRLF).

@@ -5,9 +5,9 @@
 #![cfg(feature = "failpoints")]
 
 use parking_lot::Mutex;
-use spate_io::{FileSystem, ManualClock, SimFs, StdFs};
+use spate_io::{FileSystem, SimFs, StdFs};
 use spate_types::Lsn;
-use spate_wal::{RecoveryMode, SyncPolicy, Wal, WalError, WalOptions};
+use spate_wal::{Wal, WalError};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,16 +15,9 @@ use std::time::{Duration, Instant};
 /// Fail points are process-global: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn opts() -> WalOptions {
-    WalOptions {
-        segment_bytes: 4096,
-        preallocate: false,
-        sync_policy: SyncPolicy::Manual,
-        recovery: RecoveryMode::AbsoluteConsistency,
-        clock: Arc::new(ManualClock::new(1_000)),
-        ..WalOptions::default()
-    }
-}
+#[path = "common/opts.rs"]
+mod opts;
+use opts::opts;
 
 fn open_with(fs: Arc<dyn FileSystem>, dir: &Path) -> Wal {
     Wal::open(fs, dir, opts()).expect("open").0

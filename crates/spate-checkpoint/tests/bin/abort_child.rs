@@ -5,30 +5,11 @@
 //! manifest, in the `chaos-broken-manifest-first` build after it. Exits 3 if it ever gets past
 //! the fail point. Built only with `--features failpoints`.
 
-use bytes::Bytes;
-use spate_checkpoint::store::{CheckpointDraft, CheckpointStore, StoreOptions};
-use spate_checkpoint::{CheckpointKind, GraphDescriptionBlob};
-use spate_types::{BatchTime, DurationMs};
+use spate_checkpoint::store::{CheckpointStore, StoreOptions};
 
-fn draft(t: u64, objects: usize) -> CheckpointDraft {
-    let mut d = CheckpointDraft::new(
-        CheckpointKind::Data,
-        BatchTime(t),
-        BatchTime(1_000),
-        DurationMs(1_000),
-    );
-    d.graph = GraphDescriptionBlob {
-        fingerprint: "fp".into(),
-        bytes: b"graph".to_vec(),
-    };
-    for i in 0..objects {
-        d.new_objects.push((
-            format!("state-{i}"),
-            Bytes::from(vec![(t as u8) ^ (i as u8); 100]),
-        ));
-    }
-    d
-}
+#[path = "../common/draft.rs"]
+mod draft;
+use draft::draft;
 
 fn main() {
     let dir = std::env::args()

@@ -3,23 +3,19 @@
 //! fourth and syncs: the fail point aborts the process (SIGABRT) after that sync. Exits 3 if it
 //! ever gets past the fail point. Built only with `--features failpoints`.
 
-use spate_io::{ManualClock, StdFs};
-use spate_wal::{RecoveryMode, SyncPolicy, Wal, WalOptions};
+#[path = "../common/opts.rs"]
+mod opts;
+
+use opts::opts;
+use spate_io::StdFs;
+use spate_wal::Wal;
 use std::sync::Arc;
 
 fn main() {
     let dir = std::env::args()
         .nth(1)
         .expect("usage: wal-failpoint-abort-child <dir>");
-    let opts = WalOptions {
-        segment_bytes: 4096,
-        preallocate: false,
-        sync_policy: SyncPolicy::Manual,
-        recovery: RecoveryMode::AbsoluteConsistency,
-        clock: Arc::new(ManualClock::new(1_000)),
-        ..WalOptions::default()
-    };
-    let (wal, _) = Wal::open(Arc::new(StdFs), &dir, opts).expect("open wal");
+    let (wal, _) = Wal::open(Arc::new(StdFs), &dir, opts()).expect("open wal");
     for i in 0..3 {
         wal.append(1, format!("record-{i:04}").as_bytes())
             .expect("append");
