@@ -632,7 +632,7 @@ impl StreamingContext {
         let schedule = match decision {
             RecoveryDecision::Restore { schedule } => schedule,
             RecoveryDecision::Refuse(Refusal::CheckpointHasNoState { operator }) => {
-                return Err(StreamingError::State {
+                return Err(StreamingError::StateMismatch {
                     operator,
                     reason: format!("checkpoint {checkpoint} holds no state for it"),
                 })

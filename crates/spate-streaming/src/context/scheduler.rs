@@ -170,10 +170,10 @@ impl Inner {
                         })?,
                     (None, None) => std::path::PathBuf::from("spate-state"),
                 };
-                let store = spate_state::SledStore::open_fresh(&dir).map_err(|e| {
+                let store = spate_state::SledStore::open_fresh(&dir).map_err(|source| {
                     StreamingError::State {
                         operator: OperatorId(u32::MAX),
-                        reason: format!("opening sled at {}: {e}", dir.display()),
+                        source,
                     }
                 })?;
                 Ok(crate::state::BackendSource::Sled(Arc::new(store)))
