@@ -77,7 +77,7 @@ impl<T: Data> DStream<T> {
         if self.ctx.state() != crate::context::ContextState::Initialized {
             return Err(StreamingError::AlreadyStarted { kind: "name" });
         }
-        *self.node.meta.name.lock() = Some(name.into());
+        self.node.meta.set_name(name.into());
         Ok(self)
     }
 

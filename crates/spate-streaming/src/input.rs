@@ -238,7 +238,7 @@ impl<T: Send + Sync + 'static> InputStream for ReplayableInput<T> {
 
 fn add_records(inner: &Weak<Inner>, t: BatchTime, n: u64) {
     if let Some(i) = inner.upgrade() {
-        *i.batch_records.lock().entry(t).or_insert(0) += n;
+        i.add_batch_records(t, n);
     }
 }
 
@@ -337,7 +337,7 @@ impl StreamingContext {
     {
         let rid = self.next_receiver_id();
         let detail = format!("{} ({rid})", receiver.describe());
-        let tracker: Arc<Mutex<ReceivedBlockTracker>> = Arc::clone(&self.inner.tracker);
+        let tracker: Arc<Mutex<ReceivedBlockTracker>> = self.inner.shared_tracker();
         let h = Arc::clone(&handler);
         let node = self.register("receiver_stream", |id| {
             let read_tracker = Arc::clone(&tracker);

@@ -125,8 +125,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) pool: rayon::ThreadPool,
     state: Mutex<ContextState>,
-    pub(crate) graph: Mutex<GraphState>,
-    pub(crate) tracker: Arc<Mutex<ReceivedBlockTracker>>,
+    graph: Mutex<GraphState>,
+    tracker: Arc<Mutex<ReceivedBlockTracker>>,
     pub(crate) bus: Arc<ListenerBus>,
     progress: Mutex<Progress>,
     progress_cv: Condvar,
@@ -135,7 +135,7 @@ pub(crate) struct Inner {
     gen_stop_after_tick: AtomicBool,
     gen_stop_time: AtomicU64,
     zero_time: AtomicU64,
-    pub(crate) batch_records: Mutex<BTreeMap<BatchTime, u64>>,
+    batch_records: Mutex<BTreeMap<BatchTime, u64>>,
     stop_lock: Mutex<()>,
     /// Checkpointing (WAL, store, writer), when a checkpoint location is configured.
     pub(crate) durability: Option<Arc<Checkpointer>>,
@@ -856,6 +856,48 @@ fn take_failure(p: &mut Progress) -> Option<Result<()>> {
 }
 
 impl Inner {
+    /// The graph's input streams, in registration order.
+    pub(crate) fn inputs(&self) -> Vec<Arc<dyn InputStream>> {
+        self.graph.lock().inputs.clone()
+    }
+
+    /// The graph's stateful operators, in registration order.
+    pub(crate) fn state_ops(&self) -> Vec<Arc<dyn crate::state::StatefulOp>> {
+        self.graph.lock().state_ops.clone()
+    }
+
+    /// Adds a stateful operator to the graph (its state is checkpointed and restored).
+    pub(crate) fn register_state_op(&self, op: Arc<dyn crate::state::StatefulOp>) {
+        self.graph.lock().state_ops.push(op);
+    }
+
+    /// The block tracker, to hand to a receiver's supervisor and its input stream (they add the
+    /// blocks they store and read the blocks allocated to a batch).
+    pub(crate) fn shared_tracker(&self) -> Arc<Mutex<ReceivedBlockTracker>> {
+        Arc::clone(&self.tracker)
+    }
+
+    /// Recovery step 3: applies the replayed tracker events in log order; returns how many blocks
+    /// are left unallocated and the batch times that have allocations.
+    pub(crate) fn replay_tracker_events<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a crate::tracker::TrackerEvent>,
+    ) -> (usize, std::collections::BTreeSet<BatchTime>) {
+        let mut tr = self.tracker.lock();
+        for e in events {
+            tr.apply(e);
+        }
+        (
+            tr.unallocated_blocks(),
+            tr.allocated_times().into_iter().collect(),
+        )
+    }
+
+    /// Counts `n` records read by a replayable source into batch `t`'s record count.
+    pub(crate) fn add_batch_records(&self, t: BatchTime, n: u64) {
+        *self.batch_records.lock().entry(t).or_insert(0) += n;
+    }
+
     fn mark_terminated(&self) {
         let mut p = self.progress.lock();
         p.terminated = true;

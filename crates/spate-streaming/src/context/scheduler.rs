@@ -18,10 +18,7 @@ impl Inner {
         self.bus.post(Event::BatchStarted(info.clone()));
         for op in &jobs {
             let meta = &op.meta.meta;
-            let description = match &*meta.name.lock() {
-                Some(n) => format!("{} {n:?}", meta.kind),
-                None => meta.kind.to_owned(),
-            };
+            let description = meta.kind_and_name();
             let mut oi = OutputOperationInfo {
                 batch_time: time,
                 operator: meta.id,

@@ -646,7 +646,7 @@ impl<T: Data> DStream<T> {
     /// [`StreamingError::InvalidArgument`] if this stream is not stateful;
     /// [`StreamingError::AlreadyStarted`].
     pub fn checkpoint(&self, interval: DurationMs) -> Result<Self> {
-        let ops = self.ctx.inner.graph.lock().state_ops.clone();
+        let ops = self.ctx.inner.state_ops();
         let id = self.id();
         let Some(op) = ops.iter().find(|o| o.operator() == id) else {
             return Err(StreamingError::InvalidArgument {
@@ -763,12 +763,7 @@ where
             },
         )?;
         let _ = op.core.op.set(stream.id());
-        self.ctx
-            .inner
-            .graph
-            .lock()
-            .state_ops
-            .push(op as Arc<dyn StatefulOp>);
+        self.ctx.inner.register_state_op(op as Arc<dyn StatefulOp>);
         Ok(stream)
     }
 
@@ -878,10 +873,7 @@ where
         let _ = op.core.op.set(stream.id());
         self.ctx
             .inner
-            .graph
-            .lock()
-            .state_ops
-            .push(Arc::clone(&op) as Arc<dyn StatefulOp>);
+            .register_state_op(Arc::clone(&op) as Arc<dyn StatefulOp>);
         Ok(MapWithStateDStream { stream, op })
     }
 }
