@@ -35,6 +35,7 @@ use std::time::Instant;
 /// How a `get_or_create` ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RestartOutcome {
     /// No checkpoint: a fresh context was built.
     Fresh,

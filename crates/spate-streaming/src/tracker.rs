@@ -44,6 +44,7 @@ impl AllocatedBlocks {
 /// A tracker state transition (Spark's `BlockAdditionEvent`, `BatchAllocationEvent`,
 /// `BatchCleanupEvent`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum TrackerEvent {
     /// A block was stored and awaits allocation.
     BlockAdded(ReceivedBlockInfo),

@@ -40,6 +40,7 @@ pub(crate) fn clear_active_registration() {
 
 /// Lifecycle state of a context (Spark's `StreamingContextState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ContextState {
     /// Created; operators may be added.
     Initialized,
