@@ -163,7 +163,10 @@ impl<T: Send + Sync + 'static> InputStream for ReplayableInput<T> {
             position,
             selections,
         })
-        .map_err(|e| StreamingError::spawn("source position encoding", e))?;
+        .map_err(|source| StreamingError::Encode {
+            what: "a source position",
+            source,
+        })?;
         Ok(vec![(input_key(self.operator), bytes)])
     }
 
