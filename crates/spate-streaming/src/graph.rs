@@ -39,14 +39,12 @@ pub(crate) struct NodeMeta {
 }
 
 impl NodeMeta {
-    #[allow(clippy::too_many_arguments)]
+    /// An operator with no window, partition count, state or detail yet (the caller sets those).
     pub(crate) fn new(
         id: OperatorId,
         kind: &'static str,
         inputs: Vec<OperatorId>,
         slide: DurationMs,
-        window: Option<DurationMs>,
-        partitions: Option<u32>,
         element_type: &'static str,
     ) -> Self {
         NodeMeta {
@@ -55,8 +53,8 @@ impl NodeMeta {
             name: Mutex::new(None),
             inputs,
             slide,
-            window,
-            partitions,
+            window: None,
+            partitions: None,
             element_type,
             state_type: None,
             state_version: None,

@@ -257,8 +257,6 @@ impl StreamingContext {
             kind,
             Vec::new(),
             self.inner.config.batch_interval,
-            None,
-            None,
             std::any::type_name::<T>(),
         );
         m.detail = detail;

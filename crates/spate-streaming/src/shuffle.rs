@@ -147,14 +147,19 @@ where
             for m in maps {
                 merge_into(&mut acc, m, merge_combiners);
             }
-            Arc::new(
-                acc.into_iter()
-                    .filter_map(|(k, c)| c.map(|c| (k, c)))
-                    .collect::<Vec<_>>(),
-            )
+            present(acc)
         })
         .collect();
     Batch::from_arcs(out)
+}
+
+/// The keys of a merged bucket that still hold a combiner, as one partition.
+fn present<K, C>(acc: FxHashMap<K, Option<C>>) -> Arc<Vec<(K, C)>> {
+    Arc::new(
+        acc.into_iter()
+            .filter_map(|(k, c)| c.map(|c| (k, c)))
+            .collect(),
+    )
 }
 
 /// Spark's `cogroup`: both sides hash-partitioned into `n` partitions; per key the values of each
@@ -232,11 +237,7 @@ where
                     },
                 );
             }
-            Arc::new(
-                acc.into_iter()
-                    .filter_map(|(k, c)| c.map(|c| (k, c)))
-                    .collect::<Vec<_>>(),
-            )
+            present(acc)
         })
         .collect();
     Batch::from_arcs(out)
