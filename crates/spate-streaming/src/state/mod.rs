@@ -452,6 +452,9 @@ macro_rules! delegate_to_core {
         fn interval(&self) -> DurationMs {
             DurationMs(self.core.interval.load(Ordering::Acquire))
         }
+        fn len(&self) -> u64 {
+            self.core.total_len()
+        }
     };
 }
 
@@ -486,9 +489,6 @@ where
         _output: Option<&[u8]>,
     ) -> Result<()> {
         self.core.restore_objects(t, objects)
-    }
-    fn len(&self) -> u64 {
-        self.core.total_len()
     }
 }
 
@@ -563,9 +563,6 @@ where
         };
         *self.last.lock() = Some((t, Batch::from_partitions(parts)));
         Ok(())
-    }
-    fn len(&self) -> u64 {
-        self.core.total_len()
     }
 }
 
