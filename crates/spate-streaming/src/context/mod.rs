@@ -763,8 +763,8 @@ impl StreamingContext {
     pub fn await_termination(&self) -> Result<()> {
         let mut p = self.inner.progress.lock();
         loop {
-            if let Some(r) = take_failure(&mut p) {
-                return r;
+            if let Some(e) = take_failure(&mut p) {
+                return Err(e);
             }
             if p.terminated {
                 return Ok(());
@@ -779,24 +779,8 @@ impl StreamingContext {
     /// # Errors
     /// As [`await_termination`](Self::await_termination).
     pub fn await_termination_timeout(&self, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        let mut p = self.inner.progress.lock();
-        loop {
-            if let Some(r) = take_failure(&mut p) {
-                return r.map(|()| true);
-            }
-            if p.terminated {
-                return Ok(true);
-            }
-            if self
-                .inner
-                .progress_cv
-                .wait_until(&mut p, deadline)
-                .timed_out()
-            {
-                return Ok(p.terminated);
-            }
-        }
+        self.inner
+            .wait_progress(timeout, |p| p.terminated.then_some(true), |p| p.terminated)
     }
 
     /// Blocks until batch `time` has been processed (all its jobs ran) or `timeout` (real time)
@@ -805,30 +789,22 @@ impl StreamingContext {
     /// # Errors
     /// The first failure, as [`await_termination`](Self::await_termination).
     pub fn await_batch_completed(&self, time: BatchTime, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        let mut p = self.inner.progress.lock();
-        loop {
-            if let Some(r) = take_failure(&mut p) {
-                return r.map(|()| false);
-            }
-            if p.processed.contains(&time)
-                || p.last_processed
-                    .is_some_and(|l| l > time && self.inner.config.concurrent_jobs == 1)
-            {
-                return Ok(true);
-            }
-            if p.terminated {
-                return Ok(false);
-            }
-            if self
-                .inner
-                .progress_cv
-                .wait_until(&mut p, deadline)
-                .timed_out()
-            {
-                return Ok(p.processed.contains(&time));
-            }
-        }
+        let sequential = self.inner.config.concurrent_jobs == 1;
+        self.inner.wait_progress(
+            timeout,
+            |p| {
+                if p.processed.contains(&time)
+                    || p.last_processed.is_some_and(|l| l > time && sequential)
+                {
+                    Some(true)
+                } else if p.terminated {
+                    Some(false)
+                } else {
+                    None
+                }
+            },
+            |p| p.processed.contains(&time),
+        )
     }
 
     /// The batch times operator `op` currently memoises (Spark's `generatedRDDs` keys); empty for
@@ -847,16 +823,40 @@ impl StreamingContext {
     }
 }
 
-fn take_failure(p: &mut Progress) -> Option<Result<()>> {
+fn take_failure(p: &mut Progress) -> Option<StreamingError> {
     if let Some(e) = p.error.take() {
-        return Some(Err(e));
+        return Some(e);
     }
     p.error_text
         .as_ref()
-        .map(|m| Err(StreamingError::Failed { message: m.clone() }))
+        .map(|m| StreamingError::Failed { message: m.clone() })
 }
 
 impl Inner {
+    /// Waits on the progress condition for at most `timeout` (real time): the first failure wins
+    /// (once, then as [`StreamingError::Failed`]), then `done`'s answer, then at the deadline
+    /// `at_deadline`'s.
+    fn wait_progress(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Progress) -> Option<bool>,
+        at_deadline: impl Fn(&Progress) -> bool,
+    ) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.progress.lock();
+        loop {
+            if let Some(e) = take_failure(&mut p) {
+                return Err(e);
+            }
+            if let Some(answer) = done(&p) {
+                return Ok(answer);
+            }
+            if self.progress_cv.wait_until(&mut p, deadline).timed_out() {
+                return Ok(at_deadline(&p));
+            }
+        }
+    }
+
     /// The graph's input streams, in registration order.
     pub(crate) fn inputs(&self) -> Vec<Arc<dyn InputStream>> {
         self.graph.lock().inputs.clone()
