@@ -8,7 +8,7 @@ use crate::error::{Result, StreamingError};
 use crate::graph::NodeMeta;
 use crate::journal::WalBlockHandler;
 use crate::supervisor::{Supervisor, SupervisorConfig};
-use crate::tracker::{BlockHandler, MemoryBlockHandler, ReceivedBlockInfo, ReceivedBlockTracker};
+use crate::tracker::{BlockHandler, MemoryBlockHandler, ReceivedBlockInfo};
 use parking_lot::Mutex;
 use spate_sources::{Receiver, ReplayableSource, Selection};
 use spate_types::{BatchTime, OperatorId, ReceiverId};
@@ -338,14 +338,14 @@ impl StreamingContext {
     {
         let rid = self.next_receiver_id();
         let detail = format!("{} ({rid})", receiver.describe());
-        let tracker: Arc<Mutex<ReceivedBlockTracker>> = self.inner.shared_tracker();
+        let tracker = self.inner.shared_tracker();
         let h = Arc::clone(&handler);
         let node = self.register("receiver_stream", |id| {
-            let read_tracker = Arc::clone(&tracker);
+            let read_tracker = tracker.clone();
             (
                 self.input_meta::<T>(id, "receiver_stream", Some(detail)),
                 Box::new(move |t| {
-                    let alloc = read_tracker.lock().blocks_of_batch(t);
+                    let alloc = read_tracker.blocks_of_batch(t);
                     let mut parts = Vec::new();
                     if let Some(blocks) = alloc.blocks.get(&rid) {
                         for b in blocks {

@@ -16,7 +16,7 @@ use crate::listener::{BatchInfo, Event, ListenerBus, OutputOperationInfo, Stream
 use crate::plan::{
     orphan_wal, plan_completion, plan_restart, snapshot_or_delta, CompletionCommit, CompletionFacts,
 };
-use crate::tracker::{ReceivedBlockInfo, ReceivedBlockTracker};
+use crate::tracker::{ReceivedBlockInfo, SharedTracker};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 use spate_io::{Clock, SystemClock};
@@ -127,7 +127,7 @@ pub(crate) struct Inner {
     pub(crate) pool: rayon::ThreadPool,
     state: Mutex<ContextState>,
     graph: Mutex<GraphState>,
-    tracker: Arc<Mutex<ReceivedBlockTracker>>,
+    tracker: SharedTracker,
     pub(crate) bus: Arc<ListenerBus>,
     progress: Mutex<Progress>,
     progress_cv: Condvar,
@@ -232,7 +232,7 @@ impl StreamingContext {
                 pool,
                 state: Mutex::new(ContextState::Initialized),
                 graph: Mutex::new(GraphState::default()),
-                tracker: Arc::new(Mutex::new(ReceivedBlockTracker::new())),
+                tracker: SharedTracker::new(),
                 bus: Arc::new(ListenerBus::new()),
                 progress: Mutex::new(Progress::default()),
                 progress_cv: Condvar::new(),
@@ -696,10 +696,10 @@ impl StreamingContext {
         if graceful {
             // 2. Wait until all received blocks are allocated.
             let deadline = Instant::now() + timeout;
-            while inner.tracker.lock().has_unallocated_blocks() && Instant::now() < deadline {
+            while inner.tracker.has_unallocated_blocks() && Instant::now() < deadline {
                 std::thread::sleep(POLL);
             }
-            if inner.tracker.lock().has_unallocated_blocks() {
+            if inner.tracker.has_unallocated_blocks() {
                 tracing::warn!("graceful stop: received blocks still unallocated after timeout");
             }
             // 3. One last tick.
@@ -874,8 +874,8 @@ impl Inner {
 
     /// The block tracker, to hand to a receiver's supervisor and its input stream (they add the
     /// blocks they store and read the blocks allocated to a batch).
-    pub(crate) fn shared_tracker(&self) -> Arc<Mutex<ReceivedBlockTracker>> {
-        Arc::clone(&self.tracker)
+    pub(crate) fn shared_tracker(&self) -> SharedTracker {
+        self.tracker.clone()
     }
 
     /// Recovery step 3: applies the replayed tracker events in log order; returns how many blocks
@@ -884,14 +884,15 @@ impl Inner {
         &self,
         events: impl IntoIterator<Item = &'a crate::tracker::TrackerEvent>,
     ) -> (usize, std::collections::BTreeSet<BatchTime>) {
-        let mut tr = self.tracker.lock();
-        for e in events {
-            tr.apply(e);
-        }
-        (
-            tr.unallocated_blocks(),
-            tr.allocated_times().into_iter().collect(),
-        )
+        self.tracker.with_locked(|tr| {
+            for e in events {
+                tr.apply(e);
+            }
+            (
+                tr.unallocated_blocks(),
+                tr.allocated_times().into_iter().collect(),
+            )
+        })
     }
 
     /// Counts `n` records read by a replayable source into batch `t`'s record count.

@@ -134,7 +134,9 @@ impl Inner {
             }
             (_, CompletionCommit::None) | (None, _) => {
                 let inputs = self.graph.lock().inputs.clone();
-                let (_, removed) = self.tracker.lock().cleanup_old_batches(before);
+                let (_, removed) = self
+                    .tracker
+                    .with_locked(|tr| tr.cleanup_old_batches(before));
                 for i in &inputs {
                     i.clear(before, &removed);
                 }
