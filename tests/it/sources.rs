@@ -5,7 +5,7 @@ use spate_sources::file::{decode_selection, FileSourceConfig, TextFileSource};
 use spate_sources::lines::{InvalidUtf8Policy, LinePolicy, OverlongPolicy};
 use spate_sources::socket::{SocketConfig, SocketTextReceiver};
 use spate_sources::testing::Harness;
-use spate_sources::{ReplayableSource, SourceError};
+use spate_sources::{InputChange, ReplayableSource, SourceError};
 use spate_types::{BatchTime, DurationMs};
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -470,9 +470,12 @@ fn file_source_detects_changed_and_deleted_files() {
     f.write_all(b"more\n").unwrap();
     drop(f);
     match src.read(&s) {
-        Err(SourceError::Changed { path, reason }) => {
+        Err(SourceError::Changed { path, change }) => {
             assert!(path.ends_with("b.txt"), "{path}");
-            assert!(reason.contains("size"), "{reason}");
+            assert!(
+                matches!(change, InputChange::Size { selected: 2, .. }),
+                "{change:?}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -483,7 +486,7 @@ fn file_source_detects_changed_and_deleted_files() {
     assert!(src.read(&s).is_ok());
     std::fs::remove_file(d.path().join("c.txt")).unwrap();
     match src.read(&s) {
-        Err(SourceError::Changed { reason, .. }) => assert!(reason.contains("deleted")),
+        Err(SourceError::Changed { change, .. }) => assert_eq!(change, InputChange::Deleted),
         other => panic!("{other:?}"),
     }
 }

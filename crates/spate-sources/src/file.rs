@@ -27,7 +27,7 @@
 //! selected per batch within the remember window (Spark checkpoints the same per-batch file lists).
 
 use crate::lines::{split_lines, LineCounts, LinePolicy, SplitError};
-use crate::receiver::{ReplayableSource, Selection, SourceError};
+use crate::receiver::{InputChange, ReplayableSource, Selection, SourceError};
 use serde::{Deserialize, Serialize};
 use spate_types::{codec, BatchTime, DurationMs};
 use std::collections::{BTreeMap, HashSet};
@@ -274,24 +274,23 @@ impl TextFileSource {
 
     fn read_file(&self, path: &Path, f: &SelectedFile) -> Result<Vec<u8>, SourceError> {
         let p = path.display().to_string();
-        let changed = |reason: String| SourceError::Changed {
+        let changed = |change: InputChange| SourceError::Changed {
             path: p.clone(),
-            reason,
+            change,
         };
         let check = |meta: &std::fs::Metadata| -> Result<(), SourceError> {
             if meta.len() != f.size {
-                return Err(changed(format!(
-                    "size is {} bytes, was {} when selected",
-                    meta.len(),
-                    f.size
-                )));
+                return Err(changed(InputChange::Size {
+                    selected: f.size,
+                    now: meta.len(),
+                }));
             }
             let m = mtime_ms(meta).unwrap_or(0);
             if m != f.mtime_ms {
-                return Err(changed(format!(
-                    "mtime is {m} ms, was {} ms when selected",
-                    f.mtime_ms
-                )));
+                return Err(changed(InputChange::Mtime {
+                    selected_ms: f.mtime_ms,
+                    now_ms: m,
+                }));
             }
             Ok(())
         };
@@ -307,7 +306,7 @@ impl TextFileSource {
         }
         let mut file = std::fs::File::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                changed("file was deleted after it was selected".into())
+                changed(InputChange::Deleted)
             } else {
                 SourceError::Io {
                     op: "open",
@@ -329,11 +328,10 @@ impl TextFileSource {
             .read_to_end(&mut data)
             .map_err(|e| io("read", e))?;
         if data.len() as u64 != f.size {
-            return Err(changed(format!(
-                "read {} bytes, {} when selected",
-                data.len(),
-                f.size
-            )));
+            return Err(changed(InputChange::ReadLength {
+                selected: f.size,
+                read: data.len() as u64,
+            }));
         }
         check(&file.metadata().map_err(|e| io("stat", e))?)?;
         Ok(data)

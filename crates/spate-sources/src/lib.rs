@@ -28,7 +28,7 @@ pub use file::{
 };
 pub use lines::{InvalidUtf8Policy, LineCounts, LinePolicy, OverlongPolicy};
 pub use receiver::{
-    Receiver, ReceiverContext, ReceiverError, ReceiverSink, ReplayableSource, Selection,
-    SourceError, StoreError,
+    InputChange, Receiver, ReceiverContext, ReceiverError, ReceiverSink, ReplayableSource,
+    Selection, SourceError, StoreError,
 };
 pub use socket::{SocketConfig, SocketStats, SocketStatsSnapshot, SocketTextReceiver};

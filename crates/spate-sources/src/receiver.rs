@@ -219,12 +219,12 @@ pub enum SourceError {
     },
     /// A selected input is no longer readable as it was when selected (deleted or changed file):
     /// replaying it would not reproduce the batch.
-    #[error("input changed since it was selected: {path}: {reason}")]
+    #[error("input changed since it was selected: {path}: {change}")]
     Changed {
         /// The input that changed.
         path: String,
         /// How it changed.
-        reason: String,
+        change: InputChange,
     },
     /// The input's bytes violate the source's configured policy (invalid UTF-8 or an overlong line
     /// under an `Error` policy, a file larger than the limit).
@@ -237,6 +237,56 @@ pub enum SourceError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// How a selected input differs, on replay, from what was selected ([`SourceError::Changed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputChange {
+    /// The input was deleted after it was selected.
+    Deleted,
+    /// The input's size differs from the selected size.
+    Size {
+        /// The size recorded in the selection (bytes).
+        selected: u64,
+        /// The size found now (bytes).
+        now: u64,
+    },
+    /// The input's modification time differs from the selected one.
+    Mtime {
+        /// The modification time recorded in the selection (ms since the epoch).
+        selected_ms: u64,
+        /// The modification time found now (ms since the epoch).
+        now_ms: u64,
+    },
+    /// Reading the input returned another number of bytes than the selected size.
+    ReadLength {
+        /// The size recorded in the selection (bytes).
+        selected: u64,
+        /// The bytes read.
+        read: u64,
+    },
+}
+
+impl fmt::Display for InputChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputChange::Deleted => f.write_str("file was deleted after it was selected"),
+            InputChange::Size { selected, now } => {
+                write!(f, "size is {now} bytes, was {selected} when selected")
+            }
+            InputChange::Mtime {
+                selected_ms,
+                now_ms,
+            } => write!(
+                f,
+                "mtime is {now_ms} ms, was {selected_ms} ms when selected"
+            ),
+            InputChange::ReadLength { selected, read } => {
+                write!(f, "read {read} bytes, {selected} when selected")
+            }
+        }
+    }
 }
 
 /// A pull-based, replayable input (Spark's `InputDStream.compute` for file streams; Kafka-style

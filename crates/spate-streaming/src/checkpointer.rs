@@ -13,7 +13,7 @@ use crate::plan::{OpFacts, RestartFacts, SnapshotOrDelta};
 use crate::recovery::RestartSchedule;
 use crate::recovery::{RestartReport, WalRecoverySummary};
 use crate::state::StatefulOp;
-use crate::tracker::{ReceivedBlockInfo, ReceivedBlockTracker, TrackerEvent};
+use crate::tracker::{ReceivedBlockInfo, SharedTracker, TrackerEvent};
 use parking_lot::{Condvar, Mutex};
 use spate_checkpoint::{
     BlockingCheckpointStore, CheckpointDraft, CheckpointError, CheckpointKind, CheckpointPaths,
@@ -482,15 +482,14 @@ impl Checkpointer {
     /// from the block handlers).
     pub(crate) fn on_completion_durable(
         &self,
-        tracker: &Mutex<ReceivedBlockTracker>,
+        tracker: &SharedTracker,
         before: BatchTime,
     ) -> Result<Vec<ReceivedBlockInfo>> {
         spate_types::spate_fail!("engine::cleanup::before", |a| Err(self
             .wal
             .failpoint("engine::cleanup::before", &a)));
         let mut removed = Vec::new();
-        let bound = {
-            let mut tr = tracker.lock();
+        let bound = tracker.with_locked(|tr| -> Result<_> {
             if let Some((ev, blocks)) = tr.plan_cleanup(before) {
                 if self.logs_allocations() {
                     self.wal.append_event(&ev)?;
@@ -501,13 +500,13 @@ impl Checkpointer {
             let mut s = self.state.lock();
             let keep = s.batch_lsn.split_off(&before);
             s.batch_lsn = keep;
-            crate::plan::wal_truncate_below(
+            Ok(crate::plan::wal_truncate_below(
                 self.wal.next_lsn(),
                 s.batch_lsn.values().copied(),
                 tr.referenced_blocks()
                     .filter_map(|b| block_handle(b).map(|h| h.lsn)),
-            )
-        };
+            ))
+        })?;
         self.wal.truncate_before(bound)?;
         Ok(removed)
     }

@@ -119,6 +119,7 @@ pub struct StreamingConfig {
 /// Where stateful operators keep their state (see [`StreamingConfig::state_backend`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StateBackendKind {
     /// In memory (hash maps per partition).
     #[default]
@@ -144,6 +145,7 @@ impl std::str::FromStr for StateBackendKind {
 /// [`StreamingConfig::missed_batches`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum MissedBatches {
     /// Generate every grid time in `[checkpoint time, restart time)` (Spark's behaviour): windows see
     /// every batch; a long outage means many (mostly empty) batches on restart.

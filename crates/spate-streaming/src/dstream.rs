@@ -77,7 +77,7 @@ impl<T: Data> DStream<T> {
         if self.ctx.state() != crate::context::ContextState::Initialized {
             return Err(StreamingError::AlreadyStarted { kind: "name" });
         }
-        *self.node.meta.name.lock() = Some(name.into());
+        self.node.meta.set_name(name.into());
         Ok(self)
     }
 
@@ -90,15 +90,7 @@ impl<T: Data> DStream<T> {
     ) -> Result<DStream<U>> {
         let slide = self.slide();
         let node = self.ctx.register::<U>(kind, |id| {
-            let mut m = NodeMeta::new(
-                id,
-                kind,
-                inputs,
-                slide,
-                None,
-                None,
-                std::any::type_name::<U>(),
-            );
+            let mut m = NodeMeta::new(id, kind, inputs, slide, std::any::type_name::<U>());
             adjust(&mut m);
             (m, Box::new(compute))
         })?;
@@ -131,15 +123,7 @@ impl<T: Data> DStream<T> {
         let slide = self.slide();
         let input = self.id();
         let node = self.ctx.register_narrow::<U>(kind, |id| {
-            let m = NodeMeta::new(
-                id,
-                kind,
-                vec![input],
-                slide,
-                None,
-                None,
-                std::any::type_name::<U>(),
-            );
+            let m = NodeMeta::new(id, kind, vec![input], slide, std::any::type_name::<U>());
             let f: NarrowFn<U> = Box::new(move |t| {
                 Ok(parent.producers(t)?.map(|ps| {
                     ps.into_iter()

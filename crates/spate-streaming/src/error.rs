@@ -201,12 +201,34 @@ pub enum StreamingError {
         /// Valid records found, if the WAL was read (`get_or_create` refuses before opening it).
         records: Option<u64>,
     },
-    /// A stateful operator's state could not be read, updated, checkpointed or restored.
-    #[error("state of {operator}: {reason}")]
+    /// A stateful operator's state backend failed (read, update, export, import, open).
+    #[error("state of {operator}: {source}")]
     State {
+        /// The stateful operator (`u32::MAX` when opening the shared store, before any operator).
+        operator: OperatorId,
+        /// The state crate's error.
+        #[source]
+        source: spate_state::StateError,
+    },
+    /// A partition's checkpointed state objects do not form a valid chain for the operator.
+    #[error("state of {operator} partition {partition}: {source}")]
+    StateRestore {
         /// The stateful operator.
         operator: OperatorId,
-        /// What went wrong.
+        /// The partition whose objects were rejected.
+        partition: spate_types::PartitionId,
+        /// Which chain rule the objects broke.
+        #[source]
+        source: spate_state::format::RestoreError,
+    },
+    /// A stateful operator's state is not at the point the engine needs (not opened, already past
+    /// the batch, a partition count or batch time that differs from the checkpoint's, no state in
+    /// the checkpoint). Nothing was changed.
+    #[error("state of {operator}: {reason}")]
+    StateMismatch {
+        /// The stateful operator.
+        operator: OperatorId,
+        /// What differs.
         reason: String,
     },
     /// The checkpoint is older than what the WAL still holds: batches it would need to recompute

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 pub(crate) struct NodeMeta {
     pub(crate) id: OperatorId,
     pub(crate) kind: &'static str,
-    pub(crate) name: Mutex<Option<String>>,
+    name: Mutex<Option<String>>,
     pub(crate) inputs: Vec<OperatorId>,
     pub(crate) slide: DurationMs,
     pub(crate) window: Option<DurationMs>,
@@ -39,14 +39,12 @@ pub(crate) struct NodeMeta {
 }
 
 impl NodeMeta {
-    #[allow(clippy::too_many_arguments)]
+    /// An operator with no window, partition count, state or detail yet (the caller sets those).
     pub(crate) fn new(
         id: OperatorId,
         kind: &'static str,
         inputs: Vec<OperatorId>,
         slide: DurationMs,
-        window: Option<DurationMs>,
-        partitions: Option<u32>,
         element_type: &'static str,
     ) -> Self {
         NodeMeta {
@@ -55,8 +53,8 @@ impl NodeMeta {
             name: Mutex::new(None),
             inputs,
             slide,
-            window,
-            partitions,
+            window: None,
+            partitions: None,
             element_type,
             state_type: None,
             state_version: None,
@@ -75,6 +73,19 @@ impl NodeMeta {
     pub(crate) fn is_time_valid(&self, t: BatchTime) -> bool {
         let zero = self.zero_time.load(Ordering::Acquire);
         zero != u64::MAX && t.0 > zero && (t.0 - zero).is_multiple_of(self.slide.0)
+    }
+
+    /// Names the operator (`DStream::named`); shown in descriptions and job listings.
+    pub(crate) fn set_name(&self, name: String) {
+        *self.name.lock() = Some(name);
+    }
+
+    /// The operator's kind, followed by its name if it has one (`foreach_batch "sink"`).
+    pub(crate) fn kind_and_name(&self) -> String {
+        match &*self.name.lock() {
+            Some(n) => format!("{} {n:?}", self.kind),
+            None => self.kind.to_owned(),
+        }
     }
 
     pub(crate) fn describe(&self) -> OperatorDescription {

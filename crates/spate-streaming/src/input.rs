@@ -8,7 +8,7 @@ use crate::error::{Result, StreamingError};
 use crate::graph::NodeMeta;
 use crate::journal::WalBlockHandler;
 use crate::supervisor::{Supervisor, SupervisorConfig};
-use crate::tracker::{BlockHandler, MemoryBlockHandler, ReceivedBlockInfo, ReceivedBlockTracker};
+use crate::tracker::{BlockHandler, MemoryBlockHandler, ReceivedBlockInfo};
 use parking_lot::Mutex;
 use spate_sources::{Receiver, ReplayableSource, Selection};
 use spate_types::{BatchTime, OperatorId, ReceiverId};
@@ -163,7 +163,10 @@ impl<T: Send + Sync + 'static> InputStream for ReplayableInput<T> {
             position,
             selections,
         })
-        .map_err(|e| StreamingError::spawn("source position encoding", e))?;
+        .map_err(|source| StreamingError::Encode {
+            what: "a source position",
+            source,
+        })?;
         Ok(vec![(input_key(self.operator), bytes)])
     }
 
@@ -238,7 +241,7 @@ impl<T: Send + Sync + 'static> InputStream for ReplayableInput<T> {
 
 fn add_records(inner: &Weak<Inner>, t: BatchTime, n: u64) {
     if let Some(i) = inner.upgrade() {
-        *i.batch_records.lock().entry(t).or_insert(0) += n;
+        i.add_batch_records(t, n);
     }
 }
 
@@ -254,8 +257,6 @@ impl StreamingContext {
             kind,
             Vec::new(),
             self.inner.config.batch_interval,
-            None,
-            None,
             std::any::type_name::<T>(),
         );
         m.detail = detail;
@@ -337,14 +338,14 @@ impl StreamingContext {
     {
         let rid = self.next_receiver_id();
         let detail = format!("{} ({rid})", receiver.describe());
-        let tracker: Arc<Mutex<ReceivedBlockTracker>> = Arc::clone(&self.inner.tracker);
+        let tracker = self.inner.shared_tracker();
         let h = Arc::clone(&handler);
         let node = self.register("receiver_stream", |id| {
-            let read_tracker = Arc::clone(&tracker);
+            let read_tracker = tracker.clone();
             (
                 self.input_meta::<T>(id, "receiver_stream", Some(detail)),
                 Box::new(move |t| {
-                    let alloc = read_tracker.lock().blocks_of_batch(t);
+                    let alloc = read_tracker.blocks_of_batch(t);
                     let mut parts = Vec::new();
                     if let Some(blocks) = alloc.blocks.get(&rid) {
                         for b in blocks {

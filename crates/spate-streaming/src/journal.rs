@@ -199,7 +199,10 @@ impl EngineWal {
             num_records,
             position,
         })
-        .map_err(|e| StreamingError::spawn("block header encoding", e))?;
+        .map_err(|source| StreamingError::Encode {
+            what: "a WAL block header",
+            source,
+        })?;
         let mut payload = Vec::with_capacity(4 + header.len() + data.len());
         payload.extend_from_slice(
             &u32::try_from(header.len())
@@ -250,8 +253,10 @@ impl EngineWal {
             TrackerEvent::BatchCleanup { .. } => KIND_CLEANUP,
             TrackerEvent::BlockAdded(_) => KIND_BLOCK,
         };
-        let payload = spate_types::codec::encode(e)
-            .map_err(|e| StreamingError::spawn("tracker event encoding", e))?;
+        let payload = spate_types::codec::encode(e).map_err(|source| StreamingError::Encode {
+            what: "a WAL tracker event",
+            source,
+        })?;
         self.wal.append(kind, &payload).map_err(|e| self.err(e))
     }
 
@@ -260,8 +265,11 @@ impl EngineWal {
         spate_types::spate_fail!("engine::selection::before", |a| Err(
             self.failpoint("engine::selection::before", &a)
         ));
-        let payload = spate_types::codec::encode(&(op, sel))
-            .map_err(|e| StreamingError::spawn("selection encoding", e))?;
+        let payload =
+            spate_types::codec::encode(&(op, sel)).map_err(|source| StreamingError::Encode {
+                what: "a WAL source selection",
+                source,
+            })?;
         self.wal
             .append(KIND_SELECTED, &payload)
             .map_err(|e| self.err(e))

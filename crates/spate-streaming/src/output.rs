@@ -80,15 +80,7 @@ impl<T: Data> DStream<T> {
         let slide = self.slide();
         let input = self.id();
         let node: Arc<Node<()>> = self.ctx.register::<()>(kind, |id| {
-            let mut m = NodeMeta::new(
-                id,
-                kind,
-                vec![input],
-                slide,
-                None,
-                None,
-                std::any::type_name::<T>(),
-            );
+            let mut m = NodeMeta::new(id, kind, vec![input], slide, std::any::type_name::<T>());
             m.is_output = true;
             (m, Box::new(|_| Ok(None)))
         })?;

@@ -35,6 +35,7 @@ use std::time::Instant;
 /// How a `get_or_create` ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RestartOutcome {
     /// No checkpoint: a fresh context was built.
     Fresh,
@@ -555,13 +556,10 @@ impl StreamingContext {
         };
         let replayed = d.take_replayed();
         let batches = {
-            let mut tr = self.inner.tracker.lock();
-            for (_, e) in &replayed.events {
-                tr.apply(e);
-            }
-            report.blocks_unallocated = tr.unallocated_blocks() as u64;
-            let allocated: std::collections::BTreeSet<BatchTime> =
-                tr.allocated_times().into_iter().collect();
+            let (unallocated, allocated) = self
+                .inner
+                .replay_tracker_events(replayed.events.iter().map(|(_, e)| e));
+            report.blocks_unallocated = unallocated as u64;
             replayed_batches(
                 m.batch_time,
                 &replayed.events,
@@ -575,7 +573,7 @@ impl StreamingContext {
         report.blocks_recovered = replayed.blocks;
         report.records_recovered = replayed.block_records;
         report.selections_recovered = replayed.selections.len() as u64;
-        let inputs = self.inner.graph.lock().inputs.clone();
+        let inputs = self.inner.inputs();
         let r = RestoreInput {
             checkpoint_time: m.batch_time,
             positions: &m.source_positions,
@@ -600,7 +598,7 @@ impl StreamingContext {
         }
         // Recovery step 4: the state of every stateful operator as of its newest data checkpoint
         // in this manifest (snapshot + deltas, partitions in parallel).
-        let state_ops = self.inner.graph.lock().state_ops.clone();
+        let state_ops = self.inner.state_ops();
         let chains = d.restore(m, &batches.batch_lsns, !state_ops.is_empty())?;
         let restart = RestartFacts {
             zero: m.zero_time,
@@ -632,7 +630,7 @@ impl StreamingContext {
         let schedule = match decision {
             RecoveryDecision::Restore { schedule } => schedule,
             RecoveryDecision::Refuse(Refusal::CheckpointHasNoState { operator }) => {
-                return Err(StreamingError::State {
+                return Err(StreamingError::StateMismatch {
                     operator,
                     reason: format!("checkpoint {checkpoint} holds no state for it"),
                 })

@@ -147,14 +147,51 @@ where
             for m in maps {
                 merge_into(&mut acc, m, merge_combiners);
             }
-            Arc::new(
-                acc.into_iter()
-                    .filter_map(|(k, c)| c.map(|c| (k, c)))
-                    .collect::<Vec<_>>(),
-            )
+            present(acc)
         })
         .collect();
     Batch::from_arcs(out)
+}
+
+/// The map side of one input: each of its partitions bucketed by key into `n` combiner maps.
+fn map_partitions<K, E, C, CF, MV>(
+    side: &Batch<(K, E)>,
+    n: usize,
+    create: &CF,
+    merge_value: &MV,
+) -> Vec<Buckets<K, C>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+    C: Send,
+    CF: Fn(E) -> C + Sync,
+    MV: Fn(C, E) -> C + Sync,
+{
+    side.arcs()
+        .to_vec()
+        .into_par_iter()
+        .map(|p| {
+            map_side(
+                Box::new(move |sink: &mut dyn FnMut((K, E))| {
+                    for x in take_arc(p) {
+                        sink(x);
+                    }
+                }),
+                n,
+                create,
+                merge_value,
+            )
+        })
+        .collect()
+}
+
+/// The keys of a merged bucket that still hold a combiner, as one partition.
+fn present<K, C>(acc: FxHashMap<K, Option<C>>) -> Arc<Vec<(K, C)>> {
+    Arc::new(
+        acc.into_iter()
+            .filter_map(|(k, c)| c.map(|c| (k, c)))
+            .collect(),
+    )
 }
 
 /// Spark's `cogroup`: both sides hash-partitioned into `n` partitions; per key the values of each
@@ -171,46 +208,24 @@ where
 {
     let n = n.max(1);
     type Groups<K, V, W> = FxHashMap<K, Option<(Vec<V>, Vec<W>)>>;
-    let lmaps: Vec<Vec<Groups<K, V, W>>> = left
-        .arcs()
-        .to_vec()
-        .into_par_iter()
-        .map(|p| {
-            map_side(
-                Box::new(move |sink: &mut dyn FnMut((K, V))| {
-                    for x in take_arc(p) {
-                        sink(x);
-                    }
-                }),
-                n,
-                &|v| (vec![v], Vec::new()),
-                &|mut c: (Vec<V>, Vec<W>), v| {
-                    c.0.push(v);
-                    c
-                },
-            )
-        })
-        .collect();
-    let rmaps: Vec<Vec<Groups<K, V, W>>> = right
-        .arcs()
-        .to_vec()
-        .into_par_iter()
-        .map(|p| {
-            map_side(
-                Box::new(move |sink: &mut dyn FnMut((K, W))| {
-                    for x in take_arc(p) {
-                        sink(x);
-                    }
-                }),
-                n,
-                &|w| (Vec::new(), vec![w]),
-                &|mut c: (Vec<V>, Vec<W>), w| {
-                    c.1.push(w);
-                    c
-                },
-            )
-        })
-        .collect();
+    let lmaps: Vec<Vec<Groups<K, V, W>>> = map_partitions(
+        &left,
+        n,
+        &|v| (vec![v], Vec::new()),
+        &|mut c: (Vec<V>, Vec<W>), v| {
+            c.0.push(v);
+            c
+        },
+    );
+    let rmaps: Vec<Vec<Groups<K, V, W>>> = map_partitions(
+        &right,
+        n,
+        &|w| (Vec::new(), vec![w]),
+        &|mut c: (Vec<V>, Vec<W>), w| {
+            c.1.push(w);
+            c
+        },
+    );
     let mut per_bucket: Vec<Vec<Groups<K, V, W>>> = (0..n).map(|_| Vec::new()).collect();
     for buckets in lmaps.into_iter().chain(rmaps) {
         for (i, b) in buckets.into_iter().enumerate() {
@@ -232,11 +247,7 @@ where
                     },
                 );
             }
-            Arc::new(
-                acc.into_iter()
-                    .filter_map(|(k, c)| c.map(|c| (k, c)))
-                    .collect::<Vec<_>>(),
-            )
+            present(acc)
         })
         .collect();
     Batch::from_arcs(out)

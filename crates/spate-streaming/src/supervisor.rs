@@ -8,7 +8,7 @@
 //! WAL-backed handler that means written and synced, so reliable sources may acknowledge then.
 
 use crate::listener::{Event, ListenerBus, ReceiverInfo};
-use crate::tracker::{BlockHandler, ReceivedBlockTracker};
+use crate::tracker::{BlockHandler, SharedTracker};
 use crossbeam_channel::{Receiver as ChanRx, Sender};
 use parking_lot::{Condvar, Mutex};
 use spate_io::Clock;
@@ -109,7 +109,7 @@ pub(crate) struct Supervisor<T> {
     shutdown: AtomicBool,
     gen_stop: AtomicBool,
     handler: Arc<dyn BlockHandler<T>>,
-    tracker: Arc<Mutex<ReceivedBlockTracker>>,
+    tracker: SharedTracker,
     bus: Arc<ListenerBus>,
     control: Mutex<Option<Sender<Control>>>,
     receiver: Mutex<Option<Box<dyn Receiver<T>>>>,
@@ -140,7 +140,7 @@ impl<T: Send + 'static> Supervisor<T> {
         clock: Arc<dyn Clock>,
         cfg: SupervisorConfig,
         handler: Arc<dyn BlockHandler<T>>,
-        tracker: Arc<Mutex<ReceivedBlockTracker>>,
+        tracker: SharedTracker,
         bus: Arc<ListenerBus>,
     ) -> Arc<Self> {
         let description = receiver.describe();
@@ -397,7 +397,7 @@ impl<T: Send + 'static> Supervisor<T> {
         match outcome {
             Ok(info) => {
                 self.blocks_stored.fetch_add(1, Ordering::AcqRel);
-                self.tracker.lock().add_block(info);
+                self.tracker.add_block(info);
                 if let Some(p) = position {
                     self.restore_position(p);
                 }
@@ -521,8 +521,8 @@ mod tests {
     fn supervisor(
         clock: &ManualClock,
         max_rate: Option<u64>,
-    ) -> (Arc<Supervisor<u32>>, Arc<Mutex<ReceivedBlockTracker>>) {
-        let tracker = Arc::new(Mutex::new(ReceivedBlockTracker::new()));
+    ) -> (Arc<Supervisor<u32>>, SharedTracker) {
+        let tracker = SharedTracker::new();
         let sup = Supervisor::new(
             ReceiverId(3),
             OperatorId(0),
@@ -534,7 +534,7 @@ mod tests {
                 max_rate,
             },
             Arc::new(MemoryBlockHandler::<u32>::default()),
-            Arc::clone(&tracker),
+            tracker.clone(),
             Arc::new(ListenerBus::new()),
         );
         sup.start().unwrap();
@@ -566,14 +566,12 @@ mod tests {
             h.join().unwrap().unwrap();
         }
         assert_eq!(sup.blocks_stored.load(Ordering::Acquire), 1);
-        let mut t = tracker.lock();
-        t.allocate_blocks_to_batch(spate_types::BatchTime(1000));
-        let a = t.blocks_of_batch(spate_types::BatchTime(1000));
+        tracker.with_locked(|t| t.allocate_blocks_to_batch(spate_types::BatchTime(1000)));
+        let a = tracker.blocks_of_batch(spate_types::BatchTime(1000));
         let blocks = &a.blocks[&ReceiverId(3)];
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].num_records, 6);
         assert_eq!(blocks[0].block.seq, 0);
-        drop(t);
         // An empty interval makes no block.
         clock.set_time(400);
         std::thread::sleep(Duration::from_millis(50));

@@ -44,6 +44,7 @@ impl AllocatedBlocks {
 /// A tracker state transition (Spark's `BlockAdditionEvent`, `BatchAllocationEvent`,
 /// `BatchCleanupEvent`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum TrackerEvent {
     /// A block was stored and awaits allocation.
     BlockAdded(ReceivedBlockInfo),
@@ -67,6 +68,42 @@ pub struct ReceivedBlockTracker {
     unallocated: BTreeMap<ReceiverId, VecDeque<ReceivedBlockInfo>>,
     allocated: BTreeMap<BatchTime, AllocatedBlocks>,
     last_allocated: Option<BatchTime>,
+}
+
+/// The context's block tracker, shared by the job generator (allocation), the completion commit
+/// (cleanup), recovery (replay) and each receiver's supervisor and input stream. Callers say what
+/// they do; [`SharedTracker::with_locked`] is for the steps that log to the WAL under the lock.
+#[derive(Clone, Default)]
+pub(crate) struct SharedTracker {
+    tracker: std::sync::Arc<Mutex<ReceivedBlockTracker>>,
+}
+
+impl SharedTracker {
+    /// An empty tracker.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a stored block (DESIGN.md §4 step 1).
+    pub(crate) fn add_block(&self, info: ReceivedBlockInfo) -> TrackerEvent {
+        self.tracker.lock().add_block(info)
+    }
+
+    /// The blocks allocated to batch `time`.
+    pub(crate) fn blocks_of_batch(&self, time: BatchTime) -> AllocatedBlocks {
+        self.tracker.lock().blocks_of_batch(time)
+    }
+
+    /// True while some stored block is not allocated to a batch yet.
+    pub(crate) fn has_unallocated_blocks(&self) -> bool {
+        self.tracker.lock().has_unallocated_blocks()
+    }
+
+    /// Runs `f` with the tracker locked: allocation and cleanup decide, log to the WAL and apply
+    /// their event as one step.
+    pub(crate) fn with_locked<R>(&self, f: impl FnOnce(&mut ReceivedBlockTracker) -> R) -> R {
+        f(&mut self.tracker.lock())
+    }
 }
 
 impl ReceivedBlockTracker {

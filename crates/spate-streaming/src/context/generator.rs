@@ -98,13 +98,14 @@ impl Inner {
     /// DESIGN.md §4 step 2: allocates unallocated blocks to `t`, logging the allocation to the WAL
     /// first when receivers write to it. Returns the records allocated.
     pub(super) fn allocate(&self, t: BatchTime) -> Result<u64> {
-        let mut tr = self.tracker.lock();
-        if let Some(e) = tr.plan_allocation(t) {
-            if let Some(d) = self.durability.as_ref().filter(|d| d.logs_allocations()) {
-                d.on_allocated(t, &e)?;
+        self.tracker.with_locked(|tr| {
+            if let Some(e) = tr.plan_allocation(t) {
+                if let Some(d) = self.durability.as_ref().filter(|d| d.logs_allocations()) {
+                    d.on_allocated(t, &e)?;
+                }
+                tr.apply(&e);
             }
-            tr.apply(&e);
-        }
-        Ok(tr.blocks_of_batch(t).num_records())
+            Ok(tr.blocks_of_batch(t).num_records())
+        })
     }
 }

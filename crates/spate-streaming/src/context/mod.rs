@@ -16,7 +16,7 @@ use crate::listener::{BatchInfo, Event, ListenerBus, OutputOperationInfo, Stream
 use crate::plan::{
     orphan_wal, plan_completion, plan_restart, snapshot_or_delta, CompletionCommit, CompletionFacts,
 };
-use crate::tracker::{ReceivedBlockInfo, ReceivedBlockTracker};
+use crate::tracker::{ReceivedBlockInfo, SharedTracker};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 use spate_io::{Clock, SystemClock};
@@ -40,6 +40,7 @@ pub(crate) fn clear_active_registration() {
 
 /// Lifecycle state of a context (Spark's `StreamingContextState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ContextState {
     /// Created; operators may be added.
     Initialized,
@@ -125,8 +126,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) pool: rayon::ThreadPool,
     state: Mutex<ContextState>,
-    pub(crate) graph: Mutex<GraphState>,
-    pub(crate) tracker: Arc<Mutex<ReceivedBlockTracker>>,
+    graph: Mutex<GraphState>,
+    tracker: SharedTracker,
     pub(crate) bus: Arc<ListenerBus>,
     progress: Mutex<Progress>,
     progress_cv: Condvar,
@@ -135,7 +136,7 @@ pub(crate) struct Inner {
     gen_stop_after_tick: AtomicBool,
     gen_stop_time: AtomicU64,
     zero_time: AtomicU64,
-    pub(crate) batch_records: Mutex<BTreeMap<BatchTime, u64>>,
+    batch_records: Mutex<BTreeMap<BatchTime, u64>>,
     stop_lock: Mutex<()>,
     /// Checkpointing (WAL, store, writer), when a checkpoint location is configured.
     pub(crate) durability: Option<Arc<Checkpointer>>,
@@ -231,7 +232,7 @@ impl StreamingContext {
                 pool,
                 state: Mutex::new(ContextState::Initialized),
                 graph: Mutex::new(GraphState::default()),
-                tracker: Arc::new(Mutex::new(ReceivedBlockTracker::new())),
+                tracker: SharedTracker::new(),
                 bus: Arc::new(ListenerBus::new()),
                 progress: Mutex::new(Progress::default()),
                 progress_cv: Condvar::new(),
@@ -695,10 +696,10 @@ impl StreamingContext {
         if graceful {
             // 2. Wait until all received blocks are allocated.
             let deadline = Instant::now() + timeout;
-            while inner.tracker.lock().has_unallocated_blocks() && Instant::now() < deadline {
+            while inner.tracker.has_unallocated_blocks() && Instant::now() < deadline {
                 std::thread::sleep(POLL);
             }
-            if inner.tracker.lock().has_unallocated_blocks() {
+            if inner.tracker.has_unallocated_blocks() {
                 tracing::warn!("graceful stop: received blocks still unallocated after timeout");
             }
             // 3. One last tick.
@@ -762,8 +763,8 @@ impl StreamingContext {
     pub fn await_termination(&self) -> Result<()> {
         let mut p = self.inner.progress.lock();
         loop {
-            if let Some(r) = take_failure(&mut p) {
-                return r;
+            if let Some(e) = take_failure(&mut p) {
+                return Err(e);
             }
             if p.terminated {
                 return Ok(());
@@ -778,24 +779,8 @@ impl StreamingContext {
     /// # Errors
     /// As [`await_termination`](Self::await_termination).
     pub fn await_termination_timeout(&self, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        let mut p = self.inner.progress.lock();
-        loop {
-            if let Some(r) = take_failure(&mut p) {
-                return r.map(|()| true);
-            }
-            if p.terminated {
-                return Ok(true);
-            }
-            if self
-                .inner
-                .progress_cv
-                .wait_until(&mut p, deadline)
-                .timed_out()
-            {
-                return Ok(p.terminated);
-            }
-        }
+        self.inner
+            .wait_progress(timeout, |p| p.terminated.then_some(true), |p| p.terminated)
     }
 
     /// Blocks until batch `time` has been processed (all its jobs ran) or `timeout` (real time)
@@ -804,30 +789,22 @@ impl StreamingContext {
     /// # Errors
     /// The first failure, as [`await_termination`](Self::await_termination).
     pub fn await_batch_completed(&self, time: BatchTime, timeout: Duration) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
-        let mut p = self.inner.progress.lock();
-        loop {
-            if let Some(r) = take_failure(&mut p) {
-                return r.map(|()| false);
-            }
-            if p.processed.contains(&time)
-                || p.last_processed
-                    .is_some_and(|l| l > time && self.inner.config.concurrent_jobs == 1)
-            {
-                return Ok(true);
-            }
-            if p.terminated {
-                return Ok(false);
-            }
-            if self
-                .inner
-                .progress_cv
-                .wait_until(&mut p, deadline)
-                .timed_out()
-            {
-                return Ok(p.processed.contains(&time));
-            }
-        }
+        let sequential = self.inner.config.concurrent_jobs == 1;
+        self.inner.wait_progress(
+            timeout,
+            |p| {
+                if p.processed.contains(&time)
+                    || p.last_processed.is_some_and(|l| l > time && sequential)
+                {
+                    Some(true)
+                } else if p.terminated {
+                    Some(false)
+                } else {
+                    None
+                }
+            },
+            |p| p.processed.contains(&time),
+        )
     }
 
     /// The batch times operator `op` currently memoises (Spark's `generatedRDDs` keys); empty for
@@ -846,16 +823,83 @@ impl StreamingContext {
     }
 }
 
-fn take_failure(p: &mut Progress) -> Option<Result<()>> {
+fn take_failure(p: &mut Progress) -> Option<StreamingError> {
     if let Some(e) = p.error.take() {
-        return Some(Err(e));
+        return Some(e);
     }
     p.error_text
         .as_ref()
-        .map(|m| Err(StreamingError::Failed { message: m.clone() }))
+        .map(|m| StreamingError::Failed { message: m.clone() })
 }
 
 impl Inner {
+    /// Waits on the progress condition for at most `timeout` (real time): the first failure wins
+    /// (once, then as [`StreamingError::Failed`]), then `done`'s answer, then at the deadline
+    /// `at_deadline`'s.
+    fn wait_progress(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Progress) -> Option<bool>,
+        at_deadline: impl Fn(&Progress) -> bool,
+    ) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut p = self.progress.lock();
+        loop {
+            if let Some(e) = take_failure(&mut p) {
+                return Err(e);
+            }
+            if let Some(answer) = done(&p) {
+                return Ok(answer);
+            }
+            if self.progress_cv.wait_until(&mut p, deadline).timed_out() {
+                return Ok(at_deadline(&p));
+            }
+        }
+    }
+
+    /// The graph's input streams, in registration order.
+    pub(crate) fn inputs(&self) -> Vec<Arc<dyn InputStream>> {
+        self.graph.lock().inputs.clone()
+    }
+
+    /// The graph's stateful operators, in registration order.
+    pub(crate) fn state_ops(&self) -> Vec<Arc<dyn crate::state::StatefulOp>> {
+        self.graph.lock().state_ops.clone()
+    }
+
+    /// Adds a stateful operator to the graph (its state is checkpointed and restored).
+    pub(crate) fn register_state_op(&self, op: Arc<dyn crate::state::StatefulOp>) {
+        self.graph.lock().state_ops.push(op);
+    }
+
+    /// The block tracker, to hand to a receiver's supervisor and its input stream (they add the
+    /// blocks they store and read the blocks allocated to a batch).
+    pub(crate) fn shared_tracker(&self) -> SharedTracker {
+        self.tracker.clone()
+    }
+
+    /// Recovery step 3: applies the replayed tracker events in log order; returns how many blocks
+    /// are left unallocated and the batch times that have allocations.
+    pub(crate) fn replay_tracker_events<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a crate::tracker::TrackerEvent>,
+    ) -> (usize, std::collections::BTreeSet<BatchTime>) {
+        self.tracker.with_locked(|tr| {
+            for e in events {
+                tr.apply(e);
+            }
+            (
+                tr.unallocated_blocks(),
+                tr.allocated_times().into_iter().collect(),
+            )
+        })
+    }
+
+    /// Counts `n` records read by a replayable source into batch `t`'s record count.
+    pub(crate) fn add_batch_records(&self, t: BatchTime, n: u64) {
+        *self.batch_records.lock().entry(t).or_insert(0) += n;
+    }
+
     fn mark_terminated(&self) {
         let mut p = self.progress.lock();
         p.terminated = true;

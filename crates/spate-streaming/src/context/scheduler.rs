@@ -18,10 +18,7 @@ impl Inner {
         self.bus.post(Event::BatchStarted(info.clone()));
         for op in &jobs {
             let meta = &op.meta.meta;
-            let description = match &*meta.name.lock() {
-                Some(n) => format!("{} {n:?}", meta.kind),
-                None => meta.kind.to_owned(),
-            };
+            let description = meta.kind_and_name();
             let mut oi = OutputOperationInfo {
                 batch_time: time,
                 operator: meta.id,
@@ -137,7 +134,9 @@ impl Inner {
             }
             (_, CompletionCommit::None) | (None, _) => {
                 let inputs = self.graph.lock().inputs.clone();
-                let (_, removed) = self.tracker.lock().cleanup_old_batches(before);
+                let (_, removed) = self
+                    .tracker
+                    .with_locked(|tr| tr.cleanup_old_batches(before));
                 for i in &inputs {
                     i.clear(before, &removed);
                 }
@@ -170,10 +169,10 @@ impl Inner {
                         })?,
                     (None, None) => std::path::PathBuf::from("spate-state"),
                 };
-                let store = spate_state::SledStore::open_fresh(&dir).map_err(|e| {
+                let store = spate_state::SledStore::open_fresh(&dir).map_err(|source| {
                     StreamingError::State {
                         operator: OperatorId(u32::MAX),
-                        reason: format!("opening sled at {}: {e}", dir.display()),
+                        source,
                     }
                 })?;
                 Ok(crate::state::BackendSource::Sled(Arc::new(store)))

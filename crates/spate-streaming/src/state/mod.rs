@@ -82,10 +82,17 @@ pub(crate) trait StatefulOp: Send + Sync {
     fn len(&self) -> u64;
 }
 
-fn state_err(op: OperatorId, e: impl fmt::Display) -> StreamingError {
+fn state_err(op: OperatorId, source: spate_state::StateError) -> StreamingError {
     StreamingError::State {
         operator: op,
-        reason: e.to_string(),
+        source,
+    }
+}
+
+fn state_mismatch(op: OperatorId, reason: impl fmt::Display) -> StreamingError {
+    StreamingError::StateMismatch {
+        operator: op,
+        reason: reason.to_string(),
     }
 }
 
@@ -212,7 +219,7 @@ where
     ) -> Result<Vec<Vec<u8>>> {
         let op = self.id();
         if self.applied_time() != Some(t) {
-            return Err(state_err(
+            return Err(state_mismatch(
                 op,
                 format!(
                     "data checkpoint at {t} but the state is as of {}",
@@ -245,7 +252,7 @@ where
     fn restore_objects(&self, t: BatchTime, objects: Vec<Vec<Vec<u8>>>) -> Result<()> {
         let op = self.id();
         if objects.len() != self.partitions {
-            return Err(state_err(
+            return Err(state_mismatch(
                 op,
                 format!(
                     "checkpoint holds {} partitions, the operator has {}",
@@ -262,9 +269,13 @@ where
                 let part = PartitionId(u32::try_from(p).unwrap_or(u32::MAX));
                 let (header, entries) =
                     spate_state::format::restore_borrowed(op, part, objs.iter().map(Vec::as_slice))
-                        .map_err(|e| state_err(op, format!("partition {p}: {e}")))?;
+                        .map_err(|source| StreamingError::StateRestore {
+                            operator: op,
+                            partition: part,
+                            source,
+                        })?;
                 if header.time != t {
-                    return Err(state_err(
+                    return Err(state_mismatch(
                         op,
                         format!(
                             "partition {p}: state objects end at {} but the checkpoint says {t}",
@@ -309,7 +320,10 @@ where
     let op = core.id();
     let _g = core.advancing.lock();
     let Some(applied) = core.applied_time() else {
-        return Err(state_err(op, "state not opened (was the context started?)"));
+        return Err(state_mismatch(
+            op,
+            "state not opened (was the context started?)",
+        ));
     };
     if t <= applied {
         if let Some((lt, b)) = &*last.lock() {
@@ -322,7 +336,7 @@ where
                 return Ok(Some(b));
             }
         }
-        return Err(state_err(
+        return Err(state_mismatch(
             op,
             format!("batch {t} requested but the state is already as of {applied}"),
         ));
@@ -438,6 +452,9 @@ macro_rules! delegate_to_core {
         fn interval(&self) -> DurationMs {
             DurationMs(self.core.interval.load(Ordering::Acquire))
         }
+        fn len(&self) -> u64 {
+            self.core.total_len()
+        }
     };
 }
 
@@ -472,9 +489,6 @@ where
         _output: Option<&[u8]>,
     ) -> Result<()> {
         self.core.restore_objects(t, objects)
-    }
-    fn len(&self) -> u64 {
-        self.core.total_len()
     }
 }
 
@@ -520,7 +534,10 @@ where
             Some((lt, b)) if *lt == t => b.partitions().map(<[M]>::to_vec).collect(),
             _ => Vec::new(),
         };
-        let bytes = spate_types::codec::encode(&out).map_err(|e| state_err(self.core.id(), e))?;
+        let bytes = spate_types::codec::encode(&out).map_err(|source| StreamingError::Encode {
+            what: "a stateful operator's output",
+            source,
+        })?;
         Ok((objs, Some(bytes)))
     }
     fn restore(
@@ -531,15 +548,21 @@ where
     ) -> Result<()> {
         self.core.restore_objects(t, objects)?;
         let parts: Vec<Vec<M>> = match output {
-            Some(b) => spate_types::codec::decode(b)
-                .map_err(|e| state_err(self.core.id(), format!("stored output: {e}")))?,
+            Some(b) => spate_types::codec::decode(b).map_err(|source| {
+                state_err(
+                    self.core.id(),
+                    spate_state::StateError::Corrupt {
+                        location: "the checkpointed output".into(),
+                        what: spate_state::Item::Value,
+                        key_prefix: "(none)".into(),
+                        source,
+                    },
+                )
+            })?,
             None => Vec::new(),
         };
         *self.last.lock() = Some((t, Batch::from_partitions(parts)));
         Ok(())
-    }
-    fn len(&self) -> u64 {
-        self.core.total_len()
     }
 }
 
@@ -620,7 +643,7 @@ impl<T: Data> DStream<T> {
     /// [`StreamingError::InvalidArgument`] if this stream is not stateful;
     /// [`StreamingError::AlreadyStarted`].
     pub fn checkpoint(&self, interval: DurationMs) -> Result<Self> {
-        let ops = self.ctx.inner.graph.lock().state_ops.clone();
+        let ops = self.ctx.inner.state_ops();
         let id = self.id();
         let Some(op) = ops.iter().find(|o| o.operator() == id) else {
             return Err(StreamingError::InvalidArgument {
@@ -737,12 +760,7 @@ where
             },
         )?;
         let _ = op.core.op.set(stream.id());
-        self.ctx
-            .inner
-            .graph
-            .lock()
-            .state_ops
-            .push(op as Arc<dyn StatefulOp>);
+        self.ctx.inner.register_state_op(op as Arc<dyn StatefulOp>);
         Ok(stream)
     }
 
@@ -852,10 +870,7 @@ where
         let _ = op.core.op.set(stream.id());
         self.ctx
             .inner
-            .graph
-            .lock()
-            .state_ops
-            .push(Arc::clone(&op) as Arc<dyn StatefulOp>);
+            .register_state_op(Arc::clone(&op) as Arc<dyn StatefulOp>);
         Ok(MapWithStateDStream { stream, op })
     }
 }

@@ -59,6 +59,34 @@ impl<S> State<S> {
 type MappingFn<K, V, S, M> =
     dyn Fn(BatchTime, &K, Option<V>, &mut State<S>) -> Option<M> + Send + Sync;
 
+/// The options both specs share (partitions, initial state, state version), written once.
+macro_rules! state_options {
+    () => {
+        /// Partitions of the state (default: `default_partitions`).
+        #[must_use]
+        pub fn num_partitions(mut self, n: usize) -> Self {
+            self.partitions = Some(n);
+            self
+        }
+
+        /// State loaded on a fresh start (ignored when restoring from a checkpoint).
+        #[must_use]
+        pub fn initial_state(mut self, state: Vec<(K, S)>) -> Self {
+            self.initial = Some(state);
+            self
+        }
+
+        /// The user-declared version of the state type, part of the graph description: bump it
+        /// when the meaning of the state changes without its type changing, so an old checkpoint
+        /// is refused. Default 1.
+        #[must_use]
+        pub fn state_version(mut self, version: u32) -> Self {
+            self.version = version;
+            self
+        }
+    };
+}
+
 /// The specification of a `map_with_state` operator (Spark's `StateSpec`).
 pub struct StateSpec<K, V, S, M> {
     pub(super) func: Arc<MappingFn<K, V, S, M>>,
@@ -105,28 +133,7 @@ impl<K, V, S, M> StateSpec<K, V, S, M> {
         self
     }
 
-    /// Partitions of the state (default: `default_partitions`).
-    #[must_use]
-    pub fn num_partitions(mut self, n: usize) -> Self {
-        self.partitions = Some(n);
-        self
-    }
-
-    /// State loaded on a fresh start (ignored when restoring from a checkpoint).
-    #[must_use]
-    pub fn initial_state(mut self, state: Vec<(K, S)>) -> Self {
-        self.initial = Some(state);
-        self
-    }
-
-    /// The user-declared version of the state type, part of the graph description: bump it when
-    /// the meaning of the state changes without its type changing, so an old checkpoint is refused.
-    /// Default 1.
-    #[must_use]
-    pub fn state_version(mut self, version: u32) -> Self {
-        self.version = version;
-        self
-    }
+    state_options!();
 }
 
 /// Options of `update_state_by_key` ([`DStream::update_state_by_key_with`]).
@@ -152,22 +159,6 @@ impl<K, S> UpdateStateSpec<K, S> {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Partitions of the state.
-    #[must_use]
-    pub fn num_partitions(mut self, n: usize) -> Self {
-        self.partitions = Some(n);
-        self
-    }
-    /// State loaded on a fresh start (ignored when restoring).
-    #[must_use]
-    pub fn initial_state(mut self, state: Vec<(K, S)>) -> Self {
-        self.initial = Some(state);
-        self
-    }
-    /// User-declared state version (see [`StateSpec::state_version`]).
-    #[must_use]
-    pub fn state_version(mut self, version: u32) -> Self {
-        self.version = version;
-        self
-    }
+
+    state_options!();
 }
