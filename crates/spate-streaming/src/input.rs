@@ -312,7 +312,7 @@ impl StreamingContext {
         T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
         R: Receiver<T>,
     {
-        if let Some(d) = &self.inner.durability {
+        if let Some(d) = &self.inner.checkpointer {
             if self.inner.config.receiver_wal {
                 let h: Arc<dyn BlockHandler<T>> =
                     Arc::new(WalBlockHandler::<T>::new(d.on_receiver_wal()));

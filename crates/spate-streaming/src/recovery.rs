@@ -484,12 +484,12 @@ impl StreamingContext {
         // Step 2: build and compare.
         let t = Instant::now();
         let wal_t = Instant::now();
-        let ctx = StreamingContext::with_durability(conf, clock, store, &wal, fs)?;
+        let ctx = StreamingContext::with_checkpointer(conf, clock, store, &wal, fs)?;
         let wal_ms = ms(wal_t);
         build(&ctx)?;
         report.phases_ms.insert("build".into(), ms(t) - wal_ms);
         report.phases_ms.insert("wal_open".into(), wal_ms);
-        let Some(d) = ctx.inner.durability.clone() else {
+        let Some(d) = ctx.inner.checkpointer.clone() else {
             return Err(StreamingError::spawn(
                 "recovery",
                 "checkpointing not enabled",
@@ -543,7 +543,7 @@ impl StreamingContext {
     /// The restart report of the `get_or_create` that made this context (`None` for contexts made
     /// with `new`). `batches_rescheduled` and `restart_time` are updated by `start`.
     pub fn restart_report(&self) -> Option<RestartReport> {
-        self.inner.durability.as_ref().and_then(|d| d.report())
+        self.inner.checkpointer.as_ref().and_then(|d| d.report())
     }
 }
 
@@ -551,7 +551,7 @@ impl StreamingContext {
     /// Recovery step 3: replays the WAL into the tracker, restores the inputs' positions and
     /// selections, and records the restart plan `start` applies.
     pub(crate) fn restore_from(&self, m: &Manifest, report: &mut RestartReport) -> Result<()> {
-        let Some(d) = &self.inner.durability else {
+        let Some(d) = &self.inner.checkpointer else {
             return Ok(());
         };
         let replayed = d.take_replayed();

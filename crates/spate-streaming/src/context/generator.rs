@@ -55,7 +55,7 @@ impl Inner {
         };
         let mut records = allocated;
         for i in &inputs {
-            match i.generate(t, self.durability.as_deref()) {
+            match i.generate(t, self.checkpointer.as_deref()) {
                 Ok(n) => records += n,
                 Err(e) => {
                     // Spark: a job-generation failure is reported and the batch gets no jobs.
@@ -66,7 +66,7 @@ impl Inner {
             }
         }
         self.batch_records.lock().insert(t, records);
-        if let Some(d) = &self.durability {
+        if let Some(d) = &self.checkpointer {
             // DESIGN.md §4 step 3: metadata checkpoint "T generated", written off this thread.
             if let Err(e) = self
                 .manifest_inputs()
@@ -100,7 +100,7 @@ impl Inner {
     pub(super) fn allocate(&self, t: BatchTime) -> Result<u64> {
         self.tracker.with_locked(|tr| {
             if let Some(e) = tr.plan_allocation(t) {
-                if let Some(d) = self.durability.as_ref().filter(|d| d.logs_allocations()) {
+                if let Some(d) = self.checkpointer.as_ref().filter(|d| d.logs_allocations()) {
                     d.on_allocated(t, &e)?;
                 }
                 tr.apply(&e);

@@ -3,6 +3,7 @@
 //! [`crate::recovery`].
 
 mod generator;
+mod graph_builder;
 mod scheduler;
 
 use crate::checkpointer::{Checkpointer, ManifestInputs, Outcome};
@@ -61,7 +62,7 @@ pub(crate) struct RestoreInput<'a> {
 pub(crate) trait InputStream: Send + Sync {
     /// Fixes the input of batch `t` before its jobs run (DESIGN.md §4 step 2), making it durable
     /// in the WAL when checkpointing; returns the number of records known at this point.
-    fn generate(&self, t: BatchTime, durability: Option<&Checkpointer>) -> Result<u64>;
+    fn generate(&self, t: BatchTime, checkpointer: Option<&Checkpointer>) -> Result<u64>;
     /// `Some(reason)` if this input cannot be checkpointed.
     fn checkpointable(&self) -> Option<&'static str> {
         None
@@ -139,7 +140,7 @@ pub(crate) struct Inner {
     batch_records: Mutex<BTreeMap<BatchTime, u64>>,
     stop_lock: Mutex<()>,
     /// Checkpointing (WAL, store, writer), when a checkpoint location is configured.
-    pub(crate) durability: Option<Arc<Checkpointer>>,
+    pub(crate) checkpointer: Option<Arc<Checkpointer>>,
     /// Times to run before the timer resumes (restart), set by `start`.
     reschedule: Mutex<Vec<BatchTime>>,
 }
@@ -179,7 +180,7 @@ impl StreamingContext {
     /// As [`new`](Self::new).
     pub fn with_clock(config: StreamingConfig, clock: Arc<dyn Clock>) -> Result<Self> {
         config.validate()?;
-        let durability = match &config.checkpoint {
+        let checkpointer = match &config.checkpoint {
             Some(url) => {
                 let wal = crate::checkpointer::wal_dir(url, config.wal_dir.as_deref())?;
                 Some(Arc::new(Checkpointer::open(
@@ -193,10 +194,10 @@ impl StreamingContext {
             }
             None => None,
         };
-        Self::build(config, clock, durability)
+        Self::build(config, clock, checkpointer)
     }
 
-    pub(crate) fn with_durability(
+    pub(crate) fn with_checkpointer(
         config: StreamingConfig,
         clock: Arc<dyn Clock>,
         store: spate_checkpoint::BlockingCheckpointStore,
@@ -218,7 +219,7 @@ impl StreamingContext {
     fn build(
         config: StreamingConfig,
         clock: Arc<dyn Clock>,
-        durability: Option<Arc<Checkpointer>>,
+        checkpointer: Option<Arc<Checkpointer>>,
     ) -> Result<Self> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.parallelism)
@@ -243,7 +244,7 @@ impl StreamingContext {
                 zero_time: AtomicU64::new(u64::MAX),
                 batch_records: Mutex::new(BTreeMap::new()),
                 stop_lock: Mutex::new(()),
-                durability,
+                checkpointer,
                 reschedule: Mutex::new(Vec::new()),
             }),
         })
@@ -298,7 +299,7 @@ impl StreamingContext {
         let Some(first) = ops.first() else {
             return Ok(());
         };
-        if self.inner.durability.is_none() {
+        if self.inner.checkpointer.is_none() {
             return Err(StreamingError::InvalidArgument {
                 kind: first.kind(),
                 reason: "stateful operators require a checkpoint location: set \
@@ -345,72 +346,6 @@ impl StreamingContext {
             graph: self.describe(),
             settings: crate::compat::computation_settings(&self.inner.config),
         }
-    }
-
-    /// Registers an operator node; refused once the context has started.
-    pub(crate) fn register<T: Send + Sync + 'static>(
-        &self,
-        kind: &'static str,
-        build: impl FnOnce(OperatorId) -> (NodeMeta, ComputeFn<T>),
-    ) -> Result<Arc<Node<T>>> {
-        self.register_node(kind, |id| {
-            let (meta, compute) = build(id);
-            Node::new(meta, compute)
-        })
-    }
-
-    /// Registers a fused element-wise operator (map, flat_map, filter).
-    pub(crate) fn register_narrow<T: Clone + Send + Sync + 'static>(
-        &self,
-        kind: &'static str,
-        build: impl FnOnce(OperatorId) -> (NodeMeta, NarrowFn<T>),
-    ) -> Result<Arc<Node<T>>> {
-        self.register_node(kind, |id| {
-            let (meta, narrow) = build(id);
-            Node::new_narrow(meta, narrow)
-        })
-    }
-
-    fn register_node<T: Send + Sync + 'static>(
-        &self,
-        kind: &'static str,
-        build: impl FnOnce(OperatorId) -> Node<T>,
-    ) -> Result<Arc<Node<T>>> {
-        let mut g = self.inner.graph.lock();
-        match *self.inner.state.lock() {
-            ContextState::Initialized => {}
-            ContextState::Active | ContextState::Stopped => {
-                return Err(StreamingError::AlreadyStarted { kind })
-            }
-        }
-        let id = OperatorId(u32::try_from(g.nodes.len()).unwrap_or(u32::MAX));
-        let node = Arc::new(build(id));
-        for p in &node.meta.inputs {
-            if let Some(pn) = g.nodes.get(p.0 as usize) {
-                pn.meta().consumers.fetch_add(1, Ordering::AcqRel);
-            }
-        }
-        g.nodes.push(Arc::clone(&node) as Arc<dyn GraphNode>);
-        Ok(node)
-    }
-
-    pub(crate) fn register_output(&self, output: OutputOp) {
-        self.inner.graph.lock().outputs.push(Arc::new(output));
-    }
-
-    pub(crate) fn register_input(&self, input: Arc<dyn InputStream>) {
-        self.inner.graph.lock().inputs.push(input);
-    }
-
-    pub(crate) fn next_receiver_id(&self) -> spate_types::ReceiverId {
-        let mut g = self.inner.graph.lock();
-        let id = g.next_receiver;
-        g.next_receiver += 1;
-        spate_types::ReceiverId(id)
-    }
-
-    pub(crate) fn same_context(&self, other: &StreamingContext) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Starts the context: freezes the graph, sets zero time, starts receivers, the job generator
@@ -462,9 +397,9 @@ impl StreamingContext {
         let now = inner.clock.now_ms();
         let mut start_time = (now / batch + 1) * batch;
         let mut zero = start_time - batch;
-        let plan = inner.durability.as_ref().and_then(|d| d.restart_facts());
+        let plan = inner.checkpointer.as_ref().and_then(|d| d.restart_facts());
         self.check_state_ops()?;
-        if let Some(d) = &inner.durability {
+        if let Some(d) = &inner.checkpointer {
             for i in &inner.graph.lock().inputs {
                 if let Some(reason) = i.checkpointable() {
                     return Err(StreamingError::InvalidArgument {
@@ -742,7 +677,7 @@ impl StreamingContext {
         for w in running.workers.drain(..) {
             let _ = w.join();
         }
-        if let Some(d) = &inner.durability {
+        if let Some(d) = &inner.checkpointer {
             let drain_until =
                 graceful.then(|| Instant::now() + timeout + crate::checkpointer::DRAIN_GRACE);
             if !d.shutdown(drain_until) {

@@ -63,7 +63,7 @@ impl Inner {
             .unwrap_or(info.num_records);
         info.processing_end_ms = Some(self.clock.now_ms());
         self.bus.post(Event::BatchCompleted(info));
-        self.clear_metadata(time);
+        self.commit_completion(time);
         self.mark_processed(time);
     }
 
@@ -90,7 +90,7 @@ impl Inner {
     /// checkpointing, allocations, blocks and WAL segments are dropped only once the completion
     /// checkpoint of `t` is durable (Spark's `ClearCheckpointData`; DESIGN.md §4 steps 5–7): the
     /// decisions are [`plan_completion`]'s, this executes them.
-    pub(super) fn clear_metadata(&self, t: BatchTime) {
+    pub(super) fn commit_completion(&self, t: BatchTime) {
         let (nodes, state_ops) = {
             let g = self.graph.lock();
             (g.nodes.clone(), g.state_ops.clone())
@@ -100,8 +100,8 @@ impl Inner {
             n.clear_metadata(t);
             max_remember = max_remember.max(n.meta().remember.load(Ordering::Acquire));
         }
-        let oldest_pending = self.durability.as_ref().and_then(|d| d.on_jobs_done(t));
-        let ops = match &self.durability {
+        let oldest_pending = self.checkpointer.as_ref().and_then(|d| d.on_jobs_done(t));
+        let ops = match &self.checkpointer {
             Some(d) => d.op_facts(&state_ops),
             None => Vec::new(),
         };
@@ -111,14 +111,14 @@ impl Inner {
                 zero: BatchTime(self.zero_time.load(Ordering::Acquire)),
                 batch: self.config.batch_interval,
                 max_remember,
-                checkpointing: self.durability.is_some(),
+                checkpointing: self.checkpointer.is_some(),
                 oldest_pending,
                 snapshot_every: self.config.state_snapshot_every,
                 ops: &ops,
             },
         );
         let before = plan.cleanup_before;
-        let r = match (&self.durability, plan.commit) {
+        let r = match (&self.checkpointer, plan.commit) {
             (Some(d), CompletionCommit::Completed) => self
                 .manifest_inputs()
                 .and_then(|inputs| d.on_completed(t, inputs, before)),
@@ -182,7 +182,7 @@ impl Inner {
 
     /// Clears inputs after a durable completion checkpoint (called by the waiter thread).
     pub(super) fn after_completed(&self, before: BatchTime) {
-        let Some(d) = &self.durability else { return };
+        let Some(d) = &self.checkpointer else { return };
         match d.on_completion_durable(&self.tracker, before) {
             Ok(removed) => {
                 let inputs = self.graph.lock().inputs.clone();
