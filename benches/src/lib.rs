@@ -13,19 +13,7 @@ use std::thread::JoinHandle;
 /// 10 000-word vocabulary, seed 20240601), one `String` per line.
 #[must_use]
 pub fn corpus_lines(n: usize, seed: u64) -> Vec<String> {
-    let mut rng = pyrand::PyRandom::new(20_240_601);
-    let letters = b"abcdefghijklmnopqrstuvwxyz";
-    let mut seen = std::collections::HashSet::new();
-    let mut vocab = Vec::new();
-    while vocab.len() < 10_000 {
-        let len = rng.randint(3, 10);
-        let w: String = (0..len)
-            .map(|_| letters[rng.randbelow(26) as usize] as char)
-            .collect();
-        if seen.insert(w.clone()) {
-            vocab.push(w);
-        }
-    }
+    let vocab = pyrand::vocabulary(10_000, 20_240_601);
     let mut rng = pyrand::PyRandom::new(seed);
     (0..n)
         .map(|_| {

@@ -10,7 +10,7 @@
 //!   (time in ms since the epoch, click 0 or 1), with a fraction `F` of malformed lines of several
 //!   kinds (missing or extra fields, non-numeric time or click, empty fields, no separator).
 
-use super::pyrand::PyRandom;
+use super::pyrand::{vocabulary, PyRandom};
 use clap::{Args, Subcommand};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -70,24 +70,6 @@ enum GenKind {
         #[arg(long, default_value_t = 1)]
         step_ms: u64,
     },
-}
-
-/// `common.vocabulary()`.
-pub(crate) fn vocabulary(size: usize, seed: u64) -> Vec<String> {
-    let mut rng = PyRandom::new(seed);
-    let letters = b"abcdefghijklmnopqrstuvwxyz";
-    let mut seen = std::collections::HashSet::with_capacity(size);
-    let mut out = Vec::with_capacity(size);
-    while out.len() < size {
-        let len = rng.randint(3, 10);
-        let w: String = (0..len)
-            .map(|_| letters[rng.randbelow(26) as usize] as char)
-            .collect();
-        if seen.insert(w.clone()) {
-            out.push(w);
-        }
-    }
-    out
 }
 
 /// Writes `common.generate_lines(lines, seed)` joined by `\n` plus a final `\n`, exactly as

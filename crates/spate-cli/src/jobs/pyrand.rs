@@ -143,6 +143,25 @@ impl PyRandom {
     }
 }
 
+/// `common.vocabulary(size, seed)`: `size` distinct words of 3–10 lowercase letters drawn with
+/// `randint` / `randbelow` (the Spark harness's vocabulary is `vocabulary(10_000, 20_240_601)`).
+pub(crate) fn vocabulary(size: usize, seed: u64) -> Vec<String> {
+    let mut rng = PyRandom::new(seed);
+    let letters = b"abcdefghijklmnopqrstuvwxyz";
+    let mut seen = std::collections::HashSet::with_capacity(size);
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
+        let len = rng.randint(3, 10);
+        let w: String = (0..len)
+            .map(|_| letters[rng.randbelow(26) as usize] as char)
+            .collect();
+        if seen.insert(w.clone()) {
+            out.push(w);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
