@@ -3,7 +3,7 @@
 //! timeouts and unreachable endpoints; golden files.
 
 use proptest::prelude::*;
-use spate_checkpoint::testing::{suite, FaultConfig, FlakyObjectStore, OverwritingStore};
+use spate_checkpoint::testing::{suite, FaultConfig, FlakyObjectStore};
 use spate_checkpoint::{
     envelope, CheckpointError, CheckpointKey, CheckpointKind, CheckpointPaths, CheckpointStore,
     DataObjectRef, Determinacy, GraphDescriptionBlob, Manifest, RetryPolicy, StoreOptions,
@@ -83,7 +83,14 @@ fn s3sfs_store_passes_the_checkpoint_conformance_suite() {
 fn probe_refuses_a_store_that_overwrites_on_create() {
     let inner: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let s = CheckpointStore::with_store(
-        Arc::new(OverwritingStore(inner)),
+        Arc::new(FlakyObjectStore::new(
+            inner,
+            1,
+            FaultConfig {
+                overwrite_on_create: true,
+                ..FaultConfig::default()
+            },
+        )),
         object_store::path::Path::default(),
         "garage-like://",
         StoreOptions::default(),
@@ -297,6 +304,7 @@ fn fault_run(seed: u64, fail: f64, timeout: f64, commits: usize) -> Result<(), T
                 succeed_then_timeout: timeout,
                 latency: 0.1,
                 max_latency: Duration::from_millis(2),
+                ..FaultConfig::default()
             },
         ));
         let opts = StoreOptions {

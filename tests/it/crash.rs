@@ -7,15 +7,15 @@
 //! spate-tests --test it crash::`). The timing of the processes is not deterministic, so a seed
 //! reproduces the schedule, not the exact interleaving.
 
+use spate_chaos::process;
 use spate_checkpoint::{BlockingCheckpointStore, StoreOptions};
 use spate_tests::spate_bin;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,55 +90,18 @@ fn seeded(test: &'static str) -> (Rng, SeedNote) {
 // ---------------------------------------------------------------------------------------------
 // Child processes.
 
-/// A running `spate` child whose stderr is read line by line in the background. Dropped while still
-/// running, it is killed (our own child, by handle), so a failing test leaves no process behind.
-struct Proc {
-    child: Option<Child>,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
+/// A running `spate` child whose stderr is read line by line in the background
+/// ([`spate_chaos::process::Proc`], the chaos harness's own). Dropped while still running, it is
+/// killed (our own child, by handle), so a failing test leaves no process behind.
+struct Proc(process::Proc);
 
 impl Proc {
     fn spawn(args: &[OsString], envs: &[(String, String)]) -> Proc {
-        let mut cmd = Command::new(spate_bin());
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawning spate");
-        let err = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = mpsc::channel();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let acc = Arc::clone(&stderr);
-        let reader = std::thread::spawn(move || {
-            let mut r = BufReader::new(err);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).into_owned();
-                        acc.lock().unwrap().push_str(&line);
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        });
-        Proc {
-            child: Some(child),
-            lines: rx,
-            stderr,
-            reader: Some(reader),
-        }
+        Proc(process::Proc::spawn(&spate_bin(), args, envs).expect("spawning spate"))
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.0.stderr_tail(usize::MAX)
     }
 
     /// Waits for a stderr line starting with `prefix`; `None` if the process closed stderr (ended)
@@ -146,11 +109,10 @@ impl Proc {
     fn wait_line(&self, prefix: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return Some(l),
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            match self.0.next_event(deadline) {
+                process::Event::Line(l, _) if l.starts_with(prefix) => return Some(l),
+                process::Event::Line(..) => {}
+                process::Event::Closed | process::Event::Timeout => return None,
             }
         }
     }
@@ -169,49 +131,23 @@ impl Proc {
         }
     }
 
-    fn join_reader(&mut self) {
-        if let Some(h) = self.reader.take() {
-            let _ = h.join();
-        }
-    }
-
     /// SIGKILL (`Child::kill` on Unix) and reap; returns stderr.
     fn kill9(mut self) -> String {
-        let mut child = self.child.take().expect("running");
-        let _ = child.kill();
-        let _ = child.wait();
-        self.join_reader();
+        self.0.kill9();
         self.stderr()
     }
 
     /// Waits for the process to end by itself (killing it after `timeout`, then panicking).
     fn wait(mut self, timeout: Duration, what: &str) -> (ExitStatus, String) {
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                self.join_reader();
-                return (st, self.stderr());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.join_reader();
+        match self.0.wait_exit(timeout) {
+            Some(st) => (st, self.stderr()),
+            None => {
+                self.0.kill9();
                 panic!(
                     "{what}: did not end within {timeout:?}\nstderr:\n{}",
                     self.stderr()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }
@@ -1369,22 +1305,8 @@ fn stateful_clicks_survive_sigkills_with_exact_per_type_totals() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let corpus = std::fs::read_to_string(&corpus_file).unwrap();
-    let mut clicks: HashMap<String, u64> = HashMap::new();
-    let mut devices: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
-    for l in corpus.lines() {
-        let f: Vec<&str> = l.split('|').collect();
-        if f.len() != 4 || f[0].trim().is_empty() || f[1].trim().is_empty() {
-            continue;
-        }
-        let (Ok(_), Ok(c)) = (f[2].trim().parse::<u64>(), f[3].trim().parse::<u64>()) else {
-            continue;
-        };
-        *clicks.entry(f[1].trim().to_owned()).or_default() += c;
-        devices
-            .entry(f[1].trim().to_owned())
-            .or_default()
-            .insert(f[0].trim().to_owned());
-    }
+    // Independent totals (the chaos oracle's): type → [clicks, distinct devices].
+    let want = spate_chaos::count_clicks(&corpus);
     let parts = chunks(&corpus, 24, &mut rng);
     let args = |extra: &[&str]| {
         let flags = ["--batch", "200ms", "--device-timeout", "600s"];
@@ -1409,24 +1331,13 @@ fn stateful_clicks_survive_sigkills_with_exact_per_type_totals() {
     // Lines: `type<TAB>clicks=<n> active=<m>`.
     let files = sorted_files(&job.out, None);
     let text = std::fs::read_to_string(files.last().expect("an output file")).unwrap();
-    let mut got_clicks = HashMap::new();
-    let mut got_active = HashMap::new();
+    let mut got = spate_chaos::Table::new();
     for line in text.lines() {
         let (ty, v) = line.split_once('\t').expect("type<TAB>totals");
         let (c, a) = v.split_once(' ').expect("clicks=.. active=..");
-        got_clicks.insert(
-            ty.to_owned(),
-            c.trim_start_matches("clicks=").parse::<u64>().unwrap(),
-        );
-        got_active.insert(
-            ty.to_owned(),
-            a.trim_start_matches("active=").parse::<u64>().unwrap(),
-        );
+        let clicks = c.trim_start_matches("clicks=").parse::<u64>().unwrap();
+        let active = a.trim_start_matches("active=").parse::<u64>().unwrap();
+        got.insert(ty.to_owned(), vec![clicks, active]);
     }
-    assert_eq!(got_clicks, clicks, "clicks per device type");
-    let want_active: HashMap<String, u64> = devices
-        .iter()
-        .map(|(t, d)| (t.clone(), d.len() as u64))
-        .collect();
-    assert_eq!(got_active, want_active, "active devices per type");
+    assert_eq!(got, want, "[clicks, active devices] per device type");
 }

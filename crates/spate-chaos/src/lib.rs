@@ -15,13 +15,13 @@
 
 mod harness;
 mod oracle;
-mod process;
+pub mod process;
 pub mod rng;
 pub mod schedule;
 pub mod simfs;
 
 pub use harness::run;
-pub use oracle::{Finding, FindingKind};
+pub use oracle::{count_clicks, count_words, Finding, FindingKind, Table};
 use serde::Serialize;
 use std::path::PathBuf;
 

@@ -52,7 +52,7 @@ impl std::fmt::Display for Finding {
 
 /// A `key<TAB>value` result; a value is the unsigned integers it contains, in order (`5`, or
 /// `clicks=5 active=3` → `[5, 3]`).
-pub(crate) type Table = BTreeMap<String, Vec<u64>>;
+pub type Table = BTreeMap<String, Vec<u64>>;
 
 pub(crate) fn parse_table(text: &str) -> Result<Table, String> {
     let mut t = Table::new();
@@ -267,7 +267,7 @@ fn head(b: &[u8]) -> String {
 }
 
 /// Independent counts: words (`split_whitespace`) as `word → [count]`.
-pub(crate) fn count_words(text: &str) -> Table {
+pub fn count_words(text: &str) -> Table {
     let mut m: HashMap<&str, u64> = HashMap::new();
     for w in text.split_whitespace() {
         *m.entry(w).or_default() += 1;
@@ -279,7 +279,7 @@ pub(crate) fn count_words(text: &str) -> Table {
 
 /// Independent clicks totals: `type → [clicks, distinct devices]` over the well-formed lines
 /// (`deviceId|deviceType|time|click`, first two fields non-empty, last two unsigned integers).
-pub(crate) fn count_clicks(text: &str) -> Table {
+pub fn count_clicks(text: &str) -> Table {
     let mut clicks: HashMap<String, u64> = HashMap::new();
     let mut devices: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
     for l in text.lines() {

@@ -1,5 +1,6 @@
 //! A program under test as a child process whose stderr is read line by line in the background.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// What [`Proc::next_event`] saw.
 #[derive(Debug)]
-pub(crate) enum Event {
+pub enum Event {
     /// A stderr line (without the newline) and when it was read.
     Line(String, Instant),
     /// The process closed stderr (it ended, or is ending).
@@ -21,19 +22,26 @@ pub(crate) enum Event {
 
 /// A running child. Dropped while running, it is killed (our own child, by handle) and reaped.
 #[derive(Debug)]
-pub(crate) struct Proc {
+pub struct Proc {
     child: Option<Child>,
     lines: Receiver<(String, Instant)>,
     stderr: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
     /// When the process was spawned.
-    pub(crate) spawned: Instant,
+    pub spawned: Instant,
 }
 
 impl Proc {
-    pub(crate) fn spawn(
+    /// Starts the program.
+    ///
+    /// Spawns `bin args` with `envs` added, stdin and stdout null, stderr piped and read by a
+    /// background thread (the last 64 KiB are kept once it passes 128 KiB).
+    ///
+    /// # Errors
+    /// The spawn's I/O error.
+    pub fn spawn<S: AsRef<OsStr>>(
         bin: &Path,
-        args: &[String],
+        args: &[S],
         envs: &[(String, String)],
     ) -> std::io::Result<Proc> {
         let mut cmd = Command::new(bin);
@@ -90,7 +98,7 @@ impl Proc {
     }
 
     /// The tail of stderr read so far.
-    pub(crate) fn stderr_tail(&self, max: usize) -> String {
+    pub fn stderr_tail(&self, max: usize) -> String {
         let s = self.stderr.lock().map(|g| g.clone()).unwrap_or_default();
         if s.len() <= max {
             return s;
@@ -101,7 +109,7 @@ impl Proc {
     }
 
     /// The next stderr line, waiting until `deadline`.
-    pub(crate) fn next_event(&self, deadline: Instant) -> Event {
+    pub fn next_event(&self, deadline: Instant) -> Event {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
             Ok((l, t)) => Event::Line(l, t),
@@ -111,7 +119,7 @@ impl Proc {
     }
 
     /// Whether the process has ended (its status if so).
-    pub(crate) fn try_status(&mut self) -> Option<ExitStatus> {
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
@@ -124,7 +132,7 @@ impl Proc {
     }
 
     /// SIGKILL (`Child::kill` on Unix) and reap.
-    pub(crate) fn kill9(&mut self) {
+    pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -133,7 +141,7 @@ impl Proc {
     }
 
     /// Waits up to `timeout` for the process to end by itself; `None` (still running) after it.
-    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.try_status() {
@@ -156,7 +164,7 @@ impl Drop for Proc {
 }
 
 /// `exit N` or `signal N (NAME)`.
-pub(crate) fn describe_status(st: ExitStatus) -> String {
+pub fn describe_status(st: ExitStatus) -> String {
     match (st.code(), st.signal()) {
         (Some(c), _) => format!("exit {c}"),
         (None, Some(6)) => "signal 6 (SIGABRT)".to_owned(),

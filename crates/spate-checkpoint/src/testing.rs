@@ -1,6 +1,6 @@
-//! Test support (feature `testing`): the seeded fault-injecting [`FlakyObjectStore`], a store that
-//! ignores conditional create ([`OverwritingStore`], modelling garage/s3rver), and the conformance
-//! [`suite`] every backend runs (memory, local disk, moto, s3s-fs).
+//! Test support (feature `testing`): the seeded fault-injecting [`FlakyObjectStore`] (which can
+//! also ignore conditional create, modelling garage/s3rver: [`FaultConfig::overwrite_on_create`]),
+//! and the conformance [`suite`] every backend runs (memory, local disk, moto, s3s-fs).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,6 +27,9 @@ pub struct FaultConfig {
     pub latency: f64,
     /// Maximum injected latency.
     pub max_latency: Duration,
+    /// Turn `PutMode::Create` into an overwrite, as garage 2.5.0 and s3rver 3.7.1 do (the
+    /// capability probe must refuse such a store). Applies even while faults are disabled.
+    pub overwrite_on_create: bool,
 }
 
 /// What happened to one request (the schedule, printed with the seed on failure).
@@ -178,8 +181,11 @@ impl ObjectStore for FlakyObjectStore {
         &self,
         location: &Path,
         payload: PutPayload,
-        opts: PutOptions,
+        mut opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if self.config.lock().overwrite_on_create && matches!(opts.mode, PutMode::Create) {
+            opts.mode = PutMode::Overwrite;
+        }
         match self.pick("put", location, true) {
             Fault::FailBefore => Err(injected("injected failure before put")),
             Fault::SucceedThenTimeout => {
@@ -271,64 +277,6 @@ impl ObjectStore for FlakyObjectStore {
         options: CopyOptions,
     ) -> object_store::Result<()> {
         self.inner.copy_opts(from, to, options).await
-    }
-}
-
-/// A store that ignores `PutMode::Create` and overwrites (as garage 2.5.0 and s3rver 3.7.1 do); the
-/// capability probe must refuse it.
-#[derive(Debug)]
-pub struct OverwritingStore(pub Arc<dyn ObjectStore>);
-
-impl fmt::Display for OverwritingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Overwriting({})", self.0)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for OverwritingStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        mut opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        opts.mode = PutMode::Overwrite;
-        self.0.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.0.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.0.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.0.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.0.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.0.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.0.copy_opts(from, to, options).await
     }
 }
 

@@ -306,13 +306,7 @@ impl<K: Key, V: Data> DStream<(K, V)> {
                         bs.push(b);
                     }
                 }
-                Ok(Some(shuffle::combine_batch(
-                    Batch::concat(bs),
-                    n,
-                    &|v| v,
-                    &f,
-                    &f,
-                )))
+                Ok(Some(shuffle::reduce_batch(Batch::concat(bs), n, &f)))
             },
         )
     }
@@ -382,8 +376,8 @@ impl<K: Key, V: Data> DStream<(K, V)> {
                 // Batches that left: (t - slide - window, t - window]; entered: (t - slide, t].
                 let old_b = gather(t.0.saturating_sub(window.0))?;
                 let new_b = gather(t.0)?;
-                let old = shuffle::combine_batch(old_b, n, &|v| v, &f, &f);
-                let new = shuffle::combine_batch(new_b, n, &|v| v, &f, &f);
+                let old = shuffle::reduce_batch(old_b, n, &f);
+                let new = shuffle::reduce_batch(new_b, n, &f);
                 let prev = prev.unwrap_or_default();
                 let parts: Vec<Vec<(K, V)>> = (0..n)
                     .into_par_iter()

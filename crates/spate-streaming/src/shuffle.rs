@@ -85,34 +85,21 @@ fn merge_into<K: Hash + Eq, C, MC: Fn(C, C) -> C>(
     }
 }
 
-/// Spark's `combineByKey` with map-side combining: every input partition is combined into `n`
-/// hash buckets in parallel, then bucket `p` of every input partition is merged into output
-/// partition `p` in parallel. Output order is deterministic for a given input.
-pub(crate) fn combine_batch<K, V, C, CF, MV, MC>(
-    batch: Batch<(K, V)>,
-    n: usize,
-    create: &CF,
-    merge_value: &MV,
-    merge_combiners: &MC,
-) -> Batch<(K, C)>
+/// Spark's `reduceByKey` (`combineByKey(identity, f, f)`) over a materialized batch: see
+/// [`combine_by_key`].
+pub(crate) fn reduce_batch<K, V, F>(batch: Batch<(K, V)>, n: usize, f: &F) -> Batch<(K, V)>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    C: Send + Sync,
-    CF: Fn(V) -> C + Sync,
-    MV: Fn(C, V) -> C + Sync,
-    MC: Fn(C, C) -> C + Sync,
+    F: Fn(V, V) -> V + Sync,
 {
-    combine_by_key(
-        batch_producers(batch),
-        n,
-        create,
-        merge_value,
-        merge_combiners,
-    )
+    combine_by_key(batch_producers(batch), n, &|v| v, f, f)
 }
 
-/// As [`combine_batch`] over producers (fused with the element-wise operators before it).
+/// Spark's `combineByKey` with map-side combining: every input partition is combined into `n`
+/// hash buckets in parallel, then bucket `p` of every input partition is merged into output
+/// partition `p` in parallel. Output order is deterministic for a given input. The inputs are
+/// producers (fused with the element-wise operators before it).
 pub(crate) fn combine_by_key<K, V, C, CF, MV, MC>(
     parts: Vec<Producer<(K, V)>>,
     n: usize,
@@ -287,7 +274,7 @@ mod tests {
             vec![("a", 1u64), ("b", 1), ("a", 1)],
             vec![("b", 1), ("c", 1)],
         ]);
-        let out = combine_batch(b, 3, &|v| v, &|a, b| a + b, &|a, b| a + b);
+        let out = reduce_batch(b, 3, &|a, b| a + b);
         assert_eq!(out.num_partitions(), 3);
         let mut v = out.to_vec();
         v.sort();

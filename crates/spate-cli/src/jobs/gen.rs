@@ -32,31 +32,28 @@ pub(crate) struct GenArgs {
     kind: GenKind,
 }
 
+/// What every corpus kind takes.
+#[derive(Debug, Args)]
+struct Corpus {
+    /// Number of lines.
+    #[arg(long)]
+    lines: u64,
+    /// Seed of the line draws (for words, common.py's `generate_lines(n, seed)`).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output file (written atomically: temp file + rename); stdout if absent.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum GenKind {
     /// 10-word lines of pseudo-words, byte-identical to the Spark harness corpus (common.py).
-    Words {
-        /// Number of lines.
-        #[arg(long)]
-        lines: u64,
-        /// Seed of the line draws (common.py's `generate_lines(n, seed)`).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Output file (written atomically: temp file + rename); stdout if absent.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Words(Corpus),
     /// `deviceId|deviceType|time|click` lines for `spate clicks`.
     Clicks {
-        /// Number of lines.
-        #[arg(long)]
-        lines: u64,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Output file (written atomically); stdout if absent.
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        corpus: Corpus,
         /// Fraction of malformed lines, 0.0–1.0.
         #[arg(long, default_value_t = 0.0)]
         malformed: f64,
@@ -168,13 +165,11 @@ fn with_output(
 /// Runs `spate gen`.
 pub(crate) fn run(args: GenArgs) -> Result<(), String> {
     match args.kind {
-        GenKind::Words { lines, seed, out } => {
+        GenKind::Words(Corpus { lines, seed, out }) => {
             with_output(out.as_deref(), |w| write_words(lines, seed, w))
         }
         GenKind::Clicks {
-            lines,
-            seed,
-            out,
+            corpus: Corpus { lines, seed, out },
             malformed,
             devices,
             start_ms,
