@@ -16,6 +16,7 @@ pub use spec::{State, StateSpec, UpdateStateSpec};
 use crate::batch::Batch;
 use crate::dstream::{DStream, Data, Key};
 use crate::error::{Result, StreamingError};
+use crate::graph::{Node, NodeMeta};
 use crate::shuffle::partition_of;
 use parking_lot::Mutex;
 use rayon::prelude::*;
@@ -147,6 +148,20 @@ where
 
     fn backends(&self) -> Vec<Arc<Mutex<Box<dyn StateBackend<K, S>>>>> {
         self.backends.lock().clone()
+    }
+
+    /// The backends, and the input of `bt` hash-partitioned by key like them.
+    #[allow(clippy::type_complexity)]
+    fn backends_and_input<V: Data>(
+        &self,
+        parent: &Node<(K, V)>,
+        bt: BatchTime,
+    ) -> Result<(
+        Vec<Arc<Mutex<Box<dyn StateBackend<K, S>>>>>,
+        Vec<Vec<(K, V)>>,
+    )> {
+        let input = parent.get_or_compute(bt)?.unwrap_or_else(Batch::empty);
+        Ok((self.backends(), partition_pairs(&input, self.partitions)))
     }
 
     fn applied_time(&self) -> Option<BatchTime> {
@@ -404,6 +419,14 @@ fn partition_pairs<K: Key, V: Data>(b: &Batch<(K, V)>, n: usize) -> Vec<Vec<(K, 
     out
 }
 
+/// The graph description of a stateful operator: partitions, state type and version (what the
+/// compatibility check compares).
+fn state_meta<S>(m: &mut NodeMeta, partitions: usize, version: u32) {
+    m.partitions = u32::try_from(partitions).ok();
+    m.state_type = Some(std::any::type_name::<S>());
+    m.state_version = Some(version);
+}
+
 /// The partitions of a stateful operator: as requested (at least 1), else the default.
 fn state_partitions(kind: &'static str, requested: Option<usize>, default: usize) -> Result<usize> {
     match requested {
@@ -421,57 +444,74 @@ fn smallest_multiple_at_least(slide: DurationMs, min: DurationMs) -> DurationMs 
     DurationMs(min.0.div_ceil(s).max(1) * s)
 }
 
-/// The `StatefulOp` methods that only read or set the shared [`StateCore`] fields (identical for
-/// every stateful operator).
-macro_rules! delegate_to_core {
-    () => {
-        fn operator(&self) -> OperatorId {
-            self.core.id()
-        }
-        fn kind(&self) -> &'static str {
-            self.core.kind
-        }
-        fn slide(&self) -> DurationMs {
-            self.core.slide
-        }
-        fn partitions(&self) -> usize {
-            self.core.partitions
-        }
-        fn requested_interval(&self) -> Option<DurationMs> {
-            *self.core.requested.lock()
-        }
-        fn set_requested(&self, d: DurationMs) {
-            *self.core.requested.lock() = Some(d);
-        }
-        fn default_interval(&self) -> DurationMs {
-            self.core.default_interval
-        }
-        fn set_interval(&self, d: DurationMs) {
-            self.core.interval.store(d.0, Ordering::Release);
-        }
-        fn interval(&self) -> DurationMs {
-            DurationMs(self.core.interval.load(Ordering::Acquire))
-        }
-        fn len(&self) -> u64 {
-            self.core.total_len()
-        }
-    };
+/// What a stateful operator checkpoints beside its keyed state, and the hooks it needs around the
+/// shared [`StateCore`] steps: nothing for `update_state_by_key` (`()`), the output of the
+/// checkpointed batch for `map_with_state` ([`LastOutput`]).
+trait CheckpointExtra<K, S>: Send + Sync {
+    /// Forgets what it holds (backends reopened).
+    fn reset(&self) {}
+    /// Adjusts the initial state before it is loaded (fresh start only).
+    fn prepare_initial(&self, _core: &StateCore<K, S>, _zero: BatchTime) {}
+    /// The encoded extra of the data checkpoint at `t`, if any.
+    fn encode_at(&self, _t: BatchTime) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    /// Restores the extra of the checkpoint at `t` from what [`Self::encode_at`] stored.
+    fn restore_at(&self, _op: OperatorId, _t: BatchTime, _stored: Option<&[u8]>) -> Result<()> {
+        Ok(())
+    }
 }
 
-struct UpdateStateOp<K, S> {
+impl<K, S> CheckpointExtra<K, S> for () {}
+
+/// A keyed stateful operator: the typed core plus what its kind checkpoints beside the state.
+struct KeyedStateOp<K, S, X> {
     core: StateCore<K, S>,
+    extra: X,
 }
 
-impl<K, S> StatefulOp for UpdateStateOp<K, S>
+impl<K, S, X> StatefulOp for KeyedStateOp<K, S, X>
 where
     K: Key + Serialize + DeserializeOwned,
     S: Data + Serialize + DeserializeOwned,
+    X: CheckpointExtra<K, S>,
 {
-    delegate_to_core!();
+    fn operator(&self) -> OperatorId {
+        self.core.id()
+    }
+    fn kind(&self) -> &'static str {
+        self.core.kind
+    }
+    fn slide(&self) -> DurationMs {
+        self.core.slide
+    }
+    fn partitions(&self) -> usize {
+        self.core.partitions
+    }
+    fn requested_interval(&self) -> Option<DurationMs> {
+        *self.core.requested.lock()
+    }
+    fn set_requested(&self, d: DurationMs) {
+        *self.core.requested.lock() = Some(d);
+    }
+    fn default_interval(&self) -> DurationMs {
+        self.core.default_interval
+    }
+    fn set_interval(&self, d: DurationMs) {
+        self.core.interval.store(d.0, Ordering::Release);
+    }
+    fn interval(&self) -> DurationMs {
+        DurationMs(self.core.interval.load(Ordering::Acquire))
+    }
+    fn len(&self) -> u64 {
+        self.core.total_len()
+    }
     fn open(&self, source: &BackendSource) -> Result<()> {
+        self.extra.reset();
         self.core.open_backends(source)
     }
     fn load_initial(&self, zero: BatchTime) -> Result<()> {
+        self.extra.prepare_initial(&self.core, zero);
         self.core.load_initial_state(zero)
     }
     fn checkpoint(
@@ -480,65 +520,8 @@ where
         snapshot: bool,
         base: BatchTime,
     ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>)> {
-        Ok((self.core.checkpoint_objects(t, snapshot, base)?, None))
-    }
-    fn restore(
-        &self,
-        t: BatchTime,
-        objects: Vec<Vec<Vec<u8>>>,
-        _output: Option<&[u8]>,
-    ) -> Result<()> {
-        self.core.restore_objects(t, objects)
-    }
-}
-
-/// The stored state of a `map_with_state` key: the user's state and the batch time of the last
-/// record for the key (for timeouts).
-type Timed<S> = (S, u64);
-
-struct MapWithStateOp<K, S, M> {
-    core: StateCore<K, Timed<S>>,
-    last: Mutex<Option<(BatchTime, Batch<M>)>>,
-}
-
-impl<K, S, M> StatefulOp for MapWithStateOp<K, S, M>
-where
-    K: Key + Serialize + DeserializeOwned,
-    S: Data + Serialize + DeserializeOwned,
-    M: Data + Serialize + DeserializeOwned,
-{
-    delegate_to_core!();
-    fn open(&self, source: &BackendSource) -> Result<()> {
-        *self.last.lock() = None;
-        self.core.open_backends(source)
-    }
-    fn load_initial(&self, zero: BatchTime) -> Result<()> {
-        // Initial states carry the zero time as their last-record time.
-        if let Some(init) = self.core.initial.lock().as_mut() {
-            for (_, (_, t)) in init.iter_mut() {
-                *t = zero.0;
-            }
-        }
-        self.core.load_initial_state(zero)
-    }
-    fn checkpoint(
-        &self,
-        t: BatchTime,
-        snapshot: bool,
-        base: BatchTime,
-    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>)> {
-        let objs = self.core.checkpoint_objects(t, snapshot, base)?;
-        // The output of `t` itself, so a restart that re-runs the checkpointed batch (Spark's
-        // rule) re-emits it (Spark keeps it in the checkpointed MapWithStateRDDRecord).
-        let out: Vec<Vec<M>> = match &*self.last.lock() {
-            Some((lt, b)) if *lt == t => b.partitions().map(<[M]>::to_vec).collect(),
-            _ => Vec::new(),
-        };
-        let bytes = spate_types::codec::encode(&out).map_err(|source| StreamingError::Encode {
-            what: "a stateful operator's output",
-            source,
-        })?;
-        Ok((objs, Some(bytes)))
+        let objects = self.core.checkpoint_objects(t, snapshot, base)?;
+        Ok((objects, self.extra.encode_at(t)?))
     }
     fn restore(
         &self,
@@ -547,10 +530,57 @@ where
         output: Option<&[u8]>,
     ) -> Result<()> {
         self.core.restore_objects(t, objects)?;
+        self.extra.restore_at(self.core.id(), t, output)
+    }
+}
+
+/// `update_state_by_key`: the keyed state only.
+type UpdateStateOp<K, S> = KeyedStateOp<K, S, ()>;
+
+/// The stored state of a `map_with_state` key: the user's state and the batch time of the last
+/// record for the key (for timeouts).
+type Timed<S> = (S, u64);
+
+/// `map_with_state`: the keyed state plus the output of the checkpointed batch.
+type MapWithStateOp<K, S, M> = KeyedStateOp<K, Timed<S>, LastOutput<M>>;
+
+/// The newest batch `map_with_state` emitted, so a restart that re-runs the checkpointed batch
+/// (Spark's rule) re-emits it (Spark keeps it in the checkpointed `MapWithStateRDDRecord`).
+struct LastOutput<M>(Mutex<Option<(BatchTime, Batch<M>)>>);
+
+impl<K, S, M> CheckpointExtra<K, Timed<S>> for LastOutput<M>
+where
+    K: Key + Serialize + DeserializeOwned,
+    S: Data + Serialize + DeserializeOwned,
+    M: Data + Serialize + DeserializeOwned,
+{
+    fn reset(&self) {
+        *self.0.lock() = None;
+    }
+    fn prepare_initial(&self, core: &StateCore<K, Timed<S>>, zero: BatchTime) {
+        // Initial states carry the zero time as their last-record time.
+        if let Some(init) = core.initial.lock().as_mut() {
+            for (_, (_, t)) in init.iter_mut() {
+                *t = zero.0;
+            }
+        }
+    }
+    fn encode_at(&self, t: BatchTime) -> Result<Option<Vec<u8>>> {
+        let out: Vec<Vec<M>> = match &*self.0.lock() {
+            Some((lt, b)) if *lt == t => b.partitions().map(<[M]>::to_vec).collect(),
+            _ => Vec::new(),
+        };
+        let bytes = spate_types::codec::encode(&out).map_err(|source| StreamingError::Encode {
+            what: "a stateful operator's output",
+            source,
+        })?;
+        Ok(Some(bytes))
+    }
+    fn restore_at(&self, op: OperatorId, t: BatchTime, output: Option<&[u8]>) -> Result<()> {
         let parts: Vec<Vec<M>> = match output {
             Some(b) => spate_types::codec::decode(b).map_err(|source| {
                 state_err(
-                    self.core.id(),
+                    op,
                     spate_state::StateError::Corrupt {
                         location: "the checkpointed output".into(),
                         what: spate_state::Item::Value,
@@ -561,7 +591,7 @@ where
             })?,
             None => Vec::new(),
         };
-        *self.last.lock() = Some((t, Batch::from_partitions(parts)));
+        *self.0.lock() = Some((t, Batch::from_partitions(parts)));
         Ok(())
     }
 }
@@ -705,6 +735,7 @@ where
                 smallest_multiple_at_least(slide, DurationMs::from_secs(10)),
                 spec.initial,
             ),
+            extra: (),
         });
         let parent = Arc::clone(&self.node);
         let f = Arc::new(f);
@@ -714,16 +745,12 @@ where
             KIND,
             vec![self.id()],
             |m| {
-                m.partitions = u32::try_from(n).ok();
-                m.state_type = Some(std::any::type_name::<S>());
-                m.state_version = Some(spec.version);
+                state_meta::<S>(m, n, spec.version);
             },
             move |t| {
                 let core = &me.core;
                 let apply = |bt: BatchTime| -> Result<Batch<(K, S)>> {
-                    let input = parent.get_or_compute(bt)?.unwrap_or_else(Batch::empty);
-                    let parts = partition_pairs(&input, n);
-                    let bs = core.backends();
+                    let (bs, parts) = core.backends_and_input(&parent, bt)?;
                     let opid = core.id();
                     bs.par_iter()
                         .zip(parts.into_par_iter())
@@ -793,7 +820,7 @@ where
                 DurationMs(slide.0.saturating_mul(10)),
                 initial,
             ),
-            last: Mutex::new(None),
+            extra: LastOutput(Mutex::new(None)),
         });
         let parent = Arc::clone(&self.node);
         let func = Arc::clone(&spec.func);
@@ -803,17 +830,13 @@ where
             KIND,
             vec![self.id()],
             |m| {
-                m.partitions = u32::try_from(n).ok();
-                m.state_type = Some(std::any::type_name::<S>());
-                m.state_version = Some(spec.version);
+                state_meta::<S>(m, n, spec.version);
                 m.detail = timeout.map(|d| format!("timeout {d}"));
             },
             move |t| {
                 let core = &me.core;
                 let apply = |bt: BatchTime| -> Result<Batch<M>> {
-                    let input = parent.get_or_compute(bt)?.unwrap_or_else(Batch::empty);
-                    let parts = partition_pairs(&input, n);
-                    let bs = core.backends();
+                    let (bs, parts) = core.backends_and_input(&parent, bt)?;
                     let opid = core.id();
                     let outs: Result<Vec<Vec<M>>> = bs
                         .par_iter()
@@ -864,7 +887,7 @@ where
                     Ok(Batch::from_partitions(outs?))
                 };
                 let current = |_t: BatchTime| Ok(None);
-                advance_to(core, t, &me.last, &apply, &current)
+                advance_to(core, t, &me.extra.0, &apply, &current)
             },
         )?;
         let _ = op.core.op.set(stream.id());
