@@ -97,19 +97,29 @@ impl<T: Data> DStream<T> {
         Ok(DStream::from_node(self.ctx.clone(), node))
     }
 
-    /// A per-partition transformation of this stream (map, filter, flat_map, map_partitions).
-    pub(crate) fn narrow<U: Data>(
+    /// A batch-to-batch transformation of this stream alone (nothing in its graph description
+    /// beyond `kind`): `f` gets each generated batch of the parent and its batch time.
+    fn per_batch<U: Data>(
         &self,
         kind: &'static str,
-        f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
+        f: impl Fn(Batch<T>, BatchTime) -> Batch<U> + Send + Sync + 'static,
     ) -> Result<DStream<U>> {
         let parent = Arc::clone(&self.node);
         self.derive(
             kind,
             vec![self.id()],
             |_| {},
-            move |t| Ok(parent.get_or_compute(t)?.map(|b| b.par_map_partitions(&f))),
+            move |t| Ok(parent.get_or_compute(t)?.map(|b| f(b, t))),
         )
+    }
+
+    /// A per-partition transformation of this stream (map, filter, flat_map, map_partitions).
+    pub(crate) fn narrow<U: Data>(
+        &self,
+        kind: &'static str,
+        f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
+    ) -> Result<DStream<U>> {
+        self.per_batch(kind, move |b, _| b.par_map_partitions(&f))
     }
 
     /// An element-wise operator fused with its parent's producers.
@@ -201,13 +211,7 @@ impl<T: Data> DStream<T> {
         &self,
         f: impl Fn(Batch<T>, BatchTime) -> Batch<U> + Send + Sync + 'static,
     ) -> Result<DStream<U>> {
-        let parent = Arc::clone(&self.node);
-        self.derive(
-            "transform",
-            vec![self.id()],
-            |_| {},
-            move |t| Ok(parent.get_or_compute(t)?.map(|b| f(b, t))),
-        )
+        self.per_batch("transform", f)
     }
 
     /// The elements of both streams (partitions of `self` first).
@@ -284,17 +288,7 @@ impl<T: Data> DStream<T> {
     /// # Errors
     /// [`StreamingError::AlreadyStarted`].
     pub fn count(&self) -> Result<DStream<u64>> {
-        let parent = Arc::clone(&self.node);
-        self.derive(
-            "count",
-            vec![self.id()],
-            |_| {},
-            move |t| {
-                Ok(parent
-                    .get_or_compute(t)?
-                    .map(|b| Batch::from_vec(vec![b.len() as u64])))
-            },
-        )
+        self.per_batch("count", |b, _| Batch::from_vec(vec![b.len() as u64]))
     }
 
     /// One element per non-empty batch: all elements combined with the associative `f`
@@ -303,26 +297,17 @@ impl<T: Data> DStream<T> {
     /// # Errors
     /// [`StreamingError::AlreadyStarted`].
     pub fn reduce(&self, f: impl Fn(T, T) -> T + Send + Sync + 'static) -> Result<DStream<T>> {
-        let parent = Arc::clone(&self.node);
-        self.derive(
-            "reduce",
-            vec![self.id()],
-            |_| {},
-            move |t| {
-                Ok(parent.get_or_compute(t)?.map(|b| {
-                    let partials =
-                        b.par_map_partitions(|p| p.into_iter().reduce(&f).into_iter().collect());
-                    Batch::from_vec(
-                        partials
-                            .into_vec()
-                            .into_iter()
-                            .reduce(&f)
-                            .into_iter()
-                            .collect(),
-                    )
-                }))
-            },
-        )
+        self.per_batch("reduce", move |b, _| {
+            let partials = b.par_map_partitions(|p| p.into_iter().reduce(&f).into_iter().collect());
+            Batch::from_vec(
+                partials
+                    .into_vec()
+                    .into_iter()
+                    .reduce(&f)
+                    .into_iter()
+                    .collect(),
+            )
+        })
     }
 
     /// Per distinct element, its number of occurrences in the batch.
@@ -391,27 +376,38 @@ impl<T: Data> DStream<T> {
     /// [`StreamingError::InvalidWindow`] unless both are positive multiples of this stream's slide;
     /// [`StreamingError::AlreadyStarted`].
     pub fn window(&self, window: DurationMs, slide: DurationMs) -> Result<DStream<T>> {
-        self.check_window("window", window, slide)?;
+        self.windowed("window", window, slide, None, |b| b)
+    }
+
+    /// A windowed operator: every `slide`, `f` over the batches of the last `window` concatenated
+    /// (in time order, newest first as [`Self::window_times`] lists them); `partitions` is recorded
+    /// in the graph description when the output is hash-partitioned.
+    pub(crate) fn windowed<U: Data>(
+        &self,
+        kind: &'static str,
+        window: DurationMs,
+        slide: DurationMs,
+        partitions: Option<usize>,
+        f: impl Fn(Batch<T>) -> Batch<U> + Send + Sync + 'static,
+    ) -> Result<DStream<U>> {
+        self.check_window(kind, window, slide)?;
         let parent = Arc::clone(&self.node);
         let ps = self.slide();
-        self.derive(
-            "window",
-            vec![self.id()],
-            |m| {
-                m.slide = slide;
-                m.window = Some(window);
-                m.parent_lookback = window;
-            },
-            move |t| {
-                let mut bs = Vec::new();
-                for tt in Self::window_times(t, window, ps) {
-                    if let Some(b) = parent.get_or_compute(tt)? {
-                        bs.push(b);
-                    }
+        let adjust = |m: &mut NodeMeta| {
+            m.slide = slide;
+            m.window = Some(window);
+            m.parent_lookback = window;
+            m.partitions = partitions.and_then(|n| u32::try_from(n).ok());
+        };
+        self.derive(kind, vec![self.id()], adjust, move |t| {
+            let mut bs = Vec::new();
+            for tt in Self::window_times(t, window, ps) {
+                if let Some(b) = parent.get_or_compute(tt)? {
+                    bs.push(b);
                 }
-                Ok(Some(Batch::concat(bs)))
-            },
-        )
+            }
+            Ok(Some(f(Batch::concat(bs))))
+        })
     }
 
     /// Every `slide`, the number of elements in the last `window` (one element, 0 if empty).

@@ -286,28 +286,13 @@ impl<K: Key, V: Data> DStream<(K, V)> {
         window: DurationMs,
         slide: DurationMs,
     ) -> Result<DStream<(K, V)>> {
-        self.check_window("reduce_by_key_and_window", window, slide)?;
         let n = self.ctx.config().default_partitions;
-        let parent = Arc::clone(&self.node);
-        let ps = self.slide();
-        self.derive(
+        self.windowed(
             "reduce_by_key_and_window",
-            vec![self.id()],
-            |m| {
-                m.slide = slide;
-                m.window = Some(window);
-                m.parent_lookback = window;
-                m.partitions = u32::try_from(n).ok();
-            },
-            move |t| {
-                let mut bs = Vec::new();
-                for tt in Self::window_times(t, window, ps) {
-                    if let Some(b) = parent.get_or_compute(tt)? {
-                        bs.push(b);
-                    }
-                }
-                Ok(Some(shuffle::reduce_batch(Batch::concat(bs), n, &f)))
-            },
+            window,
+            slide,
+            Some(n),
+            move |b| shuffle::reduce_batch(b, n, &f),
         )
     }
 

@@ -3,37 +3,46 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Log sequence number of a WAL record: dense, starting at 0, one per appended record, never reused.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct Lsn(pub u64);
+/// A `Copy` id newtype over an integer, displayed as `<label> <n>`; `next` adds `const fn next`.
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident($int:ty), $label:literal $(, $next:ident)?) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
+        pub struct $name(pub $int);
 
-impl Lsn {
-    /// The LSN after this one.
-    #[must_use]
-    pub const fn next(self) -> Lsn {
-        Lsn(self.0 + 1)
-    }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($label, " {}"), self.0)
+            }
+        }
+        $(id_newtype!(@$next $name);)?
+    };
+    (@next $name:ident) => {
+        impl $name {
+            #[doc = concat!("The ", stringify!($name), " after this one.")]
+            #[must_use]
+            pub const fn next(self) -> $name {
+                $name(self.0 + 1)
+            }
+        }
+    };
 }
 
-impl fmt::Display for Lsn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "lsn {}", self.0)
-    }
-}
+id_newtype!(
+    /// Log sequence number of a WAL record: dense, starting at 0, one per appended record, never
+    /// reused.
+    Lsn(u64),
+    "lsn",
+    next
+);
 
-/// Identifies a receiver (input stream with a receiver) within one streaming graph.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct ReceiverId(pub u32);
-
-impl fmt::Display for ReceiverId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "receiver {}", self.0)
-    }
-}
+id_newtype!(
+    /// Identifies a receiver (input stream with a receiver) within one streaming graph.
+    ReceiverId(u32),
+    "receiver"
+);
 
 /// A block of received records: the receiver that produced it and its per-receiver sequence number
 /// (Spark's `StreamBlockId(streamId, uniqueId)`).
@@ -54,48 +63,25 @@ impl fmt::Display for BlockId {
     }
 }
 
-/// Stable id of an operator (DStream) in the graph: assigned in construction order, so the same
-/// build closure yields the same ids on every start. Checkpointed state is bound to operators by it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct OperatorId(pub u32);
+id_newtype!(
+    /// Stable id of an operator (DStream) in the graph: assigned in construction order, so the same
+    /// build closure yields the same ids on every start. Checkpointed state is bound to operators
+    /// by it.
+    OperatorId(u32),
+    "operator"
+);
 
-impl fmt::Display for OperatorId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "operator {}", self.0)
-    }
-}
+id_newtype!(
+    /// A hash partition of a keyed dataset, `0..num_partitions`.
+    PartitionId(u32),
+    "partition"
+);
 
-/// A hash partition of a keyed dataset, `0..num_partitions`.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct PartitionId(pub u32);
-
-impl fmt::Display for PartitionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "partition {}", self.0)
-    }
-}
-
-/// Writer generation of a checkpoint location: each writer claims a strictly larger one on open, and
-/// a writer whose generation is older than the newest claimed is fenced (refused) before publishing.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-pub struct Generation(pub u64);
-
-impl Generation {
-    /// The generation after this one.
-    #[must_use]
-    pub const fn next(self) -> Generation {
-        Generation(self.0 + 1)
-    }
-}
-
-impl fmt::Display for Generation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "generation {}", self.0)
-    }
-}
+id_newtype!(
+    /// Writer generation of a checkpoint location: each writer claims a strictly larger one on
+    /// open, and a writer whose generation is older than the newest claimed is fenced (refused)
+    /// before publishing.
+    Generation(u64),
+    "generation",
+    next
+);
