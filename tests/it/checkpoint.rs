@@ -56,10 +56,7 @@ fn moto_store_passes_the_checkpoint_conformance_suite() {
     let Some(srv) = s3::moto("moto_store_passes_the_checkpoint_conformance_suite") else {
         return;
     };
-    rt().block_on(suite::run_all(|| {
-        let s = srv.fresh("conf");
-        async move { s }
-    }));
+    rt().block_on(suite::run_all(|| std::future::ready(srv.fresh("conf"))));
     // moto's If-None-Match is check-then-store under the GIL: one winner in practice (infra.md).
     rt().block_on(suite::concurrent_claims_get_distinct_generations(
         srv.fresh("race"),
@@ -73,10 +70,7 @@ fn s3sfs_store_passes_the_checkpoint_conformance_suite() {
     };
     // No concurrent-claim race here: s3s-fs checks `exists()` then renames a temp file, so two
     // concurrent create-only PUTs can both succeed (docs/testing.md).
-    rt().block_on(suite::run_all(|| {
-        let s = srv.fresh("conf");
-        async move { s }
-    }));
+    rt().block_on(suite::run_all(|| std::future::ready(srv.fresh("conf"))));
 }
 
 #[test]

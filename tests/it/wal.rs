@@ -23,6 +23,17 @@ fn opts(policy: SyncPolicy, segment_bytes: u64) -> WalOptions {
     }
 }
 
+/// A fresh WAL on a `SimFs` seeded `seed` at `dir`: manual syncs, 1 MiB segments, no
+/// preallocation (so a segment's length is what was written).
+fn small_manual_wal(seed: u64, dir: &str) -> (SimFs, PathBuf, Wal) {
+    let fs = SimFs::new(seed);
+    let dir = PathBuf::from(dir);
+    let mut o = opts(SyncPolicy::Manual, 1 << 20);
+    o.preallocate = false;
+    let (wal, _) = Wal::open(Arc::new(fs.clone()), &dir, o).unwrap();
+    (fs, dir, wal)
+}
+
 /// Records (lsn, payload) and the report, or the error.
 type Replayed = Result<(Vec<(u64, Vec<u8>)>, RecoveryReport), WalError>;
 
@@ -244,11 +255,7 @@ fn golden_segment_re_encodes_byte_for_byte() {
 
 /// A 3-record segment (no preallocation) and the frame offsets [start of each frame..., end].
 fn small_segment() -> (Vec<u8>, Vec<u64>) {
-    let fs = SimFs::new(1);
-    let dir = PathBuf::from("/w");
-    let mut o = opts(SyncPolicy::Manual, 1 << 20);
-    o.preallocate = false;
-    let (mut wal, _) = Wal::open(Arc::new(fs.clone()), &dir, o).unwrap();
+    let (fs, dir, mut wal) = small_manual_wal(1, "/w");
     let mut offs = Vec::new();
     for (i, len) in [3usize, 0, 17].into_iter().enumerate() {
         let h = wal
@@ -449,11 +456,7 @@ fn open_truncates_a_torn_tail_keeps_a_copy_and_appends_after_it() {
 
 #[test]
 fn damage_in_the_last_group_is_a_torn_tail_damage_before_a_later_sync_point_is_corruption() {
-    let fs = SimFs::new(11);
-    let dir = PathBuf::from("/s");
-    let mut o = opts(SyncPolicy::Manual, 1 << 20);
-    o.preallocate = false;
-    let (mut wal, _) = Wal::open(Arc::new(fs.clone()), &dir, o).unwrap();
+    let (fs, dir, mut wal) = small_manual_wal(11, "/s");
     let mut offs = Vec::new();
     for i in 0..6u64 {
         offs.push(wal.append_with_handle(1, &payload(i, 20)).unwrap().offset);
