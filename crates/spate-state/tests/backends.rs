@@ -11,6 +11,14 @@ use spate_state::{
 use spate_types::{BatchTime, OperatorId, PartitionId};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Partition 0 of operator 1 in `store`, opened with `start`.
+fn first_partition<V>(store: &SledStore, start: Start) -> SledBackend<K, V>
+where
+    V: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    store.backend(OperatorId(1), PartitionId(0), start).unwrap()
+}
+
 /// Fresh sled backends, one new partition each, in one store.
 fn sled_factory(store: &SledStore) -> impl FnMut() -> SledBackend<K, S> + '_ {
     let mut next = 0u32;
@@ -103,9 +111,7 @@ fn sled_backend_matches_the_model() {
 fn sled_garbage_value_is_a_typed_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStore::open(dir.path()).unwrap();
-    let mut b: SledBackend<K, S> = store
-        .backend(OperatorId(1), PartitionId(0), Start::Empty)
-        .unwrap();
+    let mut b: SledBackend<K, S> = first_partition(&store, Start::Empty);
     b.put("good".into(), vec![1, 2]).unwrap();
     b.put("bad".into(), vec![3]).unwrap();
     let kb = spate_types::codec::encode("bad").unwrap();
@@ -204,16 +210,12 @@ fn deleting_the_sled_directory_just_works() {
     let dir = parent.path().join("state");
     {
         let store = SledStore::open(&dir).unwrap();
-        let mut b: SledBackend<K, u64> = store
-            .backend(OperatorId(1), PartitionId(0), Start::Empty)
-            .unwrap();
+        let mut b: SledBackend<K, u64> = first_partition(&store, Start::Empty);
         b.put("a".into(), 1).unwrap();
     }
     std::fs::remove_dir_all(&dir).unwrap();
     let store = SledStore::open(&dir).unwrap();
-    let mut b: SledBackend<K, u64> = store
-        .backend(OperatorId(1), PartitionId(0), Start::Keep)
-        .unwrap();
+    let mut b: SledBackend<K, u64> = first_partition(&store, Start::Keep);
     assert_eq!(b.len(), 0);
     b.put("b".into(), 2).unwrap();
     assert_eq!(b.get(&"b".into()).unwrap(), Some(2));
@@ -225,9 +227,7 @@ fn deleting_the_sled_directory_just_works() {
     std::fs::write(dir.join("db"), vec![0xa5u8; 4096]).unwrap();
     std::fs::create_dir_all(dir.join("snap.junk")).unwrap();
     let store = SledStore::open_fresh(&dir).unwrap();
-    let mut b: SledBackend<K, u64> = store
-        .backend(OperatorId(1), PartitionId(0), Start::Keep)
-        .unwrap();
+    let mut b: SledBackend<K, u64> = first_partition(&store, Start::Keep);
     assert_eq!(b.len(), 0);
     b.put("c".into(), 3).unwrap();
     assert_eq!(b.get(&"c".into()).unwrap(), Some(3));
