@@ -482,6 +482,15 @@ impl FileHandle for SimFile {
 mod tests {
     use super::*;
 
+    /// Creates `p` in `dir` with `bytes`, all durable (data and directory entry synced).
+    fn durable_file(fs: &SimFs, dir: &Path, p: &Path, bytes: &[u8]) -> SharedFile {
+        let f = fs.create(p).unwrap();
+        fs.sync_dir(dir).unwrap();
+        f.write_all_at(0, bytes).unwrap();
+        f.sync_data().unwrap();
+        f
+    }
+
     fn setup() -> (SimFs, PathBuf) {
         let fs = SimFs::new(7);
         let dir = PathBuf::from("/d");
@@ -493,10 +502,7 @@ mod tests {
     fn unsynced_writes_are_lost_in_a_crash() {
         let (fs, dir) = setup();
         let p = dir.join("f");
-        let f = fs.create(&p).unwrap();
-        fs.sync_dir(&dir).unwrap();
-        f.write_all_at(0, b"durable").unwrap();
-        f.sync_data().unwrap();
+        let f = durable_file(&fs, &dir, &p, b"durable");
         f.write_all_at(7, b"-lost").unwrap();
         assert_eq!(fs.read_file(&p).unwrap(), b"durable-lost");
         assert_eq!(fs.unsynced_bytes(&p), 5);
@@ -542,10 +548,7 @@ mod tests {
             let dir = PathBuf::from("/d");
             fs.create_dir_all(&dir).unwrap();
             let p = dir.join("f");
-            let f = fs.create(&p).unwrap();
-            fs.sync_dir(&dir).unwrap();
-            f.write_all_at(0, b"AAAA").unwrap();
-            f.sync_data().unwrap();
+            let f = durable_file(&fs, &dir, &p, b"AAAA");
             f.write_all_at(4, b"BBBB").unwrap();
             f.write_all_at(8, b"CCCC").unwrap();
             fs.crash(CrashMode::TearUnsynced);
