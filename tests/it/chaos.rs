@@ -201,9 +201,7 @@ fn chaos_clicks_and_per_batch_wordcount_with_disturbances_pass() {
 /// of `scripts/test.sh`.
 #[test]
 fn chaos_wordcount_with_an_s3_checkpoint_passes() {
-    let Some(srv) = spate_tests::s3::s3sfs("chaos_wordcount_with_an_s3_checkpoint_passes") else {
-        return;
-    };
+    let srv = spate_tests::s3_or_return!(s3sfs);
     let envs = vec![
         ("AWS_ENDPOINT".to_owned(), srv.endpoint.clone()),
         ("AWS_ALLOW_HTTP".to_owned(), "true".to_owned()),
@@ -244,11 +242,7 @@ fn chaos_wordcount_with_an_s3_checkpoint_passes() {
 fn chaos_wordcount_survives_s3_server_restarts_between_runs() {
     // Started here, stopped on drop; the hook replaces its process and records the new PID in the
     // same pid file.
-    let Some(private) =
-        spate_tests::s3::private_s3sfs("chaos_wordcount_survives_s3_server_restarts_between_runs")
-    else {
-        return;
-    };
+    let private = spate_tests::s3_or_return!(private_s3sfs);
     let ctl = &private.control;
     let port = ctl.port;
     let dir = tempfile::tempdir().unwrap();

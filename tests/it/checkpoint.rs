@@ -53,9 +53,7 @@ fn local_disk_store_passes_the_checkpoint_conformance_suite() {
 
 #[test]
 fn moto_store_passes_the_checkpoint_conformance_suite() {
-    let Some(srv) = s3::moto("moto_store_passes_the_checkpoint_conformance_suite") else {
-        return;
-    };
+    let srv = spate_tests::s3_or_return!(moto);
     rt().block_on(suite::run_all(|| std::future::ready(srv.fresh("conf"))));
     // moto's If-None-Match is check-then-store under the GIL: one winner in practice (infra.md).
     rt().block_on(suite::concurrent_claims_get_distinct_generations(
@@ -65,9 +63,7 @@ fn moto_store_passes_the_checkpoint_conformance_suite() {
 
 #[test]
 fn s3sfs_store_passes_the_checkpoint_conformance_suite() {
-    let Some(srv) = s3::s3sfs("s3sfs_store_passes_the_checkpoint_conformance_suite") else {
-        return;
-    };
+    let srv = spate_tests::s3_or_return!(s3sfs);
     // No concurrent-claim race here: s3s-fs checks `exists()` then renames a temp file, so two
     // concurrent create-only PUTs can both succeed (docs/testing.md).
     rt().block_on(suite::run_all(|| std::future::ready(srv.fresh("conf"))));
@@ -184,9 +180,7 @@ fn put_to_a_black_hole_times_out_indeterminate() {
 #[test]
 fn s3sfs_killed_mid_checkpoint_recovers() {
     // A private server: killing the shared one failed the S3 tests running beside this one.
-    let Some(private) = s3::private_s3sfs("s3sfs_killed_mid_checkpoint_recovers") else {
-        return;
-    };
+    let private = spate_tests::s3_or_return!(private_s3sfs);
     let (srv, ctl) = (&private.server, &private.control);
     let rt = rt();
     let prefix = s3::unique_prefix("restart");

@@ -157,11 +157,7 @@ fn cli_bad_input_is_one_line_and_exit_2() {
 
 #[test]
 fn checkpoint_verify_on_moto_exits_1_naming_the_damaged_object() {
-    let Some(srv) =
-        spate_tests::s3::moto("checkpoint_verify_on_moto_exits_1_naming_the_damaged_object")
-    else {
-        return;
-    };
+    let srv = spate_tests::s3_or_return!(moto);
     let prefix = spate_tests::s3::unique_prefix("cli");
     let url = srv.url(&prefix);
     let store = CheckpointStore::open(&url, srv.options()).unwrap();

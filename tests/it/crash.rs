@@ -746,9 +746,7 @@ fn socket_ack_input_survives_sigkills_exactly_once() {
 /// servers of `scripts/test.sh`; mandatory under `CI=true`.
 #[test]
 fn dir_input_with_s3_checkpoint_survives_sigkills() {
-    let Some(srv) = spate_tests::s3::s3sfs("dir_input_with_s3_checkpoint_survives_sigkills") else {
-        return;
-    };
+    let srv = spate_tests::s3_or_return!(s3sfs);
     let (mut rng, _note) = seeded("dir_input_with_s3_checkpoint_survives_sigkills");
     let work = tempfile::tempdir().unwrap();
     let loc = Location {
@@ -1161,11 +1159,7 @@ fn stateful_wordcount_survives_20_sigkills_with_exact_totals() {
 /// `checkpoint::gc_reads_each_manifest_and_object_once_per_process`).
 #[test]
 fn stateful_wordcount_on_s3_survives_sigkills_with_exact_totals() {
-    let Some(srv) =
-        spate_tests::s3::s3sfs("stateful_wordcount_on_s3_survives_sigkills_with_exact_totals")
-    else {
-        return;
-    };
+    let srv = spate_tests::s3_or_return!(s3sfs);
     let (mut rng, _note) = seeded("stateful_wordcount_on_s3_survives_sigkills_with_exact_totals");
     let work = tempfile::tempdir().unwrap();
     let mut envs = vec![

@@ -106,3 +106,28 @@ fn build_spate(profile_dir: &Path, features: &[&str]) {
 pub fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }
+
+/// The running test's name: libtest names each test's thread after the test's path
+/// (`crash::stateful_wordcount_on_s3_survives_sigkills_with_exact_totals`); `"this test"` outside
+/// a test thread.
+#[must_use]
+pub fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .unwrap_or("this test")
+        .to_owned()
+}
+
+/// `let srv = spate_tests::s3_or_return!(s3sfs);` — the server of `scripts/test.sh` named by a
+/// function of [`s3`] (`moto`, `s3sfs`, `s3sfs_control`, `private_s3sfs`) for the running test, or
+/// a return from the test after the loud skip message (which fails the test under `CI=true`).
+#[macro_export]
+macro_rules! s3_or_return {
+    ($server:ident) => {
+        match $crate::s3::$server(&$crate::current_test()) {
+            Some(server) => server,
+            None => return,
+        }
+    };
+}
