@@ -259,7 +259,7 @@ pub fn restart_schedule(
         zero.0 + k * b
     };
     // The checkpointed batch itself always re-runs (Spark), as do pending and recorded ones.
-    grid_schedule(zero, b, first, pending, now_ms, policy, |bt| {
+    grid_schedule(zero, b, first, pending, now_ms, 0, policy, |bt| {
         recorded.contains(&bt) || bt == checkpoint_time
     })
 }
@@ -284,17 +284,22 @@ pub fn restart_schedule_after(
     } else {
         zero.0 + ((hwm.0 - zero.0) / b + 1) * b
     };
-    grid_schedule(zero, b, first, pending, now_ms, policy, |_| false)
+    // A clock behind the high-water mark (a restart on another host) does not regenerate
+    // completed batches: the timer resumes after it.
+    grid_schedule(zero, b, first, pending, now_ms, first, policy, |_| false)
 }
 
 /// Pending batches after zero time, plus the grid times in `[first, restart_time)`: those `keep`
-/// selects (or pending) always run, the others are missed and run as `policy` says.
+/// selects (or pending) always run, the others are missed and run as `policy` says. The restart
+/// time is the first grid time after `now_ms`, at least `min_restart`.
+#[allow(clippy::too_many_arguments)]
 fn grid_schedule(
     zero: BatchTime,
     b: u64,
     first: u64,
     pending: &[BatchTime],
     now_ms: u64,
+    min_restart: u64,
     policy: MissedBatches,
     keep: impl Fn(BatchTime) -> bool,
 ) -> RestartSchedule {
@@ -302,7 +307,8 @@ fn grid_schedule(
         zero.0 + b
     } else {
         ((now_ms - zero.0) / b + 1) * b + zero.0
-    };
+    }
+    .max(min_restart);
     let mut times: BTreeSet<BatchTime> = pending.iter().copied().filter(|t| t.0 > zero.0).collect();
     let mut missed = Vec::new();
     let mut t = first;
@@ -849,6 +855,67 @@ mod tests {
         );
         assert_eq!(s.times, ts(&[3000, 4000, 5000, 6000, 10_000]));
         assert_eq!(s.skipped, ts(&[7000, 8000, 9000]));
+    }
+
+    /// I-REC-6: (case, hwm, pending, now, policy, times, skipped, restart time)
+    #[test]
+    fn schedule_after_high_water_mark() {
+        let g = MissedBatches::GenerateAll;
+        let cases = [
+            (
+                "pending, then the grid after the mark",
+                5000,
+                vec![3000, 5000],
+                7500,
+                g,
+                vec![3000, 5000, 6000, 7000],
+                vec![],
+                8000,
+            ),
+            (
+                "completed batches before the mark do not run again",
+                5000,
+                vec![],
+                5500,
+                g,
+                vec![],
+                vec![],
+                6000,
+            ),
+            (
+                "a clock behind the mark: the timer resumes after it",
+                9000,
+                vec![8000],
+                4200,
+                g,
+                vec![8000],
+                vec![],
+                10_000,
+            ),
+            (
+                "coalesce_empty applies to the missed times after the mark",
+                2000,
+                vec![2000],
+                7500,
+                MissedBatches::CoalesceEmpty,
+                vec![2000, 3000, 7000],
+                vec![4000, 5000, 6000],
+                8000,
+            ),
+        ];
+        for (case, hwm, pending, now, policy, times, skipped, restart) in cases {
+            let s = restart_schedule_after(
+                BatchTime(0),
+                DurationMs(1000),
+                BatchTime(hwm),
+                &ts(&pending),
+                now,
+                policy,
+            );
+            assert_eq!(s.times, ts(&times), "{case}");
+            assert_eq!(s.skipped, ts(&skipped), "{case}");
+            assert_eq!(s.restart_time, BatchTime(restart), "{case}");
+        }
     }
 
     #[test]
