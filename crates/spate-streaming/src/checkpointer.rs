@@ -249,6 +249,8 @@ pub(crate) struct Checkpointer {
     /// Signalled when `outstanding` drops.
     resolved_cv: Condvar,
     handles: Mutex<WriterHandles>,
+    /// When this process last committed a data checkpoint (I-REC-6 during catch-up).
+    last_data: Mutex<Option<Instant>>,
     /// Held from a draft's snapshot of the commit state until it is enqueued, so that manifests
     /// are published in the order of the states they describe (I-REC-6: the newest manifest's
     /// restored position is the newest).
@@ -297,6 +299,7 @@ impl Checkpointer {
             resolved_cv: Condvar::new(),
             handles: Mutex::new(WriterHandles::default()),
             order: Mutex::new(()),
+            last_data: Mutex::new(None),
         })
     }
 
@@ -366,6 +369,13 @@ impl Checkpointer {
     /// whether `t` was one the restart rescheduled (catch-up, I-REC-6).
     pub(crate) fn on_jobs_done(&self, t: BatchTime) -> (Option<BatchTime>, bool) {
         self.state.lock().progress.on_done(t)
+    }
+
+    /// Wall time since this process last committed a data checkpoint, ms (`None`: none yet).
+    pub(crate) fn since_data_checkpoint_ms(&self) -> Option<u64> {
+        self.last_data
+            .lock()
+            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Batches generated or rescheduled but not completed.
@@ -499,6 +509,7 @@ impl Checkpointer {
         spate_types::spate_fail!("engine::checkpoint::data::commit::after", |a| Err(
             self.failpoint("engine::checkpoint::data::commit::after", &a, true)
         ));
+        *self.last_data.lock() = Some(Instant::now());
         let chains = self.chains_of(&m)?;
         self.state.lock().chains = chains;
         tracing::debug!(

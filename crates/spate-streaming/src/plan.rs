@@ -62,9 +62,12 @@ pub(crate) struct CompletionFacts<'a> {
     /// The stateful operators, in registration order.
     pub(crate) ops: &'a [OpFacts],
     /// The batch is one a restart rescheduled (catch-up, I-REC-6): its completion is a data
-    /// checkpoint of every stateful operator on its slide grid, so the next restart does not
-    /// recompute it.
+    /// checkpoint of every stateful operator on its slide grid when none was written in this
+    /// process for a batch interval of wall time (`since_data_checkpoint_ms`), so a kill during
+    /// catch-up loses at most about one batch interval of state work.
     pub(crate) catch_up: bool,
+    /// Wall time since this process last committed a data checkpoint, ms (`None`: none yet).
+    pub(crate) since_data_checkpoint_ms: Option<u64>,
     /// `max_recovery_batches`: a data checkpoint is due when a restore would recompute at least
     /// this many batches of some operator's state (0: no bound).
     pub(crate) max_recovery_batches: u64,
@@ -175,8 +178,12 @@ pub(crate) fn plan_completion(t: BatchTime, facts: &CompletionFacts<'_>) -> Comp
     let on = |every: DurationMs| t.0 > zero && (t.0 - zero).is_multiple_of(every.0.max(1));
     let not_done = |op: &OpFacts| op.chain.is_none_or(|c| c.time < t);
     // I-REC-6: a rescheduled batch, or a chain a restore would recompute too long, forces one.
+    let catch_up_due = facts.catch_up
+        && facts
+            .since_data_checkpoint_ms
+            .is_none_or(|ms| ms >= facts.batch.0);
     let forced = |op: &OpFacts| {
-        facts.catch_up
+        catch_up_due
             || (facts.max_recovery_batches > 0
                 && recompute_batches(t, op.chain.as_ref(), facts.zero, facts.batch)
                     >= facts.max_recovery_batches)
@@ -623,6 +630,7 @@ mod tests {
             snapshot_every: 3,
             ops,
             catch_up: false,
+            since_data_checkpoint_ms: None,
             max_recovery_batches: 0,
         }
     }
@@ -650,6 +658,24 @@ mod tests {
                 &one[..],
                 true,
                 0,
+                CompletionCommit::Data,
+                vec![(1, false)],
+            ),
+            (
+                "a rescheduled batch within a batch interval of the last data checkpoint",
+                5000,
+                &one[..],
+                true,
+                999,
+                CompletionCommit::Completed,
+                vec![],
+            ),
+            (
+                "a rescheduled batch a batch interval after the last data checkpoint: a delta",
+                5000,
+                &one[..],
+                true,
+                1000,
                 CompletionCommit::Data,
                 vec![(1, false)],
             ),
@@ -690,10 +716,13 @@ mod tests {
                 vec![],
             ),
         ];
-        for (case, t, ops, catch_up, max, commit, due) in cases {
+        for (case, t, ops, catch_up, n, commit, due) in cases {
+            // `n`: the bound when not catching up, else the wall time since this process's last
+            // data checkpoint (0: none yet).
             let f = CompletionFacts {
                 catch_up,
-                max_recovery_batches: max,
+                since_data_checkpoint_ms: (catch_up && n > 0).then_some(n),
+                max_recovery_batches: if catch_up { 0 } else { n },
                 ..facts(ops, None, 0)
             };
             let p = plan_completion(BatchTime(t), &f);
@@ -1208,7 +1237,7 @@ mod tests {
                     // the timer's batches (generate + complete); each step costs 300 ms.
                     let mut left = steps;
                     let mut done_any = false;
-                    let mut step = |left: &mut usize, now: &mut u64| {
+                    let step = |left: &mut usize, now: &mut u64| {
                         if *left == 0 { return false; }
                         *left -= 1;
                         *now += 300;
@@ -1231,12 +1260,12 @@ mod tests {
                     }
                     let mut next = s.restart_time;
                     while alive {
-                        if !step(&mut left, &mut now) { break; }
+                        if !step(&mut left, &mut now) { alive = false; continue; }
                         // The timer waits for the batch time.
                         now = now.max(next.0);
                         p.on_generated(next);
                         publish(&mut ms, next, &p);
-                        if !step(&mut left, &mut now) { break; }
+                        if !step(&mut left, &mut now) { alive = false; continue; }
                         p.on_done(next);
                         completed.insert(next);
                         done_any = true;

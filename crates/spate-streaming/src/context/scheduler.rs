@@ -158,6 +158,10 @@ impl Inner {
                 snapshot_every: self.config.state_snapshot_every,
                 ops: &ops,
                 catch_up,
+                since_data_checkpoint_ms: self
+                    .checkpointer
+                    .as_ref()
+                    .and_then(|d| d.since_data_checkpoint_ms()),
                 max_recovery_batches: self.config.max_recovery_batches,
             },
         );
