@@ -453,7 +453,10 @@ impl Ctx<'_> {
             self.manifest_damaged = false;
         }
         if let Some(t) = rec.restored_through.filter(|_| o == "Restored") {
-            if let Some(prev) = self.restored_through.filter(|p| t < *p) {
+            // A fallback past a manifest damaged on purpose restores an older one: expected.
+            if rejected > 0 {
+                self.restored_through = Some(t);
+            } else if let Some(prev) = self.restored_through.filter(|p| t < *p) {
                 let d = format!(
                     "restored position moved back from {prev} to {t} ms: {}",
                     rec.restart.as_deref().unwrap_or("")
