@@ -320,8 +320,9 @@ pub(crate) fn recompute_batches(
 
 /// "A crash now would replay `batches` batches, ≈ `ms` ms" (docs/recovery.md, "Recovery-time
 /// estimate"): the batches a restart would run (`pending`, generated or rescheduled but not
-/// completed) plus the longest state recomputation of any operator at `t`, times the measured
-/// mean processing time per batch (`mean_ms`, ms; `None` before the first batch).
+/// completed; `t` the oldest of them) plus the longest state recomputation of any operator before
+/// `t`, times the measured mean processing time per batch (`mean_ms`, ms; `None` before the first
+/// batch).
 pub(crate) fn replay_estimate(
     t: BatchTime,
     pending: u64,
@@ -332,7 +333,14 @@ pub(crate) fn replay_estimate(
 ) -> (u64, Option<f64>) {
     let recompute = chains
         .iter()
-        .map(|c| recompute_batches(t, c.as_ref(), zero, batch))
+        .map(|c| {
+            recompute_batches(
+                BatchTime(t.0.saturating_sub(batch.0)),
+                c.as_ref(),
+                zero,
+                batch,
+            )
+        })
         .max()
         .unwrap_or(0);
     let n = pending + recompute;
@@ -733,6 +741,59 @@ mod tests {
                 .map(|d| (d.id.0, d.snapshot_or_delta.is_snapshot()))
                 .collect();
             assert_eq!(got, due, "{case}");
+        }
+    }
+
+    /// (case, t = oldest batch to run, pending, chains, mean ms, expected batches, expected ms)
+    #[test]
+    fn replay_estimates() {
+        let c = |time| {
+            Some(ChainFacts {
+                time: BatchTime(time),
+                deltas: 0,
+                partitions: 2,
+                previous: None,
+            })
+        };
+        let cases = [
+            (
+                "stateless: the pending batches",
+                5000,
+                2,
+                vec![],
+                Some(10.0),
+                2,
+                Some(20.0),
+            ),
+            (
+                "a chain at 2000: 3000 and 4000 recompute before 5000 runs",
+                5000,
+                1,
+                vec![c(2000)],
+                Some(10.0),
+                3,
+                Some(30.0),
+            ),
+            (
+                "the longest chain counts; no measurement yet",
+                5000,
+                1,
+                vec![c(4000), None],
+                None,
+                5,
+                None,
+            ),
+        ];
+        for (case, t, pending, chains, mean, n, ms) in cases {
+            let got = replay_estimate(
+                BatchTime(t),
+                pending,
+                &chains,
+                BatchTime(0),
+                DurationMs(1000),
+                mean,
+            );
+            assert_eq!(got, (n, ms), "{case}");
         }
     }
 
