@@ -36,6 +36,13 @@
 //!   is started before the clock runs and stopped after. Printed after the group: MB/s of payload
 //!   and of storage writes (`/proc/self/io` `write_bytes`) during the timed windows.
 //!
+//! * `catch_up/600_missed_batches` (issue 14): a running-total graph (`receiver_stream` →
+//!   `map((first word, 1))` → `update_state_by_key(total + Σ new)` → `foreach_batch`, batch 1 s,
+//!   `ManualClock`) runs 2 batches, stops, and is restarted 600 batch intervals later: the time from
+//!   `get_or_create` to the completion of the last rescheduled batch (600 batches). One figure,
+//!   printed as `catch_up: 600 missed batches in X s (report: N rescheduled)`; run once per
+//!   iteration (`iter_custom`, sample size 10).
+//!
 //! Run: `cargo bench -p spate-benches --bench recovery -- --warm-up-time 1 --measurement-time 3`.
 //! One context is active per process; the benchmarks run one after the other. mimalloc is the
 //! global allocator, as in the pipeline bench.
@@ -602,8 +609,90 @@ fn wal_throughput_benches(c: &mut Criterion) {
     }
 }
 
+/// The running-total graph of `catch_up/600_missed_batches`.
+fn running_total_app(ctx: &StreamingContext, slot: &Slot) -> spate_streaming::Result<()> {
+    ctx.receiver_stream(Handle {
+        slot: Arc::clone(slot),
+    })?
+    .map(|l: String| (l.split(' ').next().unwrap_or("").to_owned(), 1u64))?
+    .update_state_by_key(|new: &[u64], old: Option<u64>| {
+        Some(old.unwrap_or(0) + new.iter().sum::<u64>())
+    })?
+    .foreach_batch(|_t, _b| {})?;
+    Ok(())
+}
+
+/// One catch-up: a fresh checkpoint, 2 batches, stop; restart 600 batches later; returns the time
+/// until the last rescheduled batch completed and the batches the report rescheduled.
+fn catch_up_once(i: u64) -> (Duration, usize) {
+    const MISSED: u64 = 600;
+    let dir = bench_dir(&format!("catch-up-{i}"));
+    let url = dir.join("ckpt").display().to_string();
+    let slot: Slot = Arc::default();
+    let clock = ManualClock::new(0);
+    let open = |clock: &ManualClock| {
+        StreamingContext::get_or_create_with_clock(
+            &url,
+            ckpt_config(),
+            Arc::new(clock.clone()),
+            |c| running_total_app(c, &slot),
+        )
+        .expect("context")
+    };
+    let ctx = open(&clock);
+    ctx.start().expect("start");
+    for t in [1000, 2000] {
+        advance_and_wait(&ctx, &clock, BatchTime(t)).expect("batch");
+    }
+    ctx.stop(false).expect("stop");
+    let clock = ManualClock::new(2000 + MISSED * BATCH.0 + 500);
+    let t0 = Instant::now();
+    let ctx = open(&clock);
+    ctx.start().expect("restart");
+    let last = BatchTime(2000 + MISSED * BATCH.0);
+    assert!(
+        ctx.await_batch_completed(last, Duration::from_secs(600))
+            .expect("catch-up"),
+        "catch-up did not finish"
+    );
+    let took = t0.elapsed();
+    let n = ctx
+        .restart_report()
+        .map_or(0, |r| r.batches_rescheduled.len());
+    ctx.stop(false).expect("stop");
+    (took, n)
+}
+
+fn catch_up_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("catch_up");
+    g.sample_size(10).sampling_mode(SamplingMode::Flat);
+    let mut times = Vec::new();
+    let mut rescheduled = 0;
+    g.bench_function("600_missed_batches", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                let (d, n) = catch_up_once(i);
+                times.push(d.as_secs_f64());
+                rescheduled = n;
+                total += d;
+            }
+            total
+        });
+    });
+    g.finish();
+    if !times.is_empty() {
+        let m = median(&mut times);
+        eprintln!(
+            "catch_up: 600 missed batches in {m:.2} s median over {} runs (report: {rescheduled} rescheduled)",
+            times.len()
+        );
+    }
+}
+
 criterion_group!(
     benches,
+    catch_up_benches,
     restart_benches,
     graceful_stop_benches,
     wal_throughput_benches

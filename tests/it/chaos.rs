@@ -189,8 +189,13 @@ fn chaos_clicks_and_per_batch_wordcount_with_disturbances_pass() {
         s,
     );
     assert_passed(code, &r, &out);
-    // Per-batch outputs: a batch re-run after a restart rewrote its file with the same bytes.
-    assert!(r["reemitted_identical"].as_u64().unwrap() >= 1, "{out}");
+    // Per-batch outputs: a batch re-run after a restart rewrites its file with the same bytes
+    // (checked by the harness, `output_changed`). Since I-REC-6 a completed checkpointed batch no
+    // longer re-runs, so only a kill between a batch's output and its durable completion re-emits
+    // one: not every schedule has one.
+    if r["reemitted_identical"].as_u64().unwrap() == 0 {
+        eprintln!("no batch re-emitted: the byte-identity check compared nothing\n{out}");
+    }
 }
 
 /// The checkpoint on a real S3 server (s3s-fs) with a local `--wal-dir`, WAL garbage between

@@ -371,15 +371,26 @@ fn check_reports(reports: &[serde_json::Value], runs_reported: usize) {
         "first report: {}",
         reports[0]
     );
+    let mut through = 0;
     for r in &reports[1..] {
         assert_eq!(r["outcome"], "restored", "restart report: {r}");
         let t = &r["checkpoint"]["batch_time"];
         assert!(t.is_u64(), "restart report without a checkpoint: {r}");
         let resched = r["batches_rescheduled"].as_array().expect("array");
+        // I-REC-6: a "generated" checkpoint's batch is pending and runs again; a completed one's
+        // does not. The restored position never moves back.
+        if r["checkpoint"]["kind"] == "Generated" {
+            assert!(
+                resched.contains(t),
+                "the checkpoint's batch {t} is not rescheduled: {r}"
+            );
+        }
+        let now = r["restored_through"].as_u64().expect("restored_through");
         assert!(
-            resched.contains(t),
-            "the checkpoint's batch {t} is not rescheduled: {r}"
+            now >= through,
+            "restored position moved back from {through}: {r}"
         );
+        through = now;
     }
 }
 
@@ -574,11 +585,14 @@ fn dir_crash_scenario(
     let (got, n) = sum_outputs(&job.out);
     assert!(n >= 5, "only {n} batch files");
     assert_counts_equal(&got, &want);
-    // (b) was checked after every kill; it compared at least one re-emitted batch.
-    assert!(
-        outputs.rewritten >= 1,
-        "no batch was re-emitted after {kills} restarts: the replay check compared nothing"
-    );
+    // (b) was checked after every kill. Since I-REC-6 a completed checkpointed batch no longer
+    // re-runs, so a re-emitted batch (compared byte for byte) needs a kill between a batch's
+    // output and its durable completion: not every schedule has one.
+    if outputs.rewritten == 0 {
+        eprintln!(
+            "no batch was re-emitted after {kills} restarts: the replay check compared nothing"
+        );
+    }
     eprintln!(
         "{} batch files, {} re-emitted byte-identical",
         n, outputs.rewritten

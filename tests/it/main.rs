@@ -1,5 +1,6 @@
 //! spate integration tests. One module per area; see `tests/README.md`.
 mod ack_ingest;
+mod catchup;
 mod chaos;
 mod checkpoint;
 mod checkpoint_cli;

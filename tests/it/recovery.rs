@@ -166,8 +166,10 @@ fn restart_after_every_batch_matches_an_uninterrupted_run() {
         let ctx = run_until(&url(&dir), conf(), k * 1000, 6, &out).unwrap();
         let r = ctx.restart_report().unwrap();
         assert_eq!(r.outcome, RestartOutcome::Restored, "k={k}: {r:?}");
-        // Spark's JobGenerator.restart re-runs the checkpointed batch.
-        assert_eq!(r.batches_rescheduled, vec![k * 1000], "k={k}: {r:?}");
+        // I-REC-6: batch k completed and the checkpoint records it (high-water mark k): unlike
+        // Spark's JobGenerator.restart it does not run again, the position stays at k.
+        assert!(r.batches_rescheduled.is_empty(), "k={k}: {r:?}");
+        assert_eq!(r.restored_through, Some(k * 1000), "k={k}: {r:?}");
         assert_eq!(r.restart_time, Some((k + 1) * 1000));
         assert_eq!(*out.lock(), expected, "k={k}");
     }
@@ -193,7 +195,8 @@ fn missed_batches_are_generated_or_coalesced() {
     };
     let out = Outputs::default();
     let r = down_and_up(conf(), &out);
-    assert_eq!(r.batches_rescheduled, vec![2000, 3000, 4000, 5000, 6000]);
+    // Batch 2 completed (the checkpoint's high-water mark): only the missed ones run (I-REC-6).
+    assert_eq!(r.batches_rescheduled, vec![3000, 4000, 5000, 6000]);
     assert_eq!(
         out.lock().keys().copied().collect::<Vec<_>>(),
         vec![1000, 2000, 3000, 4000, 5000, 6000]
@@ -205,7 +208,7 @@ fn missed_batches_are_generated_or_coalesced() {
         ..conf()
     };
     let r = down_and_up(c2, &out);
-    assert_eq!(r.batches_rescheduled, vec![2000, 3000, 6000]);
+    assert_eq!(r.batches_rescheduled, vec![3000, 6000]);
     assert_eq!(r.batches_skipped, vec![4000, 5000]);
     assert!(!out.lock().contains_key(&4000));
 }

@@ -130,8 +130,17 @@ fn run_with_crashes(
         )
         .unwrap();
         ctx.start().unwrap();
+        // I-REC-6: a batch the restored checkpoint records as completed (a crashed batch whose
+        // completion was durable) does not run again.
+        let done_through = ctx
+            .restart_report()
+            .and_then(|r| r.restored_through)
+            .unwrap_or(0);
         for s in at + 1..=*until {
             clock.set_time(s * 1000);
+            if s * 1000 <= done_through {
+                continue;
+            }
             if s == *until && *mid && !last {
                 // Crash while batch `s` may be running: the WAL loses (or tears) unsynced writes
                 // and every later WAL operation of this "process" fails.

@@ -166,6 +166,65 @@ struct Ctx<'a> {
     /// The newest manifest was corrupted on purpose since the last start (a rejection is
     /// expected).
     manifest_damaged: bool,
+    /// The newest restored position seen (I-REC-6: never moves back).
+    restored_through: Option<u64>,
+}
+
+/// `(batches rescheduled, restored through)` from a restart line's summary
+/// (`RestartReport::summary`: `…; N batches rescheduled, M skipped; restored through T`).
+pub(crate) fn backlog_of(summary: &str) -> (Option<u64>, Option<u64>) {
+    let mut rescheduled = None;
+    let mut through = None;
+    for part in summary.split("; ") {
+        if let Some((n, _)) = part.split_once(" batches rescheduled") {
+            rescheduled = n.trim().parse().ok();
+        }
+        if let Some(t) = part.strip_prefix("restored through ") {
+            through = t.trim().parse().ok();
+        }
+    }
+    (rescheduled, through)
+}
+
+/// The summary's backlog line: batches rescheduled per restart (mean of the first and last
+/// quarter of restarts, max, and the sequence when short) and how often the restored position
+/// moved back.
+pub(crate) fn backlog_summary(runs: &[RunRecord]) -> String {
+    let v: Vec<u64> = runs.iter().filter_map(|r| r.rescheduled).collect();
+    if v.is_empty() {
+        return "  backlog: no restart reported rescheduled batches".into();
+    }
+    let q = v.len().div_ceil(4);
+    let mean = |s: &[u64]| {
+        #[allow(clippy::cast_precision_loss)]
+        let m = s.iter().sum::<u64>() as f64 / s.len().max(1) as f64;
+        m
+    };
+    let mut back = 0;
+    let mut last: Option<u64> = None;
+    for t in runs.iter().filter_map(|r| r.restored_through) {
+        if last.is_some_and(|l| t < l) {
+            back += 1;
+        }
+        last = Some(last.map_or(t, |l| l.max(t)));
+    }
+    let seq = if v.len() <= 120 {
+        format!(
+            "; per restart [{}]",
+            v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "  backlog: rescheduled batches per restart: first quarter mean {:.1} max {}, last quarter mean {:.1} max {}, max {} ({} restarts); restored position moved back {back} times{seq}",
+        mean(&v[..q]),
+        v[..q].iter().max().copied().unwrap_or(0),
+        mean(&v[v.len() - q..]),
+        v[v.len() - q..].iter().max().copied().unwrap_or(0),
+        v.iter().max().copied().unwrap_or(0),
+        v.len(),
+    )
 }
 
 impl Ctx<'_> {
@@ -238,6 +297,7 @@ impl Ctx<'_> {
                             restart_at = Some(t);
                             rec.restart_ms = Some(ms(t - spawned));
                             rec.restart = Some(summary.to_owned());
+                            (rec.rescheduled, rec.restored_through) = backlog_of(summary);
                             rec.outcome = summary.split(':').next().map(|s| s.trim().to_owned());
                             if early_kill.is_none() {
                                 deadline = match plan.map(|p| &p.crash) {
@@ -391,6 +451,25 @@ impl Ctx<'_> {
         // A damaged manifest stays the newest (and rejected) until a newer checkpoint exists.
         if rejected == 0 {
             self.manifest_damaged = false;
+        }
+        if let Some(t) = rec.restored_through.filter(|_| o == "Restored") {
+            // A fallback past a manifest damaged on purpose restores an older one: expected.
+            if rejected > 0 {
+                self.restored_through = Some(t);
+            } else if let Some(prev) = self.restored_through.filter(|p| t < *p) {
+                let d = format!(
+                    "restored position moved back from {prev} to {t} ms: {}",
+                    rec.restart.as_deref().unwrap_or("")
+                );
+                self.finding(FindingKind::RestoredBackwards, rec.cycle, d);
+            }
+            self.restored_through = Some(self.restored_through.map_or(t, |p| p.max(t)));
+        }
+        if let (Some(max), Some(n)) = (self.cfg.max_backlog, rec.rescheduled) {
+            if n > max {
+                let d = format!("{n} batches rescheduled, more than --max-backlog {max}");
+                self.finding(FindingKind::Backlog, rec.cycle, d);
+            }
         }
         match o {
             "Restored" => self.restored_once = true,
@@ -574,6 +653,7 @@ pub fn run(cfg: &ChaosConfig) -> Result<Report, ChaosError> {
         findings: Vec::new(),
         restored_once: false,
         manifest_damaged: false,
+        restored_through: None,
     };
     let mut runs = Vec::new();
     let mut disturbances = 0;
@@ -769,6 +849,7 @@ fn reference_run(
         findings: Vec::new(),
         restored_once: false,
         manifest_damaged: false,
+        restored_through: None,
     };
     let rec = ctx.run_once(None)?;
     let t = if let Some(f) = ctx.findings.first() {
@@ -777,4 +858,36 @@ fn reference_run(
         ctx.outputs.result(cfg.program.per_batch())
     };
     Ok((rec, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_is_read_from_the_restart_line() {
+        let line = "Restored: checkpoint manifests/x (Completed @ 9000); 0 rejected; 0 difference(s); \
+                    WAL 3 records, 0 bytes truncated; 0 blocks (0 records) recovered, 0 unallocated; \
+                    7 batches rescheduled, 0 skipped; restored through 8000";
+        assert_eq!(backlog_of(line), (Some(7), Some(8000)));
+        // A restart line of an older build: no position.
+        assert_eq!(
+            backlog_of("Fresh: checkpoint none; 2 batches rescheduled, 0 skipped"),
+            (Some(2), None)
+        );
+    }
+
+    #[test]
+    fn backlog_summary_counts_moves_back() {
+        let r = |n, t| RunRecord {
+            rescheduled: Some(n),
+            restored_through: Some(t),
+            ..RunRecord::default()
+        };
+        let runs = [r(1, 1000), r(3, 3000), r(2, 2000), r(9, 5000)];
+        let s = backlog_summary(&runs);
+        assert!(s.contains("moved back 1 times"), "{s}");
+        assert!(s.contains("first quarter mean 1.0 max 1"), "{s}");
+        assert!(s.contains("last quarter mean 9.0 max 9, max 9"), "{s}");
+    }
 }

@@ -165,6 +165,8 @@ pub struct ChaosConfig {
     /// Set (e.g. by a SIGINT/SIGTERM handler) to stop: the running child is killed and [`run`]
     /// returns [`ChaosError::Interrupted`] within about 100 ms.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// A finding when a restart reschedules more than this many batches (`--max-backlog`).
+    pub max_backlog: Option<u64>,
 }
 
 /// Harness errors: the harness itself could not run (not a verdict about the program).
@@ -227,6 +229,10 @@ pub struct RunRecord {
     pub disturbed: Option<String>,
     /// Lifetime of the process, ms.
     pub ran_ms: u64,
+    /// Batches the restart rescheduled (from the restart line), if printed.
+    pub rescheduled: Option<u64>,
+    /// The restored position (`restored through` of the restart line), ms, if printed.
+    pub restored_through: Option<u64>,
 }
 
 /// Recovery time figures over the restored runs, ms.
@@ -361,6 +367,7 @@ impl Report {
             r.max_first_batch_ms,
             r.first_batches
         );
+        let _ = writeln!(s, "{}", crate::harness::backlog_summary(&self.runs));
         let _ = writeln!(
             s,
             "  outputs: {} batch files, {} re-emitted byte-identical; lost {}, duplicated {}",

@@ -28,6 +28,11 @@ pub enum FindingKind {
     RestartOutcome,
     /// The program ended by itself, or did not print its restart line, or the final run failed.
     ProgramFailed,
+    /// The restored position (the restart report's `restored through`) moved back across
+    /// restarts (I-REC-6).
+    RestoredBackwards,
+    /// A restart rescheduled more batches than `--max-backlog` allows.
+    Backlog,
 }
 
 /// One problem, with the cycle it was seen after.

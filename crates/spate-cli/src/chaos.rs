@@ -79,6 +79,9 @@ pub(crate) struct RunArgs {
     /// Upper bound of the kill instant after the restart line, ms.
     #[arg(long, default_value_t = 1200)]
     max_kill_ms: u64,
+    /// A finding when a restart reschedules more than N batches (bounded catch-up check).
+    #[arg(long, value_name = "N")]
+    max_backlog: Option<u64>,
     /// Probability that a kill happens during start-up (0–400 ms after spawn).
     #[arg(long, default_value_t = 0.2)]
     early_kill: f64,
@@ -308,6 +311,7 @@ fn run_chaos(a: Box<RunArgs>) -> Result<bool, String> {
         verbose: !a.quiet,
         stop: Some(stop),
         hook: a.hook.clone(),
+        max_backlog: a.max_backlog,
     };
     let report = spate_chaos::run(&cfg).map_err(|e| e.to_string())?;
     finish(&a, &report, &work, temp)

@@ -9,7 +9,7 @@
 use crate::compat;
 use crate::error::{Result, StreamingError};
 use crate::journal::{block_handle, EngineWal, Replayed};
-use crate::plan::{OpFacts, RestartFacts, SnapshotOrDelta};
+use crate::plan::{OpFacts, Progress, RestartFacts, SnapshotOrDelta};
 use crate::recovery::RestartSchedule;
 use crate::recovery::{RestartReport, WalRecoverySummary};
 use crate::state::StatefulOp;
@@ -68,6 +68,19 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// `source_positions["state"]` of a manifest: the key of the [`StateMeta`].
 const STATE_KEY: &str = "state";
 
+/// `source_positions["progress"]` of a manifest: the grid high-water mark (I-REC-6), a `u64` in
+/// ms. Absent in manifests written before it (then recovery uses Spark's restart rule).
+const PROGRESS_KEY: &str = "progress";
+
+/// The grid high-water mark a manifest records (`None`: written before it was recorded, or
+/// undecodable — then Spark's restart rule, which reruns more but loses nothing).
+pub(crate) fn hwm_of(m: &Manifest) -> Option<BatchTime> {
+    m.source_positions
+        .get(PROGRESS_KEY)
+        .and_then(|b| spate_types::codec::decode::<u64>(b).ok())
+        .map(BatchTime)
+}
+
 /// What every manifest records besides the commit state: the grid and the inputs' positions.
 #[derive(Clone, Debug)]
 pub(crate) struct ManifestInputs {
@@ -115,7 +128,7 @@ pub(crate) struct OpChain {
 
 impl OpChain {
     /// The planners' view of the chain.
-    fn facts(&self) -> crate::plan::ChainFacts {
+    pub(crate) fn facts(&self) -> crate::plan::ChainFacts {
         crate::plan::ChainFacts {
             time: self.time,
             deltas: self.deltas,
@@ -154,8 +167,9 @@ fn output_label(op: OperatorId) -> String {
 struct CommitState {
     /// What replaying the WAL at open found; consumed by recovery (or checked for orphans).
     replayed: Option<Replayed>,
-    /// Batches generated but not completed (the manifest's pending batches).
-    pending: BTreeSet<BatchTime>,
+    /// Batches generated or rescheduled but not completed (the manifest's pending batches), and
+    /// the grid high-water mark (I-REC-6).
+    progress: Progress,
     /// WAL LSN of each retained batch's first record (allocation or selection).
     batch_lsn: BTreeMap<BatchTime, Lsn>,
     /// Data-checkpoint chains of the stateful operators.
@@ -235,6 +249,12 @@ pub(crate) struct Checkpointer {
     /// Signalled when `outstanding` drops.
     resolved_cv: Condvar,
     handles: Mutex<WriterHandles>,
+    /// When this process last committed a data checkpoint (I-REC-6 during catch-up).
+    last_data: Mutex<Option<Instant>>,
+    /// Held from a draft's snapshot of the commit state until it is enqueued, so that manifests
+    /// are published in the order of the states they describe (I-REC-6: the newest manifest's
+    /// restored position is the newest).
+    order: Mutex<()>,
 }
 
 impl fmt::Debug for Checkpointer {
@@ -278,6 +298,8 @@ impl Checkpointer {
             }),
             resolved_cv: Condvar::new(),
             handles: Mutex::new(WriterHandles::default()),
+            order: Mutex::new(()),
+            last_data: Mutex::new(None),
         })
     }
 
@@ -334,7 +356,8 @@ impl Checkpointer {
     /// Step 3: batch `t` is generated: it is pending, and the metadata checkpoint "T generated"
     /// is submitted (written off this thread).
     pub(crate) fn on_generated(&self, t: BatchTime, inputs: ManifestInputs) -> Result<()> {
-        self.state.lock().pending.insert(t);
+        let _order = self.order.lock();
+        self.state.lock().progress.on_generated(t);
         let draft = self.draft(CheckpointKind::Generated, t, inputs);
         spate_types::spate_fail!("engine::checkpoint::generated::submit", |a| Err(
             self.failpoint("engine::checkpoint::generated::submit", &a, false)
@@ -342,11 +365,28 @@ impl Checkpointer {
         self.submit(draft, None)
     }
 
-    /// The jobs of `t` ran: it is no longer pending. Returns the oldest batch still pending.
-    pub(crate) fn on_jobs_done(&self, t: BatchTime) -> Option<BatchTime> {
-        let mut s = self.state.lock();
-        s.pending.remove(&t);
-        s.pending.first().copied()
+    /// The jobs of `t` ran: it is no longer pending. Returns the oldest batch still pending and
+    /// whether `t` was one the restart rescheduled (catch-up, I-REC-6).
+    pub(crate) fn on_jobs_done(&self, t: BatchTime) -> (Option<BatchTime>, bool) {
+        self.state.lock().progress.on_done(t)
+    }
+
+    /// Wall time since this process last committed a data checkpoint, ms (`None`: none yet).
+    pub(crate) fn since_data_checkpoint_ms(&self) -> Option<u64> {
+        self.last_data
+            .lock()
+            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Batches generated or rescheduled but not completed.
+    pub(crate) fn pending_len(&self) -> u64 {
+        self.state.lock().progress.pending.len() as u64
+    }
+
+    /// A fresh start at `zero`: no grid time before it exists (every manifest records a
+    /// high-water mark from the first one on).
+    pub(crate) fn on_fresh(&self, zero: BatchTime) {
+        self.state.lock().progress.hwm = Some(zero);
     }
 
     /// The planners' view of the stateful operators and their chains.
@@ -371,6 +411,7 @@ impl Checkpointer {
         inputs: ManifestInputs,
         cleanup_before: BatchTime,
     ) -> Result<()> {
+        let _order = self.order.lock();
         let draft = self.draft(CheckpointKind::Completed, t, inputs);
         spate_types::spate_fail!("engine::checkpoint::completed::submit", |a| Err(
             self.failpoint("engine::checkpoint::completed::submit", &a, false)
@@ -447,6 +488,7 @@ impl Checkpointer {
                 },
             );
         }
+        let order = self.order.lock();
         let (meta, carried) = self.state.lock().state_part(&replaced);
         let mut draft = self.draft(CheckpointKind::Data, t, inputs);
         draft.source_positions.insert(
@@ -461,10 +503,13 @@ impl Checkpointer {
         spate_types::spate_fail!("engine::checkpoint::data::commit::before", |a| Err(
             self.failpoint("engine::checkpoint::data::commit::before", &a, false)
         ));
-        let m = self.commit_now(draft)?;
+        let ticket = self.enqueue(draft)?;
+        drop(order);
+        let m = self.wait(t, ticket)?;
         spate_types::spate_fail!("engine::checkpoint::data::commit::after", |a| Err(
             self.failpoint("engine::checkpoint::data::commit::after", &a, true)
         ));
+        *self.last_data.lock() = Some(Instant::now());
         let chains = self.chains_of(&m)?;
         self.state.lock().chains = chains;
         tracing::debug!(
@@ -522,8 +567,13 @@ impl Checkpointer {
         let s = self.state.lock();
         d.graph = s.blob.clone();
         d.conf = s.settings.clone();
-        d.pending_batches = s.pending.iter().copied().collect();
+        d.pending_batches = s.progress.pending.iter().copied().collect();
         d.source_positions = inputs.positions;
+        if let Some(hwm) = s.progress.hwm {
+            if let Ok(b) = spate_types::codec::encode(&hwm.0) {
+                d.source_positions.insert(PROGRESS_KEY.to_owned(), b);
+            }
+        }
         d.wal_position = Some(self.wal.next_lsn());
         if !s.chains.is_empty() {
             let (meta, carried) = s.state_part(&BTreeMap::new());
@@ -640,8 +690,9 @@ impl Checkpointer {
 
     /// Recovery step 5 at `start`: the schedule actually run goes into the report (rewritten if
     /// time passed between `get_or_create` and `start`).
-    pub(crate) fn on_restart_scheduled(&self, s: &RestartSchedule) {
+    pub(crate) fn on_restart_scheduled(&self, s: &RestartSchedule, batch: DurationMs) {
         let mut st = self.state.lock();
+        st.progress.on_restart(s, batch);
         let Some(r) = st.report.as_mut() else {
             return;
         };

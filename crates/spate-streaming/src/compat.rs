@@ -53,6 +53,7 @@ pub const OPERATIONAL_KEYS: &[&str] = &[
     "state_dir",
     "state_snapshot_every",
     "create_on_error",
+    "max_recovery_batches",
 ];
 
 /// The computation-defining settings of `config` (keys: [`COMPUTATION_KEYS`]), rendered as text, as

@@ -114,6 +114,11 @@ pub struct StreamingConfig {
     /// With no valid checkpoint but files present, archive them and start fresh instead of failing
     /// (Spark's `getOrCreate(createOnError = true)`, which deletes nothing either). Default false.
     pub create_on_error: bool,
+    /// Bound on recovery work (docs/recovery.md, "Recovery-time estimate"): when a restore of the
+    /// newest checkpoint would recompute this many batches of a stateful operator's state or more,
+    /// the completing batch writes an extra data checkpoint (a delta). Default 20; 0 = no bound
+    /// (only the data-checkpoint interval).
+    pub max_recovery_batches: u64,
 }
 
 /// Where stateful operators keep their state (see [`StreamingConfig::state_backend`]).
@@ -200,6 +205,7 @@ impl Default for StreamingConfig {
             state_dir: None,
             state_snapshot_every: 10,
             create_on_error: false,
+            max_recovery_batches: 20,
         }
     }
 }
@@ -401,6 +407,7 @@ impl StreamingConfig {
                     self.state_dir = (!value.trim().is_empty()).then(|| PathBuf::from(value));
                 }
                 "SPATE_STATE_SNAPSHOT_EVERY" => self.state_snapshot_every = parse_num(key, value)?,
+                "SPATE_MAX_RECOVERY_BATCHES" => self.max_recovery_batches = parse_num(key, value)?,
                 _ => {}
             }
         }

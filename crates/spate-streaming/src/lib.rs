@@ -108,7 +108,9 @@ pub use context::{ContextState, StreamingContext};
 pub use dstream::{DStream, Data, Key};
 pub use error::{BoxError, Result, StreamingError};
 pub use graph::{diff, GraphChange, GraphDescription, GraphDiff, OperatorDescription};
-pub use listener::{BatchInfo, OutputOperationInfo, ReceiverInfo, StreamingListener};
+pub use listener::{
+    BatchInfo, OutputOperationInfo, ReceiverInfo, RecoveryEstimate, StreamingListener,
+};
 pub use output::{format_print, output_file_name, write_file_atomically};
 pub use recovery::{RestartOutcome, RestartReport};
 pub use sink::{FileTransactionalSink, TransactionalSink};

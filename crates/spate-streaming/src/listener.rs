@@ -22,6 +22,35 @@ pub struct BatchInfo {
     pub processing_end_ms: Option<u64>,
     /// The output operations run for the batch (filled at completion).
     pub output_operations: Vec<OutputOperationInfo>,
+    /// True for a batch a restart rescheduled (catch-up); false for the timer's batches.
+    pub rescheduled: bool,
+    /// At completion, with checkpointing: what a crash now would cost to recover.
+    pub recovery: Option<RecoveryEstimate>,
+}
+
+/// "A crash now would replay `batches` batches, ≈ `millis` ms" (docs/recovery.md,
+/// "Recovery-time estimate"): the batches not yet durably completed plus the state a restore would
+/// recompute, times the mean processing time per batch (an exponentially weighted mean, weight
+/// 0.2 on the newest batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveryEstimate {
+    /// Batches a restart would run or recompute.
+    pub batches: u64,
+    /// Their estimated processing time, ms (`None` before a batch was measured).
+    pub millis: Option<u64>,
+}
+
+impl std::fmt::Display for RecoveryEstimate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a crash now would replay {} batches", self.batches)?;
+        if let Some(ms) = self.millis {
+            // Milliseconds of a realistic estimate are far below 2^52: exact.
+            #[allow(clippy::cast_precision_loss)]
+            let s = ms as f64 / 1000.0;
+            write!(f, ", ≈ {s:.1} s")?;
+        }
+        Ok(())
+    }
 }
 
 impl BatchInfo {

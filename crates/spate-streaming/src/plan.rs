@@ -61,6 +61,16 @@ pub(crate) struct CompletionFacts<'a> {
     pub(crate) snapshot_every: u32,
     /// The stateful operators, in registration order.
     pub(crate) ops: &'a [OpFacts],
+    /// The batch is one a restart rescheduled (catch-up, I-REC-6): its completion is a data
+    /// checkpoint of every stateful operator on its slide grid when none was written in this
+    /// process for a batch interval of wall time (`since_data_checkpoint_ms`), so a kill during
+    /// catch-up loses at most about one batch interval of state work.
+    pub(crate) catch_up: bool,
+    /// Wall time since this process last committed a data checkpoint, ms (`None`: none yet).
+    pub(crate) since_data_checkpoint_ms: Option<u64>,
+    /// `max_recovery_batches`: a data checkpoint is due when a restore would recompute at least
+    /// this many batches of some operator's state (0: no bound).
+    pub(crate) max_recovery_batches: u64,
 }
 
 /// How a due operator's state is written (DESIGN.md §4 step 5).
@@ -167,7 +177,21 @@ pub(crate) fn plan_completion(t: BatchTime, facts: &CompletionFacts<'_>) -> Comp
     let zero = facts.zero.0;
     let on = |every: DurationMs| t.0 > zero && (t.0 - zero).is_multiple_of(every.0.max(1));
     let not_done = |op: &OpFacts| op.chain.is_none_or(|c| c.time < t);
-    let any_due = facts.ops.iter().any(|op| on(op.interval) && not_done(op));
+    // I-REC-6: a rescheduled batch, or a chain a restore would recompute too long, forces one.
+    let catch_up_due = facts.catch_up
+        && facts
+            .since_data_checkpoint_ms
+            .is_none_or(|ms| ms >= facts.batch.0);
+    let forced = |op: &OpFacts| {
+        catch_up_due
+            || (facts.max_recovery_batches > 0
+                && recompute_batches(t, op.chain.as_ref(), facts.zero, facts.batch)
+                    >= facts.max_recovery_batches)
+    };
+    let any_due = facts
+        .ops
+        .iter()
+        .any(|op| (on(op.interval) || (on(op.slide) && forced(op))) && not_done(op));
     let due_ops: Vec<DueOp> = if any_due {
         facts
             .ops
@@ -282,6 +306,102 @@ pub(crate) fn replayed_batches<'a>(
     r
 }
 
+/// The batches a restore of a checkpoint taken now would recompute for one stateful operator's
+/// state to reach `t`: the batches after its chain's time (from zero time without a chain).
+pub(crate) fn recompute_batches(
+    t: BatchTime,
+    chain: Option<&ChainFacts>,
+    zero: BatchTime,
+    batch: DurationMs,
+) -> u64 {
+    let from = chain.map_or(zero, |c| c.time);
+    t.0.saturating_sub(from.0) / batch.0.max(1)
+}
+
+/// "A crash now would replay `batches` batches, ≈ `ms` ms" (docs/recovery.md, "Recovery-time
+/// estimate"): the batches a restart would run (`pending`, generated or rescheduled but not
+/// completed; `t` the oldest of them) plus the longest state recomputation of any operator before
+/// `t`, times the measured mean processing time per batch (`mean_ms`, ms; `None` before the first
+/// batch).
+pub(crate) fn replay_estimate(
+    t: BatchTime,
+    pending: u64,
+    chains: &[Option<ChainFacts>],
+    zero: BatchTime,
+    batch: DurationMs,
+    mean_ms: Option<f64>,
+) -> (u64, Option<f64>) {
+    let recompute = chains
+        .iter()
+        .map(|c| {
+            recompute_batches(
+                BatchTime(t.0.saturating_sub(batch.0)),
+                c.as_ref(),
+                zero,
+                batch,
+            )
+        })
+        .max()
+        .unwrap_or(0);
+    let n = pending + recompute;
+    // Batch counts are far below 2^52: the conversion is exact.
+    #[allow(clippy::cast_precision_loss)]
+    let s = mean_ms.map(|m| m * n as f64);
+    (n, s)
+}
+
+/// The restart progress the checkpointer records in every manifest (I-REC-6): the batches still
+/// to run and the grid high-water mark `hwm` — every grid time in `(zero, hwm]` not in `pending`
+/// has completed (or was skipped by the missed-batch policy, or cleaned up).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// Generated or rescheduled, not completed.
+    pub(crate) pending: BTreeSet<BatchTime>,
+    /// The grid high-water mark (`None`: nothing generated yet, or a pre-`hwm` restore).
+    pub(crate) hwm: Option<BatchTime>,
+    /// The rescheduled batches of this run not completed yet (catch-up while non-empty).
+    pub(crate) rescheduled: BTreeSet<BatchTime>,
+}
+
+impl Progress {
+    /// Recovery step 5: the restart's schedule is pending from now on, and every grid time before
+    /// its first timer tick is accounted for (run, skipped or cleaned up).
+    pub(crate) fn on_restart(&mut self, s: &RestartSchedule, batch: DurationMs) {
+        self.pending.extend(s.times.iter().copied());
+        self.rescheduled = s.times.iter().copied().collect();
+        let last = BatchTime(s.restart_time.0.saturating_sub(batch.0));
+        self.hwm = self.hwm.max(Some(last));
+    }
+
+    /// Step 3: `t` is generated.
+    pub(crate) fn on_generated(&mut self, t: BatchTime) {
+        self.pending.insert(t);
+        self.hwm = self.hwm.max(Some(t));
+    }
+
+    /// `t`'s jobs ran: returns the oldest batch still pending and whether `t` was rescheduled.
+    pub(crate) fn on_done(&mut self, t: BatchTime) -> (Option<BatchTime>, bool) {
+        self.pending.remove(&t);
+        let catch_up = self.rescheduled.remove(&t);
+        (self.pending.first().copied(), catch_up)
+    }
+}
+
+/// The restored position of a manifest (I-REC-6): the newest batch time through which every grid
+/// time has completed — the batch before the oldest pending one, else the high-water mark, else
+/// (a manifest without one) its batch time.
+pub(crate) fn restored_through(
+    pending: &[BatchTime],
+    hwm: Option<BatchTime>,
+    checkpoint_time: BatchTime,
+    batch: DurationMs,
+) -> BatchTime {
+    match pending.iter().min() {
+        Some(p) => BatchTime(p.0.saturating_sub(batch.0)),
+        None => hwm.unwrap_or(checkpoint_time),
+    }
+}
+
 /// What a restart needs to know to schedule its batches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RestartFacts {
@@ -299,21 +419,36 @@ pub(crate) struct RestartFacts {
     pub(crate) cleaned_through: Option<BatchTime>,
     /// The missed-batch policy.
     pub(crate) policy: MissedBatches,
+    /// The checkpoint's grid high-water mark ([`Progress::hwm`]); `None` for a manifest written
+    /// before it was recorded (then Spark's rule, [`restart_schedule`]).
+    pub(crate) hwm: Option<BatchTime>,
 }
 
-/// The restart schedule (recovery step 5, I-REC-3): [`restart_schedule`] as of `now_ms`, less the
+/// The restart schedule (recovery step 5, I-REC-3, I-REC-6): with a high-water mark, the pending
+/// batches and the grid times after it ([`restart_schedule_after`]); without one, Spark's rule
+/// ([`restart_schedule`]). Both as of `now_ms`, less the
 /// batches at or before `cleaned_through` — completed before the crash with their inputs cleaned up
 /// since (a fallback to an older checkpoint): re-running them would emit wrong outputs.
 pub(crate) fn plan_restart(facts: &RestartFacts, now_ms: u64) -> RestartSchedule {
-    let mut s = restart_schedule(
-        facts.zero,
-        facts.batch,
-        facts.checkpoint_time,
-        &facts.pending,
-        &facts.recorded,
-        now_ms,
-        facts.policy,
-    );
+    let mut s = match facts.hwm {
+        Some(hwm) => crate::recovery::restart_schedule_after(
+            facts.zero,
+            facts.batch,
+            hwm,
+            &facts.pending,
+            now_ms,
+            facts.policy,
+        ),
+        None => restart_schedule(
+            facts.zero,
+            facts.batch,
+            facts.checkpoint_time,
+            &facts.pending,
+            &facts.recorded,
+            now_ms,
+            facts.policy,
+        ),
+    };
     if let Some(ct) = facts.cleaned_through {
         let (gone, keep): (Vec<BatchTime>, Vec<BatchTime>) =
             s.times.iter().partition(|t| **t <= ct);
@@ -502,7 +637,222 @@ mod tests {
             oldest_pending: pending.map(BatchTime),
             snapshot_every: 3,
             ops,
+            catch_up: false,
+            since_data_checkpoint_ms: None,
+            max_recovery_batches: 0,
         }
+    }
+
+    /// I-REC-6: (case, t, catch_up, max_recovery_batches, commit, due operator ids with snapshot?)
+    #[test]
+    fn catch_up_and_bounded_recovery_force_data_checkpoints() {
+        // Chain at 2000 (a snapshot + 1 delta), data-checkpoint interval 10 s, slide 1 s.
+        let one = [op(1, 1000, 10_000, Some((2000, 1, None)))];
+        let slow = [op(1, 2000, 10_000, Some((2000, 1, None)))];
+        let stateless: [OpFacts; 0] = [];
+        let cases = [
+            (
+                "off the interval, not catching up: metadata only",
+                5000,
+                &one[..],
+                false,
+                0,
+                CompletionCommit::Completed,
+                vec![],
+            ),
+            (
+                "a rescheduled batch: a delta on the chain",
+                5000,
+                &one[..],
+                true,
+                0,
+                CompletionCommit::Data,
+                vec![(1, false)],
+            ),
+            (
+                "a rescheduled batch within a batch interval of the last data checkpoint",
+                5000,
+                &one[..],
+                true,
+                999,
+                CompletionCommit::Completed,
+                vec![],
+            ),
+            (
+                "a rescheduled batch a batch interval after the last data checkpoint: a delta",
+                5000,
+                &one[..],
+                true,
+                1000,
+                CompletionCommit::Data,
+                vec![(1, false)],
+            ),
+            (
+                "a rescheduled batch off the operator's slide grid: no state to write",
+                5000,
+                &slow[..],
+                true,
+                0,
+                CompletionCommit::Completed,
+                vec![],
+            ),
+            (
+                "a stateless rescheduled batch: nothing to write",
+                5000,
+                &stateless[..],
+                true,
+                0,
+                CompletionCommit::Completed,
+                vec![],
+            ),
+            (
+                "max_recovery_batches: 3 batches to recompute reach a bound of 3",
+                5000,
+                &one[..],
+                false,
+                3,
+                CompletionCommit::Data,
+                vec![(1, false)],
+            ),
+            (
+                "max_recovery_batches: 2 batches to recompute stay under 3",
+                4000,
+                &one[..],
+                false,
+                3,
+                CompletionCommit::Completed,
+                vec![],
+            ),
+        ];
+        for (case, t, ops, catch_up, n, commit, due) in cases {
+            // `n`: the bound when not catching up, else the wall time since this process's last
+            // data checkpoint (0: none yet).
+            let f = CompletionFacts {
+                catch_up,
+                since_data_checkpoint_ms: (catch_up && n > 0).then_some(n),
+                max_recovery_batches: if catch_up { 0 } else { n },
+                ..facts(ops, None, 0)
+            };
+            let p = plan_completion(BatchTime(t), &f);
+            assert_eq!(p.commit, commit, "{case}");
+            let got: Vec<(u32, bool)> = p
+                .due_ops
+                .iter()
+                .map(|d| (d.id.0, d.snapshot_or_delta.is_snapshot()))
+                .collect();
+            assert_eq!(got, due, "{case}");
+        }
+    }
+
+    /// (case, t = oldest batch to run, pending, chains, mean ms, expected batches, expected ms)
+    #[test]
+    fn replay_estimates() {
+        let c = |time| {
+            Some(ChainFacts {
+                time: BatchTime(time),
+                deltas: 0,
+                partitions: 2,
+                previous: None,
+            })
+        };
+        let cases = [
+            (
+                "stateless: the pending batches",
+                5000,
+                2,
+                vec![],
+                Some(10.0),
+                2,
+                Some(20.0),
+            ),
+            (
+                "a chain at 2000: 3000 and 4000 recompute before 5000 runs",
+                5000,
+                1,
+                vec![c(2000)],
+                Some(10.0),
+                3,
+                Some(30.0),
+            ),
+            (
+                "the longest chain counts; no measurement yet",
+                5000,
+                1,
+                vec![c(4000), None],
+                None,
+                5,
+                None,
+            ),
+        ];
+        for (case, t, pending, chains, mean, n, ms) in cases {
+            let got = replay_estimate(
+                BatchTime(t),
+                pending,
+                &chains,
+                BatchTime(0),
+                DurationMs(1000),
+                mean,
+            );
+            assert_eq!(got, (n, ms), "{case}");
+        }
+    }
+
+    /// docs/reliability.md problem 2, reproduced over the planners: the catch-up of a restart
+    /// publishes "T generated" for its newest rescheduled batch, then "T' completed" for its
+    /// oldest one, named after it. Without a high-water mark the newer manifest restores an older
+    /// batch time and Spark's rule re-runs the completed batch `T'`, so the next generation's
+    /// first manifest lists it pending again: the restored position moves back. With the
+    /// high-water mark (I-REC-6) it does not.
+    #[test]
+    fn restored_position_moves_back_without_high_water_mark() {
+        let b = DurationMs(1000);
+        // Generation 1 restored at 10 000 and rescheduled 11 000..=20 000 (all generated, so the
+        // newest manifest was "20 000 generated", pending all of them), then completed 11 000.
+        let generated = (
+            BatchTime(20_000),
+            ts(&(11..=20).map(|i| i * 1000).collect::<Vec<_>>()),
+        );
+        let completed = (
+            BatchTime(11_000),
+            ts(&(12..=20).map(|i| i * 1000).collect::<Vec<_>>()),
+        );
+        // The restored checkpoint's batch time goes 20 000 → 11 000 between the two manifests.
+        assert!(completed.0 < generated.0);
+        let through = |pending: &[BatchTime], hwm, t| restored_through(pending, hwm, t, b);
+        let before = through(&completed.1, None, completed.0);
+        assert_eq!(before, BatchTime(11_000));
+        let facts = |hwm| RestartFacts {
+            zero: BatchTime(0),
+            batch: b,
+            checkpoint_time: completed.0,
+            pending: completed.1.clone(),
+            recorded: BTreeSet::new(),
+            cleaned_through: None,
+            policy: MissedBatches::GenerateAll,
+            hwm,
+        };
+        let next_through = |hwm| {
+            let s = plan_restart(&facts(hwm), 21_500);
+            let mut p = Progress {
+                hwm,
+                ..Progress::default()
+            };
+            p.on_restart(&s, b);
+            let pending: Vec<BatchTime> = p.pending.iter().copied().collect();
+            (s.times, through(&pending, p.hwm, completed.0))
+        };
+        // Today's rule: 11 000 (completed) runs again, the position moves back to 10 000.
+        let (times, after) = next_through(None);
+        assert_eq!(times.first(), Some(&BatchTime(11_000)));
+        assert_eq!(after, BatchTime(10_000));
+        assert!(after < before);
+        // With the high-water mark: pending ∪ (20 000, now], the position holds.
+        let (times, after) = next_through(Some(BatchTime(20_000)));
+        assert_eq!(
+            times,
+            ts(&[12_000, 13_000, 14_000, 15_000, 16_000, 17_000, 18_000, 19_000, 20_000, 21_000])
+        );
+        assert_eq!(after, BatchTime(11_000));
     }
 
     /// (case, t, facts, commit, due operator ids with snapshot?, cleanup_before)
@@ -748,6 +1098,7 @@ mod tests {
             recorded: BTreeSet::new(),
             cleaned_through: cleaned.map(BatchTime),
             policy: MissedBatches::GenerateAll,
+            hwm: None,
         }
     }
 
@@ -885,6 +1236,118 @@ mod tests {
         ];
         for (case, segments, records, want) in cases {
             assert_eq!(orphan_wal(WalFacts { segments, records }), want, "{case}");
+        }
+    }
+
+    /// I-REC-6 as a property over seeded kill schedules, simulated over the planners the engine
+    /// runs ([`plan_restart`], [`Progress`], [`restored_through`]): a generation restores the
+    /// newest manifest, generates its rescheduled batches (one "generated" manifest each), runs
+    /// them in order (one "completed" manifest each), then the timer's; a kill after a random
+    /// number of steps and a random outage loses nothing durable. Across restarts the restored
+    /// position never moves back, a generation that completed a batch advances it, and no grid
+    /// time up to the final position is lost.
+    mod kill_schedules {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        struct M {
+            batch_time: BatchTime,
+            pending: Vec<BatchTime>,
+            hwm: Option<BatchTime>,
+        }
+
+        fn publish(ms: &mut Vec<M>, t: BatchTime, p: &Progress) {
+            ms.push(M {
+                batch_time: t,
+                pending: p.pending.iter().copied().collect(),
+                hwm: p.hwm,
+            });
+        }
+
+        proptest! {
+            #[test]
+            fn restored_position_is_monotone(
+                kills in proptest::collection::vec((0usize..40, 0u64..5000), 1..30)
+            ) {
+                let b = DurationMs(1000);
+                let zero = BatchTime(0);
+                let mut now = 500u64;
+                let mut ms = vec![M { batch_time: zero, pending: vec![], hwm: Some(zero) }];
+                let mut completed = BTreeSet::new();
+                let mut last_through = BatchTime(0);
+                for (steps, outage) in kills {
+                    let m = ms.last().cloned().expect("a manifest");
+                    let through = restored_through(&m.pending, m.hwm, m.batch_time, b);
+                    prop_assert!(through >= last_through, "moved back {last_through:?} -> {through:?}");
+                    last_through = through;
+                    let facts = RestartFacts {
+                        zero,
+                        batch: b,
+                        checkpoint_time: m.batch_time,
+                        pending: m.pending.clone(),
+                        recorded: BTreeSet::new(),
+                        cleaned_through: None,
+                        policy: MissedBatches::GenerateAll,
+                        hwm: m.hwm,
+                    };
+                    let s = plan_restart(&facts, now);
+                    let mut p = Progress { hwm: m.hwm, ..Progress::default() };
+                    p.on_restart(&s, b);
+                    // Steps: generate each rescheduled batch, then complete them in order, then
+                    // the timer's batches (generate + complete); each step costs 300 ms.
+                    let mut left = steps;
+                    let mut done_any = false;
+                    let step = |left: &mut usize, now: &mut u64| {
+                        if *left == 0 { return false; }
+                        *left -= 1;
+                        *now += 300;
+                        true
+                    };
+                    let mut alive = true;
+                    for t in &s.times {
+                        if !step(&mut left, &mut now) { alive = false; break; }
+                        p.on_generated(*t);
+                        publish(&mut ms, *t, &p);
+                    }
+                    if alive {
+                        for t in &s.times {
+                            if !step(&mut left, &mut now) { alive = false; break; }
+                            p.on_done(*t);
+                            completed.insert(*t);
+                            done_any = true;
+                            publish(&mut ms, *t, &p);
+                        }
+                    }
+                    let mut next = s.restart_time;
+                    while alive {
+                        if !step(&mut left, &mut now) { alive = false; continue; }
+                        // The timer waits for the batch time.
+                        now = now.max(next.0);
+                        p.on_generated(next);
+                        publish(&mut ms, next, &p);
+                        if !step(&mut left, &mut now) { alive = false; continue; }
+                        p.on_done(next);
+                        completed.insert(next);
+                        done_any = true;
+                        publish(&mut ms, next, &p);
+                        next = next.plus(b);
+                    }
+                    let m2 = ms.last().expect("a manifest");
+                    let after = restored_through(&m2.pending, m2.hwm, m2.batch_time, b);
+                    if done_any {
+                        prop_assert!(after > through, "a completed batch made no progress");
+                    }
+                    now += outage;
+                }
+                let m = ms.last().expect("a manifest");
+                let through = restored_through(&m.pending, m.hwm, m.batch_time, b);
+                let mut t = b.0;
+                while t <= through.0 {
+                    prop_assert!(completed.contains(&BatchTime(t)), "batch {t} lost");
+                    t += b.0;
+                }
+            }
         }
     }
 }

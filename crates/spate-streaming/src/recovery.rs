@@ -151,6 +151,18 @@ pub struct RestartReport {
     pub batches_rescheduled: Vec<u64>,
     /// Missed empty batches not generated (`missed_batches = coalesce_empty`), ms.
     pub batches_skipped: Vec<u64>,
+    /// The restored checkpoint's grid high-water mark (I-REC-6), ms; `None` for a manifest written
+    /// before it was recorded.
+    #[serde(default)]
+    pub high_water_mark: Option<u64>,
+    /// The restored position (I-REC-6): every grid time up to it had completed, ms. Monotone
+    /// non-decreasing across restarts.
+    #[serde(default)]
+    pub restored_through: Option<u64>,
+    /// "A crash now would replay N batches" at the restored checkpoint: the batches this restart
+    /// runs plus the state recomputation they need.
+    #[serde(default)]
+    pub replay_batches: Option<u64>,
     /// Duration of each phase (`resolve`, `build`, `compare`, `wal_replay`, `restore`), ms.
     pub phases_ms: BTreeMap<String, f64>,
     /// The report object written, if the write succeeded.
@@ -179,6 +191,9 @@ impl RestartReport {
             pending_batches: Vec::new(),
             batches_rescheduled: Vec::new(),
             batches_skipped: Vec::new(),
+            high_water_mark: None,
+            restored_through: None,
+            replay_batches: None,
             phases_ms: BTreeMap::new(),
             written_to: None,
         }
@@ -192,7 +207,8 @@ impl RestartReport {
         );
         format!(
             "{:?}: checkpoint {ck}; {} rejected; {} difference(s); WAL {} records, {} bytes truncated; \
-             {} blocks ({} records) recovered, {} unallocated; {} batches rescheduled, {} skipped",
+             {} blocks ({} records) recovered, {} unallocated; {} batches rescheduled, {} skipped; \
+             restored through {}",
             self.outcome,
             self.rejected.len(),
             self.compatibility.len(),
@@ -202,7 +218,9 @@ impl RestartReport {
             self.records_recovered,
             self.blocks_unallocated,
             self.batches_rescheduled.len(),
-            self.batches_skipped.len()
+            self.batches_skipped.len(),
+            self.restored_through
+                .map_or_else(|| "-".to_owned(), |t| t.to_string())
         )
     }
 }
@@ -233,13 +251,6 @@ pub fn restart_schedule(
     policy: MissedBatches,
 ) -> RestartSchedule {
     let b = batch.0.max(1);
-    let restart = if now_ms < zero.0 {
-        zero.0 + b
-    } else {
-        ((now_ms - zero.0) / b + 1) * b + zero.0
-    };
-    let mut times: BTreeSet<BatchTime> = pending.iter().copied().filter(|t| t.0 > zero.0).collect();
-    let mut missed = Vec::new();
     // First grid time at or after the checkpoint time.
     let first = if checkpoint_time.0 <= zero.0 {
         zero.0 + b
@@ -247,11 +258,63 @@ pub fn restart_schedule(
         let k = (checkpoint_time.0 - zero.0).div_ceil(b);
         zero.0 + k * b
     };
+    // The checkpointed batch itself always re-runs (Spark), as do pending and recorded ones.
+    grid_schedule(zero, b, first, pending, now_ms, 0, policy, |bt| {
+        recorded.contains(&bt) || bt == checkpoint_time
+    })
+}
+
+/// The restart rule with a grid high-water mark (I-REC-6, docs/recovery.md "Progress during
+/// catch-up"): run `pending ∪ {grid times in (hwm, restart_time)}`. Every grid time at or before
+/// `hwm` that is not pending has completed, so nothing before it runs again and the restored
+/// position never moves back. `policy` applies to the missed times after `hwm` as in
+/// [`restart_schedule`].
+pub fn restart_schedule_after(
+    zero: BatchTime,
+    batch: DurationMs,
+    hwm: BatchTime,
+    pending: &[BatchTime],
+    now_ms: u64,
+    policy: MissedBatches,
+) -> RestartSchedule {
+    let b = batch.0.max(1);
+    // First grid time strictly after the high-water mark.
+    let first = if hwm.0 < zero.0 {
+        zero.0 + b
+    } else {
+        zero.0 + ((hwm.0 - zero.0) / b + 1) * b
+    };
+    // A clock behind the high-water mark (a restart on another host) does not regenerate
+    // completed batches: the timer resumes after it.
+    grid_schedule(zero, b, first, pending, now_ms, first, policy, |_| false)
+}
+
+/// Pending batches after zero time, plus the grid times in `[first, restart_time)`: those `keep`
+/// selects (or pending) always run, the others are missed and run as `policy` says. The restart
+/// time is the first grid time after `now_ms`, at least `min_restart`.
+#[allow(clippy::too_many_arguments)]
+fn grid_schedule(
+    zero: BatchTime,
+    b: u64,
+    first: u64,
+    pending: &[BatchTime],
+    now_ms: u64,
+    min_restart: u64,
+    policy: MissedBatches,
+    keep: impl Fn(BatchTime) -> bool,
+) -> RestartSchedule {
+    let restart = if now_ms < zero.0 {
+        zero.0 + b
+    } else {
+        ((now_ms - zero.0) / b + 1) * b + zero.0
+    }
+    .max(min_restart);
+    let mut times: BTreeSet<BatchTime> = pending.iter().copied().filter(|t| t.0 > zero.0).collect();
+    let mut missed = Vec::new();
     let mut t = first;
     while t < restart {
         let bt = BatchTime(t);
-        // The checkpointed batch itself always re-runs (Spark), as do pending and recorded ones.
-        if times.contains(&bt) || recorded.contains(&bt) || bt == checkpoint_time {
+        if times.contains(&bt) || keep(bt) {
             times.insert(bt);
         } else {
             missed.push(bt);
@@ -608,6 +671,7 @@ impl StreamingContext {
             recorded: batches.recorded,
             cleaned_through: batches.cleaned_through,
             policy: self.inner.config.missed_batches,
+            hwm: crate::checkpointer::hwm_of(m),
         };
         let state: Vec<(OperatorId, Option<BatchTime>)> = state_ops
             .iter()
@@ -685,6 +749,36 @@ impl StreamingContext {
         report.batches_rescheduled = schedule.times.iter().map(|t| t.0).collect();
         report.batches_skipped = schedule.skipped.iter().map(|t| t.0).collect();
         report.restart_time = Some(schedule.restart_time.0);
+        report.high_water_mark = restart.hwm.map(|t| t.0);
+        report.restored_through = Some(
+            crate::plan::restored_through(
+                &restart.pending,
+                restart.hwm,
+                restart.checkpoint_time,
+                restart.batch,
+            )
+            .0,
+        );
+        let chains_facts: Vec<_> = state_ops
+            .iter()
+            .map(|op| chains.get(&op.operator()).map(|c| c.facts()))
+            .collect();
+        let first = schedule
+            .times
+            .first()
+            .copied()
+            .unwrap_or(schedule.restart_time);
+        report.replay_batches = Some(
+            crate::plan::replay_estimate(
+                first,
+                schedule.times.len() as u64,
+                &chains_facts,
+                restart.zero,
+                restart.batch,
+                None,
+            )
+            .0,
+        );
         d.on_restored(restart);
         Ok(())
     }
@@ -761,6 +855,67 @@ mod tests {
         );
         assert_eq!(s.times, ts(&[3000, 4000, 5000, 6000, 10_000]));
         assert_eq!(s.skipped, ts(&[7000, 8000, 9000]));
+    }
+
+    /// I-REC-6: (case, hwm, pending, now, policy, times, skipped, restart time)
+    #[test]
+    fn schedule_after_high_water_mark() {
+        let g = MissedBatches::GenerateAll;
+        let cases = [
+            (
+                "pending, then the grid after the mark",
+                5000,
+                vec![3000, 5000],
+                7500,
+                g,
+                vec![3000, 5000, 6000, 7000],
+                vec![],
+                8000,
+            ),
+            (
+                "completed batches before the mark do not run again",
+                5000,
+                vec![],
+                5500,
+                g,
+                vec![],
+                vec![],
+                6000,
+            ),
+            (
+                "a clock behind the mark: the timer resumes after it",
+                9000,
+                vec![8000],
+                4200,
+                g,
+                vec![8000],
+                vec![],
+                10_000,
+            ),
+            (
+                "coalesce_empty applies to the missed times after the mark",
+                2000,
+                vec![2000],
+                7500,
+                MissedBatches::CoalesceEmpty,
+                vec![2000, 3000, 7000],
+                vec![4000, 5000, 6000],
+                8000,
+            ),
+        ];
+        for (case, hwm, pending, now, policy, times, skipped, restart) in cases {
+            let s = restart_schedule_after(
+                BatchTime(0),
+                DurationMs(1000),
+                BatchTime(hwm),
+                &ts(&pending),
+                now,
+                policy,
+            );
+            assert_eq!(s.times, ts(&times), "{case}");
+            assert_eq!(s.skipped, ts(&skipped), "{case}");
+            assert_eq!(s.restart_time, BatchTime(restart), "{case}");
+        }
     }
 
     #[test]

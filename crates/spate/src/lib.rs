@@ -16,7 +16,8 @@ pub use spate_streaming::{
     ContextState, DStream, Data, DurationMs, FileTransactionalSink, GraphChange, GraphDescription,
     GraphDiff, Key, ManualClock, MapWithStateDStream, MemoryBlockHandler, MissedBatches,
     OperatorDescription, OperatorId, OutputOperationInfo, Receiver, ReceiverContext, ReceiverError,
-    ReceiverId, ReceiverInfo, ReplayableSource, RestartOutcome, RestartReport, Result, Selection,
-    SourceError, State, StateBackendKind, StateSpec, StoreError, StreamingConfig, StreamingContext,
-    StreamingError, StreamingListener, SystemClock, TransactionalSink, UpdateStateSpec,
+    ReceiverId, ReceiverInfo, RecoveryEstimate, ReplayableSource, RestartOutcome, RestartReport,
+    Result, Selection, SourceError, State, StateBackendKind, StateSpec, StoreError,
+    StreamingConfig, StreamingContext, StreamingError, StreamingListener, SystemClock,
+    TransactionalSink, UpdateStateSpec,
 };

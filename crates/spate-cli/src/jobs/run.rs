@@ -453,6 +453,9 @@ struct Status {
     /// Batches submitted but not completed: a backlog (e.g. the batches a restart re-runs) is not
     /// idleness.
     outstanding: AtomicU64,
+    /// True once a timer batch (not one a restart rescheduled) completed: it listed the input
+    /// directory, so `--idle` counts from then (a restart's catch-up is never idleness).
+    listed: std::sync::atomic::AtomicBool,
     input: InputStats,
     extra: Box<dyn Fn() -> String + Send + Sync>,
     enabled: bool,
@@ -478,7 +481,8 @@ impl StreamingListener for Status {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.records.fetch_add(info.num_records, Ordering::Relaxed);
-        if info.num_records > 0 {
+        let first_listing = !info.rescheduled && !self.listed.swap(true, Ordering::Relaxed);
+        if info.num_records > 0 || info.rescheduled || first_listing {
             if let Ok(mut g) = self.last_input.lock() {
                 *g = Instant::now();
             }
@@ -487,12 +491,13 @@ impl StreamingListener for Status {
             return;
         }
         let line = format!(
-            "batch {} ms: {} records, processing {} ms, scheduling delay {} ms, total delay {} ms | {}{}",
+            "batch {} ms: {} records, processing {} ms, scheduling delay {} ms, total delay {} ms{} | {}{}",
             info.batch_time.as_millis(),
             info.num_records,
             info.processing_delay_ms().unwrap_or(0),
             info.scheduling_delay_ms().unwrap_or(0),
             info.total_delay_ms().unwrap_or(0),
+            info.recovery.map_or_else(String::new, |r| format!(" | {r}")),
             self.input.status(),
             (self.extra)(),
         );
@@ -530,6 +535,7 @@ pub(crate) fn run(
         records: AtomicU64::new(0),
         last_input: Mutex::new(now),
         outstanding: AtomicU64::new(0),
+        listed: std::sync::atomic::AtomicBool::new(false),
         input,
         extra,
         enabled: !args.no_status,
@@ -554,7 +560,9 @@ pub(crate) fn run(
         {
             reason = "duration reached";
         } else if args.idle.is_some_and(|d| {
-            if status.outstanding.load(Ordering::Relaxed) > 1 {
+            if status.outstanding.load(Ordering::Relaxed) > 1
+                || !status.listed.load(Ordering::Relaxed)
+            {
                 // Batches queued behind the running one (a restart's backlog): not idle; restart
                 // the idle clock. (One outstanding batch is just the timer's current batch.)
                 if let Ok(mut g) = status.last_input.lock() {

@@ -12,7 +12,7 @@ impl Inner {
             if self.gen_stop_now.load(Ordering::Acquire) {
                 return;
             }
-            self.generate_batch(t, jobs_tx);
+            self.generate_batch(t, jobs_tx, true);
         }
         let mut next = start;
         loop {
@@ -28,7 +28,7 @@ impl Inner {
                 return;
             }
             let last = self.gen_stop_after_tick.load(Ordering::Acquire);
-            self.generate_batch(next, jobs_tx);
+            self.generate_batch(next, jobs_tx, false);
             if last {
                 self.gen_stop_time.store(next.0, Ordering::Release);
                 return;
@@ -38,7 +38,8 @@ impl Inner {
     }
 
     /// Spark's `JobGenerator.generateJobs(time)`: allocate blocks, fix every input, create the jobs.
-    pub(super) fn generate_batch(&self, t: BatchTime, jobs_tx: &Sender<JobSet>) {
+    /// `rescheduled`: a batch a restart runs before the timer resumes.
+    pub(super) fn generate_batch(&self, t: BatchTime, jobs_tx: &Sender<JobSet>, rescheduled: bool) {
         let allocated = match self.allocate(t) {
             Ok(n) => n,
             Err(e) => {
@@ -86,6 +87,8 @@ impl Inner {
             processing_start_ms: None,
             processing_end_ms: None,
             output_operations: Vec::new(),
+            rescheduled,
+            recovery: None,
         };
         self.bus.post(Event::BatchSubmitted(info.clone()));
         let _ = jobs_tx.send(JobSet {

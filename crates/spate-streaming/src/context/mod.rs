@@ -143,6 +143,8 @@ pub(crate) struct Inner {
     pub(crate) checkpointer: Option<Arc<Checkpointer>>,
     /// Times to run before the timer resumes (restart), set by `start`.
     reschedule: Mutex<Vec<BatchTime>>,
+    /// Exponentially weighted mean processing time per batch, ms (the recovery-time estimate).
+    mean_processing_ms: Mutex<Option<f64>>,
 }
 
 /// The entry point (Spark's `StreamingContext`): build the graph, then `start`.
@@ -246,6 +248,7 @@ impl StreamingContext {
                 stop_lock: Mutex::new(()),
                 checkpointer,
                 reschedule: Mutex::new(Vec::new()),
+                mean_processing_ms: Mutex::new(None),
             }),
         })
     }
@@ -415,7 +418,7 @@ impl StreamingContext {
                     let s = plan_restart(p, now);
                     zero = p.zero.0;
                     start_time = s.restart_time.0;
-                    d.on_restart_scheduled(&s);
+                    d.on_restart_scheduled(&s, inner.config.batch_interval);
                     tracing::info!(
                         rescheduled = s.times.len(),
                         skipped = s.skipped.len(),
@@ -442,6 +445,7 @@ impl StreamingContext {
                 // covered by some manifest from now on. With stateful operators it is a data
                 // checkpoint of their initial state.
                 inner.zero_time.store(zero, Ordering::Release);
+                d.on_fresh(BatchTime(zero));
                 let state_ops = inner.graph.lock().state_ops.clone();
                 if state_ops.is_empty() {
                     d.on_fresh_start(inner.manifest_inputs()?)?;

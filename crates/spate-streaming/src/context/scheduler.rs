@@ -62,9 +62,48 @@ impl Inner {
             .remove(&time)
             .unwrap_or(info.num_records);
         info.processing_end_ms = Some(self.clock.now_ms());
+        info.recovery = self.recovery_estimate(time, info.processing_delay_ms());
         self.bus.post(Event::BatchCompleted(info));
         self.commit_completion(time);
         self.mark_processed(time);
+    }
+
+    /// Updates the mean processing time with `processed_ms` and estimates what a crash at the
+    /// completion of `t` (before its commit) would replay; `None` without checkpointing.
+    fn recovery_estimate(
+        &self,
+        t: BatchTime,
+        processed_ms: Option<u64>,
+    ) -> Option<crate::listener::RecoveryEstimate> {
+        let d = self.checkpointer.as_ref()?;
+        let mean = {
+            let mut m = self.mean_processing_ms.lock();
+            if let Some(p) = processed_ms {
+                // Processing times are far below 2^52 ms: exact.
+                #[allow(clippy::cast_precision_loss)]
+                let p = p as f64;
+                *m = Some(m.map_or(p, |old| 0.8 * old + 0.2 * p));
+            }
+            *m
+        };
+        let state_ops = self.graph.lock().state_ops.clone();
+        let chains: Vec<_> = d
+            .op_facts(&state_ops)
+            .into_iter()
+            .map(|o| o.chain)
+            .collect();
+        let (batches, ms) = crate::plan::replay_estimate(
+            t,
+            d.pending_len(),
+            &chains,
+            BatchTime(self.zero_time.load(Ordering::Acquire)),
+            self.config.batch_interval,
+            mean,
+        );
+        // Rounded to whole ms; a negative or huge estimate saturates.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let millis = ms.map(|s| s.round() as u64);
+        Some(crate::listener::RecoveryEstimate { batches, millis })
     }
 
     /// Source positions of every input (for a manifest).
@@ -100,7 +139,10 @@ impl Inner {
             n.clear_metadata(t);
             max_remember = max_remember.max(n.meta().remember.load(Ordering::Acquire));
         }
-        let oldest_pending = self.checkpointer.as_ref().and_then(|d| d.on_jobs_done(t));
+        let (oldest_pending, catch_up) = self
+            .checkpointer
+            .as_ref()
+            .map_or((None, false), |d| d.on_jobs_done(t));
         let ops = match &self.checkpointer {
             Some(d) => d.op_facts(&state_ops),
             None => Vec::new(),
@@ -115,6 +157,12 @@ impl Inner {
                 oldest_pending,
                 snapshot_every: self.config.state_snapshot_every,
                 ops: &ops,
+                catch_up,
+                since_data_checkpoint_ms: self
+                    .checkpointer
+                    .as_ref()
+                    .and_then(|d| d.since_data_checkpoint_ms()),
+                max_recovery_batches: self.config.max_recovery_batches,
             },
         );
         let before = plan.cleanup_before;
