@@ -36,6 +36,8 @@ pub enum ObjectKind {
     Floor = 4,
     /// A capability-probe object.
     Probe = 5,
+    /// A publish slot (bincode-encoded [`crate::protocol::SlotEntry`]; fencing).
+    FenceSlot = 6,
 }
 
 impl ObjectKind {

@@ -863,7 +863,10 @@ pub mod suite {
             s.url()
         );
         assert_eq!(l.newest_generation(), Some(c.generation()), "{}", s.url());
-        assert_eq!(r.kept_in_place, 1 + l.generations.len() + l.floors.len());
+        assert_eq!(
+            r.kept_in_place,
+            1 + l.generations.len() + l.floors.len() + l.fence_slots.len()
+        );
         assert_eq!(r.deleted + r.kept_in_place, r.objects);
         // The label is used now; invalid labels are refused; nothing changed.
         for bad in ["incompatible-1", "", ".x", "a/b", "sp ace"] {
