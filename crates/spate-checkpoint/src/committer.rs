@@ -405,6 +405,7 @@ impl Committer {
             return Ok(Err(AlreadyPublished::Different { manifest: rel }));
         }
         self.store.remember_manifest(key, &manifest);
+        self.store.write_latest_pointer(key).await;
         spate_types::spate_fail!("checkpoint::manifest::put::after", |a| Err(
             CheckpointError::failpoint("checkpoint::manifest::put::after", &rel, &a, true)
         ));

@@ -38,6 +38,8 @@ pub enum ObjectKind {
     Probe = 5,
     /// A publish slot (bincode-encoded [`crate::protocol::SlotEntry`]; fencing).
     FenceSlot = 6,
+    /// The latest-checkpoint pointer (bincode-encoded [`crate::CheckpointKey`]; a resolve hint).
+    LatestPointer = 7,
 }
 
 impl ObjectKind {

@@ -7,6 +7,7 @@
 //! generations/<generation:020>.floor                         manifests visible to that generation when it opened
 //! fence/<generation:020>/<slot:020>                          publish slots of that generation (create-only; fencing)
 //! _probe/<nonce>                                             capability probe (deleted after use)
+//! latest                                                     pointer: the newest key published (a resolve hint, overwritten)
 //! restart-reports/<time:020>-<generation:020>.json           one JSON restart report per recovery attempt
 //! archived/<label>/<original name>                           a set-aside copy of the location (archive)
 //! ```
@@ -30,6 +31,8 @@ pub const DATA: &str = "data";
 pub const GENERATIONS: &str = "generations";
 /// Prefix of publish slots ([`CheckpointPaths::fence_slot`]).
 pub const FENCE: &str = "fence";
+/// The latest-checkpoint pointer ([`CheckpointPaths::latest`]).
+pub const LATEST: &str = "latest";
 /// Prefix of capability probes.
 pub const PROBE: &str = "_probe";
 /// Prefix of restart reports.
@@ -113,6 +116,9 @@ pub enum ParsedName {
         /// The slot number (1, 2, ...).
         slot: u64,
     },
+    /// `latest`: the pointer naming the newest key its writer published (a hint for resolve,
+    /// verified against the manifests; never chosen itself, kept by GC).
+    LatestPointer,
     /// `_probe/...`.
     Probe,
     /// `restart-reports/<time:020>-<generation:020>.json`: a restart report (plain JSON, no
@@ -182,6 +188,12 @@ impl CheckpointPaths {
     #[must_use]
     pub fn fence_slot(g: Generation, slot: u64) -> String {
         format!("{FENCE}/{:020}/{slot:020}", g.0)
+    }
+
+    /// `latest`.
+    #[must_use]
+    pub fn latest() -> String {
+        LATEST.to_owned()
     }
 
     /// `_probe/<nonce>`.
@@ -269,6 +281,9 @@ impl CheckpointPaths {
                 }
             }
             return ParsedName::Unknown;
+        }
+        if name == LATEST {
+            return ParsedName::LatestPointer;
         }
         if name.starts_with("_probe/") {
             return ParsedName::Probe;

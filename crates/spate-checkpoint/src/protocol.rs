@@ -275,6 +275,8 @@ pub struct Listing {
     pub data: BTreeMap<String, ListedObject>,
     /// Publish slots `(generation, slot)`, ascending.
     pub fence_slots: Vec<(Generation, u64)>,
+    /// The latest-checkpoint pointer, if listed.
+    pub latest_pointer: Option<ListedObject>,
     /// Probe objects.
     pub probes: Vec<ListedObject>,
     /// Restart reports (`restart-reports/...`), ascending by name (= by time, then generation).
@@ -306,6 +308,7 @@ impl Listing {
                 ParsedName::FenceSlot { generation, slot } => {
                     l.fence_slots.push((generation, slot))
                 }
+                ParsedName::LatestPointer => l.latest_pointer = Some(o),
                 ParsedName::Probe => l.probes.push(o),
                 ParsedName::RestartReport { .. } => l.restart_reports.push(o),
                 ParsedName::Archived { .. } => l.archived.push(o),
@@ -467,7 +470,8 @@ pub enum GcClass {
     UnreferencedRecent,
     /// Unreferenced and older than the oldest retained manifest: deleted.
     Delete,
-    /// Generation claims, floors, the newest publish slot of each generation, probes, restart
+    /// Generation claims, floors, the newest publish slot of each generation, the latest pointer,
+    /// probes, restart
     /// reports, archived copies and unknown names: never deleted by GC.
     Kept,
 }
@@ -574,8 +578,9 @@ pub fn plan_gc(
         objects.push((CheckpointPaths::fence_slot(*g, *n), class));
     }
     for o in listing
-        .probes
+        .latest_pointer
         .iter()
+        .chain(&listing.probes)
         .chain(&listing.restart_reports)
         .chain(&listing.archived)
         .chain(&listing.wal)
