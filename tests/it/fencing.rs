@@ -210,13 +210,7 @@ fn a_newer_job_on_s3_fences_the_older_which_writes_nothing_more() {
     else {
         return;
     };
-    let envs = vec![
-        ("AWS_ENDPOINT".into(), srv.endpoint.clone()),
-        ("AWS_ALLOW_HTTP".into(), "true".into()),
-        ("AWS_REGION".into(), "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID".into(), srv.access_key.clone()),
-        ("AWS_SECRET_ACCESS_KEY".into(), srv.secret_key.clone()),
-    ];
+    let envs = srv.process_env();
     newer_job_fences_the_older(&Location {
         url: srv.url(&spate_tests::s3::unique_prefix("fencing")),
         opts: srv.options(),

@@ -10,6 +10,7 @@ mod feed;
 mod fencing;
 mod jobs;
 mod recovery;
+mod resolve_cost;
 mod sources;
 mod sources_engine;
 mod state;
