@@ -791,7 +791,8 @@ mod tests {
     fn block_tables() {
         let gs = |v: &[u64]| v.iter().map(|g| Generation(*g)).collect::<Vec<_>>();
         // (claims, floors, ours, want newest first)
-        let cases: &[(&[u64], &[u64], u64, &[u64])] = &[
+        type Case<'a> = (&'a [u64], &'a [u64], u64, &'a [u64]);
+        let cases: &[Case<'_>] = &[
             (&[], &[], 1, &[]),
             (&[1], &[1], 2, &[1]),
             (&[1, 2, 3], &[1, 2, 3], 4, &[3]),
