@@ -176,6 +176,9 @@ impl CheckpointStore {
     }
 }
 
+/// The `latest` pointer is rewritten every this many publishes of a writer (and on its first).
+pub(crate) const LATEST_POINTER_EVERY: u64 = 16;
+
 /// The stored bytes of a publish slot.
 fn slot_bytes(entry: &SlotEntry) -> Result<Bytes> {
     let payload = spate_types::codec::encode(entry).map_err(|e| CheckpointError::Encode {
@@ -405,7 +408,12 @@ impl Committer {
             return Ok(Err(AlreadyPublished::Different { manifest: rel }));
         }
         self.store.remember_manifest(key, &manifest);
-        self.store.write_latest_pointer(key).await;
+        // The pointer is a hint: written on a writer's first publish and every
+        // `LATEST_POINTER_EVERY`-th after, so resolve lists at most that many newer manifests (one
+        // LIST page) while a commit pays the extra fsync'd PUT only once in that many.
+        if self.slot % LATEST_POINTER_EVERY == 1 {
+            self.store.write_latest_pointer(key).await;
+        }
         spate_types::spate_fail!("checkpoint::manifest::put::after", |a| Err(
             CheckpointError::failpoint("checkpoint::manifest::put::after", &rel, &a, true)
         ));

@@ -200,7 +200,8 @@ impl CheckpointStore {
     /// pointer, 1 LIST of `manifests/` from the pointer's key on, 1 LIST of `generations/` from the
     /// oldest candidate's generation on, then per examined candidate 1 GET of the manifest, its
     /// object checks and at most 1 floor GET: bounded by the manifests published since the pointer
-    /// was written (normally 0 or 1) and the generations opened since, not by how many manifests,
+    /// was written (fewer than 16: the pointer is rewritten every 16 publishes) and the generations
+    /// opened since, not by how many manifests,
     /// data objects or restart reports the location holds. Otherwise (no pointer, or every
     /// candidate from it on rejected) the full walk over `manifests/` follows, as before. Both
     /// choose the same checkpoint: the candidates from the pointer on are the newest-first prefix
