@@ -100,6 +100,21 @@ impl S3Server {
         }
     }
 
+    /// The `AWS_*` environment a child `spate` process needs to reach this server.
+    #[must_use]
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT", self.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", self.access_key.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
     /// `s3://bucket/<prefix>`.
     #[must_use]
     pub fn url(&self, prefix: &str) -> String {

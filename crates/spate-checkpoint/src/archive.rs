@@ -94,6 +94,7 @@ impl CheckpointStore {
                 ParsedName::Manifest(k) => manifests.push((k, o.path)),
                 ParsedName::Generation(_)
                 | ParsedName::Floor(_)
+                | ParsedName::FenceSlot { .. }
                 | ParsedName::RestartReport { .. } => report.kept_in_place += 1,
                 _ => others.push(o.path),
             }

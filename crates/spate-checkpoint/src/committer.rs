@@ -1,11 +1,12 @@
-//! The commit path: open a writer (probe conditional create, claim a generation, record its
-//! floor), then [`Committer::commit`] (data objects, fence, create-only manifest, fence).
+//! The commit path: open a writer (probe conditional create, claim a generation, block older
+//! generations, record its floor), then [`Committer::commit`] (win the next publish slot, data
+//! objects, create-only manifest). See [`crate::protocol`] for why a fenced writer cannot publish.
 
 use crate::envelope::{self, ObjectKind};
 use crate::error::{CheckpointError, Result};
 use crate::manifest::{CheckpointKind, DataObjectRef, GraphDescriptionBlob, Manifest};
-use crate::paths::{CheckpointKey, CheckpointPaths, ParsedName, GENERATIONS};
-use crate::protocol::Listing;
+use crate::paths::{CheckpointKey, CheckpointPaths, GENERATIONS, MANIFESTS};
+use crate::protocol::{self, BlockStep, Listing, PublishDecision, SlotEntry, SlotFact};
 use crate::requests::entropy;
 use crate::store::CheckpointStore;
 use bytes::Bytes;
@@ -57,14 +58,17 @@ impl CheckpointStore {
     }
 
     /// Opens a writer: probes conditional create, claims a new generation (the first `N` above every
-    /// listed claim for which a create-only `generations/<N>` succeeds), then records its floor (the
-    /// newest manifest visible now). From here on, older writers are fenced.
+    /// listed claim for which a create-only `generations/<N>` succeeds), blocks every older
+    /// generation that may still be live ([`protocol::generations_to_block`]: a create-only
+    /// [`SlotEntry::Blocked`] publish slot each), then records its floor: the newest of the
+    /// manifests visible now and the last key each blocked writer may still publish. From the
+    /// blocking on, older writers cannot publish ([`protocol::decide_publish`]).
     ///
     /// # Errors
     /// [`CheckpointError::ConditionalCreateUnsupported`]; request errors.
     pub async fn open_committer(&self) -> Result<Committer> {
         self.probe_conditional_create().await?;
-        let listing = self.listing().await?;
+        let listing = Listing::classify(self.list_raw(Some(GENERATIONS)).await?);
         let mut g = listing
             .newest_generation()
             .map_or(Generation(1), Generation::next);
@@ -90,9 +94,16 @@ impl CheckpointStore {
             }
             g = g.next();
         }
-        // Floor: the newest manifest visible after the claim.
-        let after = self.list_raw(Some("manifests")).await?;
-        let floor = Listing::classify(after).manifests.last().copied();
+        // Block the older generations (claims listed now: a claimer racing between our listing and
+        // our claim took a lower number and is blocked too).
+        let claimed = Listing::classify(self.list_raw(Some(GENERATIONS)).await?);
+        let mut floor = None;
+        for old in protocol::generations_to_block(&claimed.generations, &claimed.floors, g) {
+            floor = floor.max(self.block(old, g).await?);
+        }
+        // Floor: the newest manifest visible after the claim and the blocking.
+        let after = self.list_raw(Some(MANIFESTS)).await?;
+        let floor = floor.max(Listing::classify(after).manifests.last().copied());
         let payload = spate_types::codec::encode(&floor).map_err(|e| CheckpointError::Encode {
             what: "floor",
             reason: e.to_string(),
@@ -108,33 +119,76 @@ impl CheckpointStore {
             generation: g,
             last: floor,
             min_time,
+            slot: 0,
         })
     }
 
-    /// Fails with [`CheckpointError::Fenced`] if a generation newer than `ours` has been claimed.
-    pub(crate) async fn check_fence(&self, ours: Generation, published: bool) -> Result<()> {
-        spate_types::spate_fail!("checkpoint::fence::check", |a| Err(
-            CheckpointError::failpoint("checkpoint::fence::check", GENERATIONS, &a, false)
-        ));
-        let offset = self.full(&CheckpointPaths::floor(ours));
-        let prefix = self.full(GENERATIONS);
-        let newer = self.list_under(GENERATIONS, &prefix, Some(&offset)).await?;
-        let newest = newer
-            .iter()
-            .filter_map(|o| match CheckpointPaths::parse(&o.path) {
-                ParsedName::Generation(g) | ParsedName::Floor(g) if g > ours => Some(g),
-                _ => None,
-            })
-            .max();
-        match newest {
-            Some(newer) => Err(CheckpointError::Fenced {
-                ours,
-                newer,
-                published,
-            }),
-            None => Ok(()),
+    /// Blocks generation `old` for `ours` ([`protocol::plan_block`]): creates the slot after its
+    /// newest as [`SlotEntry::Blocked`], listing again whenever the old writer won that slot first.
+    /// Returns the last key the blocked writer may still publish.
+    async fn block(&self, old: Generation, ours: Generation) -> Result<Option<CheckpointKey>> {
+        loop {
+            let listed = self
+                .list_raw(Some(&CheckpointPaths::fence_prefix(old)))
+                .await?;
+            let newest = Listing::classify(listed)
+                .fence_slots
+                .iter()
+                .filter(|(h, _)| *h == old)
+                .map(|(_, n)| *n)
+                .max();
+            let newest = match newest {
+                None => None,
+                Some(n) => Some((n, self.read_slot(old, n).await?.and_then(|e| e.ok()))),
+            };
+            match protocol::plan_block(newest) {
+                BlockStep::Done { last } => return Ok(last),
+                BlockStep::Create { slot, last } => {
+                    let entry = SlotEntry::Blocked { by: ours, last };
+                    if self
+                        .create(&CheckpointPaths::fence_slot(old, slot), slot_bytes(&entry)?)
+                        .await?
+                    {
+                        return Ok(last);
+                    }
+                }
+            }
         }
     }
+
+    /// Reads publish slot `n` of `g`: `None` if absent, `Some(Err(defect))` if it does not decode.
+    pub(crate) async fn read_slot(
+        &self,
+        g: Generation,
+        n: u64,
+    ) -> Result<Option<std::result::Result<SlotEntry, String>>> {
+        let rel = CheckpointPaths::fence_slot(g, n);
+        let Some(bytes) = self.get_opt(&rel).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            envelope::decode(&rel, ObjectKind::FenceSlot, &bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|d| {
+                    spate_types::codec::decode::<SlotEntry>(d.payload).map_err(|e| e.to_string())
+                }),
+        ))
+    }
+}
+
+/// The `latest` pointer is rewritten every this many publishes of a writer (and on its first).
+pub(crate) const LATEST_POINTER_EVERY: u64 = 16;
+
+/// The stored bytes of a publish slot.
+fn slot_bytes(entry: &SlotEntry) -> Result<Bytes> {
+    let payload = spate_types::codec::encode(entry).map_err(|e| CheckpointError::Encode {
+        what: "publish slot",
+        reason: e.to_string(),
+    })?;
+    Ok(Bytes::from(envelope::encode(
+        ObjectKind::FenceSlot,
+        &payload,
+    )))
 }
 
 /// What to commit: everything of a [`Manifest`] except its key, generation and creation time, plus
@@ -230,6 +284,8 @@ pub struct Committer {
     generation: Generation,
     last: Option<CheckpointKey>,
     min_time: BatchTime,
+    /// The newest publish slot this writer won (0: none yet).
+    slot: u64,
 }
 
 impl Committer {
@@ -260,9 +316,10 @@ impl Committer {
         }
     }
 
-    /// Writes the draft's new data objects (immutable, unique names, `PutMode::Create`), then
-    /// publishes the manifest with `PutMode::Create` after checking no newer generation exists, then
-    /// checks the fence again.
+    /// Wins this generation's next publish slot (a create-only `fence/<generation>/<n>`, see
+    /// [`crate::protocol`]), then writes the draft's new data objects (immutable, unique names,
+    /// `PutMode::Create`), then publishes the manifest with `PutMode::Create`. A writer whose
+    /// generation was blocked by a newer one fails at the slot and writes nothing.
     ///
     /// Returns `Ok(Ok(manifest))` when committed, `Ok(Err(AlreadyPublished))` if a different
     /// manifest already holds the name.
@@ -274,9 +331,11 @@ impl Committer {
     /// damaged.
     ///
     /// # Errors
-    /// * [`CheckpointError::Fenced`] (`published: false`) if a newer writer claimed the location
-    ///   before publishing; `published: true` if it claimed it during the publish — the manifest may
-    ///   be ignored by resolvers, so the caller must stop and not act on it.
+    /// * [`CheckpointError::Fenced`] (`published: false`) if a newer writer blocked this generation:
+    ///   nothing was written (no data object, no manifest); the caller must stop. A slot won before
+    ///   the block is published normally (its key is at or below the newer writer's floor).
+    /// * [`CheckpointError::ObjectExists`] naming the slot if it holds something this protocol did
+    ///   not write.
     /// * a request error whose [`CheckpointError::determinacy`] is `Indeterminate` if the manifest PUT
     ///   failed in a way that may have taken effect even after re-reading: the caller must
     ///   re-resolve before relying on either outcome.
@@ -297,8 +356,11 @@ impl Committer {
                 )));
             }
         }
-        self.store.check_fence(self.generation, false).await?;
         let key = self.next_key(draft.batch_time);
+        self.win_slot(key).await?;
+        // The key is consumed whatever happens next: a retry uses a fresh name.
+        self.last = Some(key);
+        self.min_time = key.time;
         let mut objects = draft.carried_objects;
         // Test-only broken build: data objects are written after the manifest (below).
         #[cfg(feature = "chaos-broken-manifest-first")]
@@ -338,10 +400,6 @@ impl Committer {
         };
         let bytes = Bytes::from(manifest.to_bytes()?);
         let rel = CheckpointPaths::manifest(key);
-        self.store.check_fence(self.generation, false).await?;
-        // The key is consumed whatever happens next: a retry uses a fresh name.
-        self.last = Some(key);
-        self.min_time = key.time;
         spate_types::spate_fail!("checkpoint::manifest::put::before", |a| Err(
             CheckpointError::failpoint("checkpoint::manifest::put::before", &rel, &a, false)
         ));
@@ -350,6 +408,12 @@ impl Committer {
             return Ok(Err(AlreadyPublished::Different { manifest: rel }));
         }
         self.store.remember_manifest(key, &manifest);
+        // The pointer is a hint: written on a writer's first publish and every
+        // `LATEST_POINTER_EVERY`-th after, so resolve lists at most that many newer manifests (one
+        // LIST page) while a commit pays the extra fsync'd PUT only once in that many.
+        if self.slot % LATEST_POINTER_EVERY == 1 {
+            self.store.write_latest_pointer(key).await;
+        }
         spate_types::spate_fail!("checkpoint::manifest::put::after", |a| Err(
             CheckpointError::failpoint("checkpoint::manifest::put::after", &rel, &a, true)
         ));
@@ -357,12 +421,56 @@ impl Committer {
         for (rel, env) in deferred {
             self.put_data_object(&rel, env).await?;
         }
-        // The manifest is published: a failure to check the fence now cannot say "not committed".
-        self.store
-            .check_fence(self.generation, true)
-            .await
-            .map_err(CheckpointError::into_indeterminate)?;
         Ok(Ok(manifest))
+    }
+
+    /// Wins the next publish slot for `key` ([`protocol::decide_publish`]), or fails with
+    /// [`CheckpointError::Fenced`] (`published: false`) when a newer generation blocked it.
+    async fn win_slot(&mut self, key: CheckpointKey) -> Result<()> {
+        let entry = slot_bytes(&SlotEntry::Publish(key))?;
+        loop {
+            spate_types::spate_fail!("checkpoint::fence::check", |a| Err(
+                CheckpointError::failpoint("checkpoint::fence::check", GENERATIONS, &a, false)
+            ));
+            let n = self.slot + 1;
+            let fact = if self
+                .store
+                .create(
+                    &CheckpointPaths::fence_slot(self.generation, n),
+                    entry.clone(),
+                )
+                .await?
+            {
+                SlotFact::Created
+            } else {
+                match self.store.read_slot(self.generation, n).await? {
+                    Some(Ok(e)) => SlotFact::Taken(e),
+                    Some(Err(defect)) => SlotFact::TakenUnreadable(defect),
+                    // Deleted between the PUT and the read: only GC of a superseded slot deletes
+                    // one, so a newer slot exists; the next round finds it.
+                    None => SlotFact::Taken(SlotEntry::Publish(key)),
+                }
+            };
+            match protocol::decide_publish(self.generation, &fact) {
+                PublishDecision::Publish => {
+                    self.slot = n;
+                    return Ok(());
+                }
+                PublishDecision::NextSlot => self.slot = n,
+                PublishDecision::Fenced { by } => {
+                    return Err(CheckpointError::Fenced {
+                        ours: self.generation,
+                        newer: by,
+                        published: false,
+                    })
+                }
+                PublishDecision::Foreign => {
+                    return Err(CheckpointError::ObjectExists {
+                        object: CheckpointPaths::fence_slot(self.generation, n),
+                    })
+                }
+            }
+        }
     }
 
     /// Writes one new data object of a commit (conditional create; the name must be new).

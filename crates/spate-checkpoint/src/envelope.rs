@@ -36,6 +36,10 @@ pub enum ObjectKind {
     Floor = 4,
     /// A capability-probe object.
     Probe = 5,
+    /// A publish slot (bincode-encoded [`crate::protocol::SlotEntry`]; fencing).
+    FenceSlot = 6,
+    /// The latest-checkpoint pointer (bincode-encoded [`crate::CheckpointKey`]; a resolve hint).
+    LatestPointer = 7,
 }
 
 impl ObjectKind {

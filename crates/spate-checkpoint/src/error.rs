@@ -173,7 +173,8 @@ pub enum CheckpointError {
         /// The object.
         object: String,
     },
-    /// A newer writer claimed the location: this writer must stop.
+    /// A newer writer claimed the location and blocked this writer's next publish slot: this
+    /// writer must stop. Nothing of the refused commit was written (the slot comes first).
     #[error(
         "fenced: this writer has {ours}, {newer} was claimed by another writer{}",
         if *.published { " (the manifest was published before the fence was seen; do not act on it)" } else { "" }
@@ -183,7 +184,9 @@ pub enum CheckpointError {
         ours: Generation,
         /// The newer generation found.
         newer: Generation,
-        /// Whether this writer's manifest had been published when the fence was detected.
+        /// Whether this writer's manifest had been published when the fence was detected. Always
+        /// false since publish slots (the fence is found before anything is written); kept for
+        /// callers matching on it.
         published: bool,
     },
     /// A manifest name would sort before one already published by this writer.

@@ -14,13 +14,15 @@
 //!
 //! 1. **Open** ([`CheckpointStore::open_committer`]): probe conditional create (a store that accepts a
 //!    second create-only PUT of one key — garage, s3rver — is refused), claim generation `N` (first
-//!    `N` above every listed claim for which a create-only `generations/<N>` succeeds), write the
-//!    *floor* `generations/<N>.floor` (newest manifest visible after the claim).
-//! 2. **Commit** ([`Committer::commit`]): check no newer generation; write each data object
-//!    (`data/<key>/<label>`, immutable, unique, create-only); check the fence again; publish
-//!    `manifests/<key>.manifest` with `PutMode::Create`; check the fence a third time (a writer that
-//!    finds itself fenced after publishing is told `Fenced { published: true }` and must not act on
-//!    the checkpoint — resolvers ignore it, see [`protocol`]).
+//!    `N` above every listed claim for which a create-only `generations/<N>` succeeds), block every
+//!    older generation that may still be live (a create-only `fence/<old>/<n>` publish slot marked
+//!    blocked), write the *floor* `generations/<N>.floor` (newest manifest visible after the claim,
+//!    or the last key a blocked writer may still publish).
+//! 2. **Commit** ([`Committer::commit`]): win the next publish slot `fence/<N>/<n>` (create-only;
+//!    a blocked slot is `Fenced { published: false }` and nothing is written); write each data
+//!    object (`data/<key>/<label>`, immutable, unique, create-only); publish
+//!    `manifests/<key>.manifest` with `PutMode::Create`. A fenced writer cannot publish; resolvers
+//!    still reject a manifest above a newer floor (second line of defence, see [`protocol`]).
 //! 3. **Resolve** ([`CheckpointStore::resolve_latest`]): newest manifest that verifies; every newer
 //!    candidate rejected with a typed [`protocol::RejectReason`] (Spark's `CheckpointReader` falls
 //!    back silently and only logs).

@@ -4,7 +4,7 @@
 //! | input | location |
 //! | --- | --- |
 //! | `/var/ck`, `ck` (no `://`) | local directory, as given |
-//! | `file:///var/ck` | local directory `/var/ck` |
+//! | `file:///var/ck` | local directory `/var/ck` (`file://ck`, relative, is an error) |
 //! | `s3://bucket`, `s3://bucket/a/b/` | S3 bucket `bucket`, prefix `""` / `a/b` |
 //! | `memory://`, `memory://name` | a fresh in-memory store (tests) |
 //!
@@ -38,6 +38,15 @@ pub enum LocationError {
         prefix: String,
         /// Why `object_store` rejects it.
         reason: String,
+    },
+    /// `file://` followed by a relative path (`file://ck` reads as host `ck` in RFC 8089; a file
+    /// URL must be absolute). A bare relative path (`ck`) is accepted.
+    #[error("file URL {url:?} is not absolute: write file:///{path} or the bare path {path}")]
+    RelativeFileUrl {
+        /// The URL as given.
+        url: String,
+        /// The relative path after `file://`.
+        path: String,
     },
 }
 
@@ -108,6 +117,12 @@ impl CheckpointUrl {
         };
         if path.is_empty() {
             return Err(LocationError::EmptyPath);
+        }
+        if file_scheme && !path.starts_with('/') {
+            return Err(LocationError::RelativeFileUrl {
+                url: url.to_owned(),
+                path: path.to_owned(),
+            });
         }
         Ok(CheckpointUrl::Local {
             path: PathBuf::from(path),
@@ -229,7 +244,6 @@ mod tests {
             ("ck", local("ck", false), "ck"),
             ("./a b/ck", local("./a b/ck", false), "./a b/ck"),
             ("file:///var/ck", local("/var/ck", true), "file:///var/ck"),
-            ("file://rel/ck", local("rel/ck", true), "file://rel/ck"),
             ("s3://bucket", s3("bucket", ""), "s3://bucket"),
             ("s3://bucket/", s3("bucket", ""), "s3://bucket"),
             ("s3://bucket/a/b", s3("bucket", "a/b"), "s3://bucket/a/b"),
@@ -264,6 +278,20 @@ mod tests {
         let cases: &[(&str, LocationError)] = &[
             ("", LocationError::EmptyPath),
             ("file://", LocationError::EmptyPath),
+            (
+                "file://rel/ck",
+                LocationError::RelativeFileUrl {
+                    url: "file://rel/ck".into(),
+                    path: "rel/ck".into(),
+                },
+            ),
+            (
+                "file://./ck",
+                LocationError::RelativeFileUrl {
+                    url: "file://./ck".into(),
+                    path: "./ck".into(),
+                },
+            ),
             ("s3://", LocationError::NoBucket),
             ("s3:///prefix", LocationError::NoBucket),
             (

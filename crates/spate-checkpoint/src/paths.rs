@@ -5,7 +5,9 @@
 //! data/<time:020>-<generation:020>-<seq:010>/<label>         data objects written for that checkpoint
 //! generations/<generation:020>                               generation claim marker (create-only)
 //! generations/<generation:020>.floor                         manifests visible to that generation when it opened
+//! fence/<generation:020>/<slot:020>                          publish slots of that generation (create-only; fencing)
 //! _probe/<nonce>                                             capability probe (deleted after use)
+//! latest                                                     pointer: the newest key published (a resolve hint, overwritten)
 //! restart-reports/<time:020>-<generation:020>.json           one JSON restart report per recovery attempt
 //! archived/<label>/<original name>                           a set-aside copy of the location (archive)
 //! ```
@@ -27,6 +29,10 @@ pub const MANIFESTS: &str = "manifests";
 pub const DATA: &str = "data";
 /// Prefix of generation claims and floors.
 pub const GENERATIONS: &str = "generations";
+/// Prefix of publish slots ([`CheckpointPaths::fence_slot`]).
+pub const FENCE: &str = "fence";
+/// The latest-checkpoint pointer ([`CheckpointPaths::latest`]).
+pub const LATEST: &str = "latest";
 /// Prefix of capability probes.
 pub const PROBE: &str = "_probe";
 /// Prefix of restart reports.
@@ -102,6 +108,17 @@ pub enum ParsedName {
     Generation(Generation),
     /// `generations/<n>.floor`.
     Floor(Generation),
+    /// `fence/<generation:020>/<slot:020>`: a publish slot (see [`crate::protocol`], fencing).
+    /// Kept by archive in place; GC deletes only slots below the newest of their generation.
+    FenceSlot {
+        /// The generation whose slot it is.
+        generation: Generation,
+        /// The slot number (1, 2, ...).
+        slot: u64,
+    },
+    /// `latest`: the pointer naming the newest key its writer published (a hint for resolve,
+    /// verified against the manifests; never chosen itself, kept by GC).
+    LatestPointer,
     /// `_probe/...`.
     Probe,
     /// `restart-reports/<time:020>-<generation:020>.json`: a restart report (plain JSON, no
@@ -159,6 +176,24 @@ impl CheckpointPaths {
     #[must_use]
     pub fn floor(g: Generation) -> String {
         format!("{GENERATIONS}/{:020}.floor", g.0)
+    }
+
+    /// `fence/<generation:020>/`: the prefix of one generation's publish slots.
+    #[must_use]
+    pub fn fence_prefix(g: Generation) -> String {
+        format!("{FENCE}/{:020}/", g.0)
+    }
+
+    /// `fence/<generation:020>/<slot:020>`.
+    #[must_use]
+    pub fn fence_slot(g: Generation, slot: u64) -> String {
+        format!("{FENCE}/{:020}/{slot:020}", g.0)
+    }
+
+    /// `latest`.
+    #[must_use]
+    pub fn latest() -> String {
+        LATEST.to_owned()
     }
 
     /// `_probe/<nonce>`.
@@ -235,6 +270,21 @@ impl CheckpointPaths {
             }
             return ParsedName::Unknown;
         }
+        if let Some(rest) = name.strip_prefix("fence/") {
+            let b = rest.as_bytes();
+            if b.len() == 41 && b[20] == b'/' {
+                if let (Some(g), Some(slot)) = (digits(&rest[..20]), digits(&rest[21..])) {
+                    return ParsedName::FenceSlot {
+                        generation: Generation(g),
+                        slot,
+                    };
+                }
+            }
+            return ParsedName::Unknown;
+        }
+        if name == LATEST {
+            return ParsedName::LatestPointer;
+        }
         if name.starts_with("_probe/") {
             return ParsedName::Probe;
         }
@@ -295,6 +345,11 @@ mod tests {
             prop_assert_eq!(CheckpointPaths::parse(&CheckpointPaths::data(k, &label)), ParsedName::Data { key: k, label: label.clone() });
             prop_assert_eq!(CheckpointPaths::parse(&CheckpointPaths::generation(Generation(g))), ParsedName::Generation(Generation(g)));
             prop_assert_eq!(CheckpointPaths::parse(&CheckpointPaths::floor(Generation(g))), ParsedName::Floor(Generation(g)));
+            prop_assert_eq!(
+                CheckpointPaths::parse(&CheckpointPaths::fence_slot(Generation(g), k.time.0)),
+                ParsedName::FenceSlot { generation: Generation(g), slot: k.time.0 }
+            );
+            prop_assert!(CheckpointPaths::fence_slot(Generation(g), k.time.0).starts_with(&CheckpointPaths::fence_prefix(Generation(g))));
             prop_assert_eq!(
                 CheckpointPaths::parse(&CheckpointPaths::restart_report(k.time.0, Generation(g))),
                 ParsedName::RestartReport { time_ms: k.time.0, generation: Generation(g) }

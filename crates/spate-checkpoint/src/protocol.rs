@@ -14,14 +14,142 @@
 //! * **Fencing.** Generation `g'` records, right after claiming, the newest manifest it could see
 //!   (its *floor*). A manifest of an older generation `g < g'` named above the floor of the first
 //!   such `g'` that wrote a floor was published by a fenced (zombie) writer after the newer writer
-//!   opened: it is rejected as [`RejectReason::FencedPublish`]. Its writer detects the fence after
-//!   publishing and reports [`crate::CheckpointError::Fenced`] with `published: true`, so it never
-//!   acts on that checkpoint.
+//!   opened: it is rejected as [`RejectReason::FencedPublish`]. This is the second line of
+//!   defence; the first ([`decide_publish`], below) keeps a fenced writer from publishing at all.
+//! * **Publish slots (check-and-publish).** A writer of generation `g` publishes its `i`-th
+//!   checkpoint only after a create-only PUT of `fence/<g>/<i>` ([`SlotEntry::Publish`]) succeeded,
+//!   and tries exactly slot `last + 1`, never skipping one. A newer generation, after claiming and
+//!   before writing its floor, *blocks* every older generation that may still be live
+//!   ([`generations_to_block`]): it creates slot `newest + 1` of that generation
+//!   ([`SlotEntry::Blocked`], [`plan_block`]), retrying while the old writer wins slots. Create-only
+//!   makes exactly one of the two win each slot, so the old writer's publishes are exactly the slots
+//!   below the blocker: their keys are all at or below the newer generation's floor (which includes
+//!   the last one, [`SlotEntry::Blocked::last`], even if its manifest is not written yet), and its
+//!   next attempt finds the blocker and fails with [`crate::CheckpointError::Fenced`]
+//!   (`published: false`) before writing a data object or a manifest ([`decide_publish`]). No
+//!   compare-and-swap is needed: `PutMode::Create` (local disk, S3 conditional writes) suffices.
 
 use crate::manifest::Manifest;
 use crate::paths::{CheckpointKey, CheckpointPaths, ParsedName};
 use spate_types::Generation;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The content of one publish slot `fence/<generation>/<slot>` (create-only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum SlotEntry {
+    /// Won by the slot's own writer, which publishes this key next (data objects, then manifest).
+    Publish(CheckpointKey),
+    /// Taken by a newer generation: the slot's generation can never publish again.
+    Blocked {
+        /// The generation that blocked it.
+        by: Generation,
+        /// The key of the slot just below (the last key the blocked writer may still publish);
+        /// `None` if it had no slot or that slot was unreadable.
+        last: Option<CheckpointKey>,
+    },
+}
+
+/// What a writer's create-only PUT of its next publish slot found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotFact {
+    /// Created by this writer.
+    Created,
+    /// Already held this entry.
+    Taken(SlotEntry),
+    /// Already held bytes that do not decode (the message names the defect).
+    TakenUnreadable(String),
+}
+
+/// What a writer does after trying its next publish slot ([`decide_publish`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishDecision {
+    /// The slot is ours: write the data objects and the manifest.
+    Publish,
+    /// The slot holds our own earlier attempt (its response was lost): try the next slot.
+    NextSlot,
+    /// A newer generation blocked us: stop, write nothing.
+    Fenced {
+        /// The newer generation.
+        by: Generation,
+    },
+    /// Something this protocol did not write holds the slot (a tampered location): write nothing.
+    Foreign,
+}
+
+/// Decides a publish from the outcome of the slot PUT (pure). `ours` is the writer's generation.
+#[must_use]
+pub fn decide_publish(ours: Generation, fact: &SlotFact) -> PublishDecision {
+    match fact {
+        SlotFact::Created => PublishDecision::Publish,
+        SlotFact::Taken(SlotEntry::Blocked { by, .. }) if *by > ours => {
+            PublishDecision::Fenced { by: *by }
+        }
+        SlotFact::Taken(SlotEntry::Publish(k)) if k.generation == ours => PublishDecision::NextSlot,
+        SlotFact::Taken(_) | SlotFact::TakenUnreadable(_) => PublishDecision::Foreign,
+    }
+}
+
+/// The older generations a new writer of `ours` must block before writing its floor (pure): every
+/// listed claim below `ours`, newest first, down to and including the newest one below `ours` that
+/// wrote a floor (that one blocked everything older before writing it). Empty for the first
+/// generation.
+#[must_use]
+pub fn generations_to_block(
+    claims: &[Generation],
+    floors: &[Generation],
+    ours: Generation,
+) -> Vec<Generation> {
+    let stop = floors.iter().copied().filter(|g| *g < ours).max();
+    let mut out: Vec<Generation> = claims
+        .iter()
+        .chain(stop.iter())
+        .copied()
+        .filter(|g| *g < ours && stop.is_none_or(|s| *g >= s))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    out.reverse();
+    out
+}
+
+/// The next step of blocking one generation ([`plan_block`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockStep {
+    /// Create slot `slot` as [`SlotEntry::Blocked`] with this `last`; on `AlreadyExists`, list again.
+    Create {
+        /// The slot to create.
+        slot: u64,
+        /// The key the blocked writer may still publish.
+        last: Option<CheckpointKey>,
+    },
+    /// Already blocked (by us or an earlier new writer); `last` as recorded in the blocker.
+    Done {
+        /// The last key the blocked writer may still publish.
+        last: Option<CheckpointKey>,
+    },
+}
+
+/// Plans blocking a generation from its newest listed slot and what it holds (pure). `None`: no
+/// slot listed; `Some((n, None))`: slot `n` unreadable.
+#[must_use]
+pub fn plan_block(newest: Option<(u64, Option<SlotEntry>)>) -> BlockStep {
+    match newest {
+        None => BlockStep::Create {
+            slot: 1,
+            last: None,
+        },
+        Some((_, Some(SlotEntry::Blocked { last, .. }))) => BlockStep::Done { last },
+        Some((n, Some(SlotEntry::Publish(k)))) => BlockStep::Create {
+            slot: n + 1,
+            last: Some(k),
+        },
+        Some((n, None)) => BlockStep::Create {
+            slot: n + 1,
+            last: None,
+        },
+    }
+}
 
 /// One object of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,6 +273,10 @@ pub struct Listing {
     pub floors: Vec<Generation>,
     /// Data objects by path.
     pub data: BTreeMap<String, ListedObject>,
+    /// Publish slots `(generation, slot)`, ascending.
+    pub fence_slots: Vec<(Generation, u64)>,
+    /// The latest-checkpoint pointer, if listed.
+    pub latest_pointer: Option<ListedObject>,
     /// Probe objects.
     pub probes: Vec<ListedObject>,
     /// Restart reports (`restart-reports/...`), ascending by name (= by time, then generation).
@@ -173,6 +305,10 @@ impl Listing {
                 }
                 ParsedName::Generation(g) => l.generations.push(g),
                 ParsedName::Floor(g) => l.floors.push(g),
+                ParsedName::FenceSlot { generation, slot } => {
+                    l.fence_slots.push((generation, slot))
+                }
+                ParsedName::LatestPointer => l.latest_pointer = Some(o),
                 ParsedName::Probe => l.probes.push(o),
                 ParsedName::RestartReport { .. } => l.restart_reports.push(o),
                 ParsedName::Archived { .. } => l.archived.push(o),
@@ -185,6 +321,7 @@ impl Listing {
         l.manifests.sort();
         l.generations.sort();
         l.floors.sort();
+        l.fence_slots.sort();
         l
     }
 
@@ -333,8 +470,9 @@ pub enum GcClass {
     UnreferencedRecent,
     /// Unreferenced and older than the oldest retained manifest: deleted.
     Delete,
-    /// Generation claims, floors, probes, restart reports, archived copies and unknown names: never
-    /// deleted by GC.
+    /// Generation claims, floors, the newest publish slot of each generation, the latest pointer,
+    /// probes, restart
+    /// reports, archived copies and unknown names: never deleted by GC.
     Kept,
 }
 
@@ -428,9 +566,21 @@ pub fn plan_gc(
     for g in &listing.floors {
         objects.push((CheckpointPaths::floor(*g), GcClass::Kept));
     }
+    // A writer only ever tries the slot after its newest, and a blocker is always the newest of
+    // its generation: slots below the newest of their generation are never needed again.
+    for (i, (g, n)) in listing.fence_slots.iter().enumerate() {
+        let superseded = listing.fence_slots.get(i + 1).is_some_and(|(h, _)| h == g);
+        let class = if superseded {
+            GcClass::Delete
+        } else {
+            GcClass::Kept
+        };
+        objects.push((CheckpointPaths::fence_slot(*g, *n), class));
+    }
     for o in listing
-        .probes
+        .latest_pointer
         .iter()
+        .chain(&listing.probes)
         .chain(&listing.restart_reports)
         .chain(&listing.archived)
         .chain(&listing.wal)
@@ -593,6 +743,109 @@ mod tests {
         assert_eq!(judge(zombie, &f), Verdict::Accept);
     }
 
+    /// The check-and-publish decision (DESIGN.md §3, commit step 2; docs/format/checkpoint.md
+    /// "Publish slots"): only a created slot publishes; a blocker of a newer generation fences; our
+    /// own earlier attempt moves to the next slot; anything else writes nothing.
+    #[test]
+    fn decide_publish_table() {
+        let g = Generation(5);
+        let k = |g: u64| key(1000, g);
+        let blocked = |by: u64| SlotEntry::Blocked {
+            by: Generation(by),
+            last: Some(k(5)),
+        };
+        let cases: Vec<(SlotFact, PublishDecision)> = vec![
+            (SlotFact::Created, PublishDecision::Publish),
+            (
+                SlotFact::Taken(blocked(6)),
+                PublishDecision::Fenced { by: Generation(6) },
+            ),
+            (
+                SlotFact::Taken(blocked(9)),
+                PublishDecision::Fenced { by: Generation(9) },
+            ),
+            // A "blocker" that is not newer is not one this protocol writes.
+            (SlotFact::Taken(blocked(5)), PublishDecision::Foreign),
+            (SlotFact::Taken(blocked(4)), PublishDecision::Foreign),
+            (
+                SlotFact::Taken(SlotEntry::Publish(k(5))),
+                PublishDecision::NextSlot,
+            ),
+            (
+                SlotFact::Taken(SlotEntry::Publish(k(4))),
+                PublishDecision::Foreign,
+            ),
+            (
+                SlotFact::TakenUnreadable("bad crc".into()),
+                PublishDecision::Foreign,
+            ),
+        ];
+        for (fact, want) in cases {
+            assert_eq!(decide_publish(g, &fact), want, "{fact:?}");
+        }
+    }
+
+    /// Which generations a new writer blocks, and how one is blocked (open step: claim, block,
+    /// floor).
+    #[test]
+    fn block_tables() {
+        let gs = |v: &[u64]| v.iter().map(|g| Generation(*g)).collect::<Vec<_>>();
+        // (claims, floors, ours, want newest first)
+        type Case<'a> = (&'a [u64], &'a [u64], u64, &'a [u64]);
+        let cases: &[Case<'_>] = &[
+            (&[], &[], 1, &[]),
+            (&[1], &[1], 2, &[1]),
+            (&[1, 2, 3], &[1, 2, 3], 4, &[3]),
+            // 3 and 4 crashed before their floors: 2 may be live, and 3, 4 too.
+            (&[1, 2, 3, 4], &[1, 2], 5, &[4, 3, 2]),
+            // Nothing wrote a floor: everything older.
+            (&[1, 2], &[], 3, &[2, 1]),
+            // A racer claimed 6 above us: not ours to block.
+            (&[1, 2, 3, 6], &[1, 2], 3, &[2]),
+            // A floor without a listed claim (claim deleted by hand) still bounds and is blocked.
+            (&[3], &[2], 4, &[3, 2]),
+        ];
+        for (claims, floors, ours, want) in cases {
+            assert_eq!(
+                generations_to_block(&gs(claims), &gs(floors), Generation(*ours)),
+                gs(want),
+                "claims {claims:?}, floors {floors:?}, ours {ours}"
+            );
+        }
+        let (k1, k2) = (key(1000, 2), key(2000, 2));
+        let blocked = SlotEntry::Blocked {
+            by: Generation(3),
+            last: Some(k1),
+        };
+        let cases = [
+            (
+                None,
+                BlockStep::Create {
+                    slot: 1,
+                    last: None,
+                },
+            ),
+            (
+                Some((4, Some(SlotEntry::Publish(k2)))),
+                BlockStep::Create {
+                    slot: 5,
+                    last: Some(k2),
+                },
+            ),
+            (Some((4, Some(blocked))), BlockStep::Done { last: Some(k1) }),
+            (
+                Some((4, None)),
+                BlockStep::Create {
+                    slot: 5,
+                    last: None,
+                },
+            ),
+        ];
+        for (newest, want) in cases {
+            assert_eq!(plan_block(newest), want, "{newest:?}");
+        }
+    }
+
     #[test]
     fn gc_table() {
         let ks: Vec<_> = (1..=5).map(|t| key(t * 1000, 1)).collect();
@@ -611,7 +864,14 @@ mod tests {
         for p in [&report, &archived, &archived_data] {
             objs.push(listed(p.clone()));
         }
+        // Publish slots: 1..=3 of generation 1 and the lone blocker 1 of generation 0.
+        let slots: Vec<String> = (1..=3)
+            .map(|n| CheckpointPaths::fence_slot(Generation(1), n))
+            .chain([CheckpointPaths::fence_slot(Generation(0), 1)])
+            .collect();
+        objs.extend(slots.iter().cloned().map(listed));
         let listing = Listing::classify(objs);
+        assert_eq!(listing.fence_slots.len(), 4);
         assert_eq!(listing.unknown.len(), 1, "{:?}", listing.unknown);
         assert_eq!(listing.restart_reports.len(), 1);
         assert_eq!(listing.archived.len(), 2);
@@ -642,13 +902,15 @@ mod tests {
             CheckpointPaths::manifest(ks[0]),
             CheckpointPaths::manifest(ks[1]),
             data[1].clone(),
+            slots[0].clone(),
+            slots[1].clone(),
         ]
         .into_iter()
         .collect();
         assert_eq!(dels, want.iter().map(String::as_str).collect());
         assert!(!dels.contains(inflight.as_str()));
         assert!(!dels.contains(data[0].as_str()), "carried object deleted");
-        for p in [&report, &archived, &archived_data] {
+        for p in [&report, &archived, &archived_data, &slots[2], &slots[3]] {
             assert!(
                 plan.objects.contains(&(p.clone(), GcClass::Kept)),
                 "{p} not kept: {:?}",

@@ -5,13 +5,12 @@
 use crate::envelope::{self, ObjectKind};
 use crate::error::{CheckpointError, CorruptReason, Result};
 use crate::manifest::{CheckpointKind, DataObjectRef, Manifest};
-use crate::paths::{CheckpointKey, CheckpointPaths};
-use crate::protocol::{self, Facts, Listing, ManifestFact, ObjectCheck, Resolution};
+use crate::paths::{CheckpointKey, CheckpointPaths, GENERATIONS, MANIFESTS};
+use crate::protocol::{self, Facts, ListedObject, Listing, ManifestFact, ObjectCheck, Resolution};
 use crate::store::{CheckpointStore, VerifyLevel};
 use spate_types::{BatchTime, Generation};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// A resolved checkpoint: its manifest and how it was chosen.
 /// A resolved checkpoint: its manifest and how it was chosen.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -99,44 +98,154 @@ impl CheckpointStore {
     ) -> Result<BTreeMap<Generation, Option<CheckpointKey>>> {
         let mut floors = BTreeMap::new();
         for g in &listing.floors {
-            let rel = CheckpointPaths::floor(*g);
-            let Some(bytes) = self.get_opt(&rel).await? else {
-                continue;
-            };
-            // A damaged floor is ignored (conservative for acceptance: it can only hide zombie
-            // manifests, and its generation's own manifests are unaffected).
-            if let Ok(d) = envelope::decode(&rel, ObjectKind::Floor, &bytes) {
-                if let Ok(f) = spate_types::codec::decode::<Option<CheckpointKey>>(d.payload) {
-                    floors.insert(*g, f);
-                }
+            if let Some(f) = self.read_floor(*g).await? {
+                floors.insert(*g, f);
             }
         }
         Ok(floors)
+    }
+
+    /// Reads the floor of `g`: `None` if it is absent or damaged (a damaged floor is ignored:
+    /// conservative for acceptance, it can only hide zombie manifests, and its generation's own
+    /// manifests are unaffected).
+    pub(crate) async fn read_floor(&self, g: Generation) -> Result<Option<Option<CheckpointKey>>> {
+        let rel = CheckpointPaths::floor(g);
+        let Some(bytes) = self.get_opt(&rel).await? else {
+            return Ok(None);
+        };
+        Ok(envelope::decode(&rel, ObjectKind::Floor, &bytes)
+            .ok()
+            .and_then(|d| spate_types::codec::decode::<Option<CheckpointKey>>(d.payload).ok()))
+    }
+
+    /// Reads, lazily, the one floor [`protocol::judge`] consults for `key`: the first readable
+    /// floor of a generation above `key`'s (ascending; `tried` remembers unreadable ones). At most
+    /// one GET per candidate on a healthy location, however many generations exist.
+    async fn floor_for(
+        &self,
+        key: CheckpointKey,
+        listing: &Listing,
+        facts: &mut Facts,
+        tried: &mut BTreeSet<Generation>,
+    ) -> Result<()> {
+        for g in listing.floors.iter().filter(|g| **g > key.generation) {
+            if facts.floors.contains_key(g) {
+                return Ok(());
+            }
+            if !tried.insert(*g) {
+                continue;
+            }
+            if let Some(f) = self.read_floor(*g).await? {
+                facts.floors.insert(*g, f);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The pointer's key (`None` if absent or damaged: the full walk follows).
+    async fn read_latest_pointer(&self) -> Result<Option<CheckpointKey>> {
+        let rel = CheckpointPaths::latest();
+        let Some(bytes) = self.get_opt(&rel).await? else {
+            return Ok(None);
+        };
+        Ok(envelope::decode(&rel, ObjectKind::LatestPointer, &bytes)
+            .ok()
+            .and_then(|d| spate_types::codec::decode::<CheckpointKey>(d.payload).ok()))
+    }
+
+    /// Overwrites the pointer with `key` (after a publish). Best effort: a stale or missing
+    /// pointer only makes resolve list more.
+    pub(crate) async fn write_latest_pointer(&self, key: CheckpointKey) {
+        let written = match spate_types::codec::encode(&key) {
+            Ok(payload) => {
+                let bytes = envelope::encode(ObjectKind::LatestPointer, &payload);
+                self.put_overwrite(&CheckpointPaths::latest(), bytes.into())
+                    .await
+            }
+            Err(e) => Err(CheckpointError::Encode {
+                what: "latest pointer",
+                reason: e.to_string(),
+            }),
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, key = %key, "latest-checkpoint pointer not written");
+        }
+    }
+
+    /// The listing resolve needs: `manifests` (listed) and the generations from the oldest
+    /// candidate's on (a listing from that offset; older claims and floors never matter to
+    /// [`protocol::judge`] for these candidates).
+    async fn resolve_listing(&self, manifests: Vec<ListedObject>) -> Result<Listing> {
+        let mut listing = Listing::classify(manifests);
+        let Some(oldest) = listing.manifests.iter().map(|k| k.generation).min() else {
+            return Ok(listing);
+        };
+        let from = self.full(&CheckpointPaths::generation(oldest));
+        let gens = Listing::classify(
+            self.list_under(GENERATIONS, &self.full(GENERATIONS), Some(&from))
+                .await?,
+        );
+        listing.generations = gens.generations;
+        listing.floors = gens.floors;
+        Ok(listing)
     }
 
     /// Finds the newest checkpoint that verifies, falling back to older ones; the resolution lists
     /// every rejected newer candidate and why (for the restart report). `Ok(None)` if the location
     /// holds no manifest at all.
     ///
+    /// # Cost (requests)
+    /// With the `latest` pointer present and its checkpoint (or a newer one) valid: 1 GET of the
+    /// pointer, 1 LIST of `manifests/` from the pointer's key on, 1 LIST of `generations/` from the
+    /// oldest candidate's generation on, then per examined candidate 1 GET of the manifest, its
+    /// object checks and at most 1 floor GET: bounded by the manifests published since the pointer
+    /// was written (fewer than 16: the pointer is rewritten every 16 publishes) and the generations
+    /// opened since, not by how many manifests,
+    /// data objects or restart reports the location holds. Otherwise (no pointer, or every
+    /// candidate from it on rejected) the full walk over `manifests/` follows, as before. Both
+    /// choose the same checkpoint: the candidates from the pointer on are the newest-first prefix
+    /// of the full walk's. With the pointer, [`Resolution::not_examined`] counts only the listed
+    /// candidates.
+    ///
     /// # Errors
     /// [`CheckpointError::NoValidCheckpoint`] if manifests exist but none verifies; request errors
     /// (an unreachable store is never mistaken for "no checkpoint").
     pub async fn resolve_latest(&self) -> Result<Option<Resolved>> {
-        let listing = self.listing().await?;
-        let (resolution, mut facts) = self.resolve_with(&listing, self.opts.verify).await?;
+        if let Some(hint) = self.read_latest_pointer().await? {
+            // `manifests/<key>` sorts just before `manifests/<key>.manifest`: the listing includes
+            // the pointer's own manifest if it exists.
+            let from = self.full(&format!("{MANIFESTS}/{hint}"));
+            let listed = self
+                .list_under(MANIFESTS, &self.full(MANIFESTS), Some(&from))
+                .await?;
+            let listing = self.resolve_listing(listed).await?;
+            let (resolution, facts) = self.resolve_with(&listing, self.opts.verify).await?;
+            if let Some(k) = resolution.chosen {
+                return Self::resolved(k, resolution, facts).map(Some);
+            }
+        }
+        let listing = self
+            .resolve_listing(self.list_raw(Some(MANIFESTS)).await?)
+            .await?;
+        let (resolution, facts) = self.resolve_with(&listing, self.opts.verify).await?;
         match resolution.chosen {
-            Some(k) => match facts.manifests.remove(&k) {
-                Some(ManifestFact::Read { manifest, .. }) => Ok(Some(Resolved {
-                    manifest: *manifest,
-                    resolution,
-                })),
-                _ => Err(CheckpointError::NotFound {
-                    object: CheckpointPaths::manifest(k),
-                }),
-            },
+            Some(k) => Self::resolved(k, resolution, facts).map(Some),
             None if listing.manifests.is_empty() => Ok(None),
             None => Err(CheckpointError::NoValidCheckpoint {
                 rejected: resolution.rejected,
+            }),
+        }
+    }
+
+    fn resolved(k: CheckpointKey, resolution: Resolution, mut facts: Facts) -> Result<Resolved> {
+        match facts.manifests.remove(&k) {
+            Some(ManifestFact::Read { manifest, .. }) => Ok(Resolved {
+                manifest: *manifest,
+                resolution,
+            }),
+            _ => Err(CheckpointError::NotFound {
+                object: CheckpointPaths::manifest(k),
             }),
         }
     }
@@ -146,11 +255,11 @@ impl CheckpointStore {
         listing: &Listing,
         level: VerifyLevel,
     ) -> Result<(Resolution, Facts)> {
-        let mut facts = Facts {
-            floors: self.read_floors(listing).await?,
-            ..Facts::default()
-        };
+        let mut facts = Facts::default();
+        let mut tried = BTreeSet::new();
         for key in listing.manifests.iter().rev() {
+            self.floor_for(*key, listing, &mut facts, &mut tried)
+                .await?;
             match protocol::judge(*key, &facts) {
                 protocol::Verdict::Accept => break,
                 protocol::Verdict::Reject(_) => continue,

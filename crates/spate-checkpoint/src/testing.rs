@@ -811,7 +811,10 @@ pub mod suite {
             s.url()
         );
         assert_eq!(l.newest_generation(), Some(c.generation()), "{}", s.url());
-        assert_eq!(r.kept_in_place, 1 + l.generations.len() + l.floors.len());
+        assert_eq!(
+            r.kept_in_place,
+            1 + l.generations.len() + l.floors.len() + l.fence_slots.len()
+        );
         assert_eq!(r.deleted + r.kept_in_place, r.objects);
         // The label is used now; invalid labels are refused; nothing changed.
         for bad in ["incompatible-1", "", ".x", "a/b", "sp ace"] {
@@ -890,5 +893,171 @@ pub mod suite {
         restart_reports(fresh().await).await;
         archive_sets_everything_aside(fresh().await).await;
         taken_data_name_is_object_exists(fresh().await).await;
+        fenced_writer_writes_nothing(fresh().await).await;
+        racing_publishes_stay_below_the_floor(fresh().await).await;
+        latest_pointer_is_only_a_hint(fresh().await).await;
+    }
+
+    /// The names of `s` that carry generation `g` (manifests, data objects, publish slots).
+    async fn objects_of(s: &CheckpointStore, g: spate_types::Generation) -> Vec<String> {
+        use crate::paths::ParsedName;
+        s.list_raw(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .filter(|p| match CheckpointPaths::parse(p) {
+                ParsedName::Manifest(k) | ParsedName::Data { key: k, .. } => k.generation == g,
+                ParsedName::FenceSlot { generation, .. } => generation == g,
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// Fencing prevents: once a newer writer opened, the older one's next commit fails with
+    /// `Fenced { published: false }` naming the newer generation, and it wrote nothing (no data
+    /// object, no manifest, no slot); its newest slot is the newer writer's blocker.
+    pub async fn fenced_writer_writes_nothing(s: CheckpointStore) {
+        let mut a = s.open_committer().await.unwrap();
+        commit(&mut a, data_draft(1_000, 2, 8)).await;
+        let before = objects_of(&s, a.generation()).await;
+        let b = s.open_committer().await.unwrap();
+        let after_open = objects_of(&s, a.generation()).await;
+        for t in [2_000, 3_000] {
+            match a.commit(data_draft(t, 2, 8)).await {
+                Err(CheckpointError::Fenced {
+                    ours,
+                    newer,
+                    published: false,
+                }) => assert_eq!(
+                    (ours, newer),
+                    (a.generation(), b.generation()),
+                    "{}",
+                    s.url()
+                ),
+                other => panic!("{}: fenced writer not refused: {other:?}", s.url()),
+            }
+        }
+        assert_eq!(
+            objects_of(&s, a.generation()).await,
+            after_open,
+            "{}: the fenced writer wrote something",
+            s.url()
+        );
+        // What the newer writer added to the old generation: exactly one blocker slot.
+        let added: Vec<_> = after_open.iter().filter(|p| !before.contains(p)).collect();
+        assert_eq!(added.len(), 1, "{}: {added:?}", s.url());
+        match s.read_slot(a.generation(), 2).await.unwrap() {
+            Some(Ok(crate::protocol::SlotEntry::Blocked { by, last })) => {
+                assert_eq!(by, b.generation());
+                assert_eq!(last.map(|k| k.time), Some(BatchTime(1_000)));
+            }
+            other => panic!("{}: no blocker: {other:?}", s.url()),
+        }
+    }
+
+    /// A writer committing while a newer one opens: every publish either completes before the
+    /// block (its key at or below the newer floor, accepted) or is refused with nothing written;
+    /// resolve never rejects a fenced publish.
+    pub async fn racing_publishes_stay_below_the_floor(s: CheckpointStore) {
+        let mut a = s.open_committer().await.unwrap();
+        commit(&mut a, data_draft(1_000, 1, 8)).await;
+        let writer = async {
+            let mut fenced = None;
+            for t in 2..60u64 {
+                match a.commit(data_draft(t * 1_000, 1, 8)).await {
+                    Ok(Ok(_)) => {}
+                    Err(CheckpointError::Fenced { newer, .. }) => {
+                        fenced = Some(newer);
+                        break;
+                    }
+                    other => panic!("{}: {other:?}", s.url()),
+                }
+            }
+            fenced
+        };
+        let opener = async {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            s.open_committer().await.unwrap()
+        };
+        let (fenced, b) = futures::join!(writer, opener);
+        let floor = s
+            .read_floor(b.generation())
+            .await
+            .unwrap()
+            .expect("a floor");
+        for p in objects_of(&s, a.generation()).await {
+            if let crate::paths::ParsedName::Manifest(k) = CheckpointPaths::parse(&p) {
+                assert!(
+                    Some(k) <= floor,
+                    "{}: {k} above the floor {floor:?}",
+                    s.url()
+                );
+            }
+        }
+        if fenced.is_some() {
+            assert_eq!(fenced, Some(b.generation()), "{}", s.url());
+        }
+        let r = latest(&s).await;
+        assert!(
+            r.resolution.rejected.is_empty(),
+            "{}: {:?}",
+            s.url(),
+            r.resolution.rejected
+        );
+        assert_every_checkpoint_verifies(&s).await;
+    }
+
+    /// The `latest` pointer only narrows the listing: missing, damaged, stale (older) or naming a
+    /// checkpoint that does not exist, resolve still returns the newest valid checkpoint.
+    pub async fn latest_pointer_is_only_a_hint(s: CheckpointStore) {
+        let mut c = s.open_committer().await.unwrap();
+        let ms: Vec<Manifest> = {
+            let mut v = Vec::new();
+            for t in 1..=4u64 {
+                v.push(commit(&mut c, data_draft(t * 1_000, 1, 8)).await);
+            }
+            v
+        };
+        let newest = ms[3].key;
+        assert_eq!(latest(&s).await.manifest.key, newest, "{}", s.url());
+        let pointer = CheckpointPaths::latest();
+        let encoded = |k: crate::CheckpointKey| {
+            crate::envelope::encode(
+                crate::envelope::ObjectKind::LatestPointer,
+                &spate_types::codec::encode(&k).unwrap(),
+            )
+        };
+        let phantom = crate::CheckpointKey {
+            time: BatchTime(99_000),
+            ..newest
+        };
+        for (what, bytes) in [
+            ("stale", Some(encoded(ms[0].key))),
+            ("phantom", Some(encoded(phantom))),
+            ("damaged", Some(b"not an envelope".to_vec())),
+            ("missing", None),
+        ] {
+            match bytes {
+                Some(b) => plant(&s, &pointer, b).await,
+                None => raw_delete(&s, &pointer).await,
+            }
+            let r = latest(&s).await;
+            assert_eq!(r.manifest.key, newest, "{}: {what} pointer", s.url());
+            assert!(r.resolution.rejected.is_empty(), "{}: {what}", s.url());
+        }
+        // The newest damaged: the pointer names it; resolve falls back to the one before, with
+        // the same rejection the full walk reports.
+        plant(&s, &pointer, encoded(newest)).await;
+        raw_delete(&s, &ms[3].objects[0].path).await;
+        let r = latest(&s).await;
+        assert_eq!(r.manifest.key, ms[2].key, "{}", s.url());
+        assert!(matches!(
+            r.resolution.rejected[..],
+            [crate::protocol::Rejection {
+                reason: RejectReason::MissingObject { .. },
+                ..
+            }]
+        ));
     }
 }

@@ -304,6 +304,13 @@ impl Checkpointer {
     }
 
     fn ckpt_err(&self, source: CheckpointError) -> StreamingError {
+        if let CheckpointError::Fenced { ours, newer, .. } = source {
+            return StreamingError::Fenced {
+                url: self.url.clone(),
+                ours,
+                newer,
+            };
+        }
         StreamingError::Checkpoint {
             url: self.url.clone(),
             source: Box::new(source),

@@ -168,6 +168,18 @@ pub enum StreamingError {
         #[source]
         source: Box<spate_checkpoint::CheckpointError>,
     },
+    /// A newer job (generation `newer`) opened this checkpoint location, so this one was fenced: its
+    /// checkpoint writer refused to publish before writing anything (no data object, no manifest,
+    /// no GC), and the context stopped. Not retryable: the newer job owns the location now.
+    #[error("checkpoint {url}: fenced: {newer} took over this location (this job had {ours}); stopped without writing anything more")]
+    Fenced {
+        /// The checkpoint location.
+        url: String,
+        /// This job's generation.
+        ours: spate_types::Generation,
+        /// The newer generation that blocked it.
+        newer: spate_types::Generation,
+    },
     /// The checkpoint was written by a build whose graph or computation-defining settings differ
     /// from this one (Spark would silently run the checkpointed code). Nothing was restored or
     /// modified; `diff` lists every difference.
