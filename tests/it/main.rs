@@ -3,6 +3,7 @@ mod ack_ingest;
 mod chaos;
 mod checkpoint;
 mod checkpoint_cli;
+mod config_cli;
 mod crash;
 mod engine;
 mod engine_runtime;
