@@ -4,6 +4,7 @@ mod catchup;
 mod chaos;
 mod checkpoint;
 mod checkpoint_cli;
+mod config_cli;
 mod crash;
 mod engine;
 mod engine_runtime;

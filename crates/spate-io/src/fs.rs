@@ -152,6 +152,10 @@ pub trait FileHandle: Send + Sync + fmt::Debug {
 /// A shared, open file.
 pub type SharedFile = Arc<dyn FileHandle>;
 
+/// An exclusive advisory lock on a file, taken by [`FileSystem::try_lock_exclusive`] and held
+/// until this value is dropped (or the process dies: the kernel releases an `flock(2)` then).
+pub type FileLock = Box<dyn fmt::Debug + Send + Sync>;
+
 /// The file-system operations spate needs, on paths.
 ///
 /// Implementations: [`StdFs`] (the real disk) and [`SimFs`](crate::SimFs) (in memory, crashable).
@@ -219,6 +223,21 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// # Errors
     /// The OS error.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Takes an exclusive advisory lock on `path` without blocking, creating the (empty) file if
+    /// it does not exist; the lock is held until the returned [`FileLock`] is dropped. On
+    /// [`StdFs`] it is `flock(2)` (`LOCK_EX | LOCK_NB`, through `File::try_lock`): per open file,
+    /// so it also excludes a second opener in the same process, and the kernel releases it when
+    /// the holder dies (kill -9 included). [`SimFs`](crate::SimFs) models it in memory and drops
+    /// every lock at a crash. The default implementation (test wrappers) grants every request
+    /// without locking and without creating the file.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::WouldBlock`] if another holder has the lock; another OS error.
+    fn try_lock_exclusive(&self, path: &Path) -> io::Result<FileLock> {
+        let _ = path;
+        Ok(Box::new(()))
+    }
 }
 
 /// [`FileSystem`] over the real disk (`std::fs`); `sync_data` is `fdatasync(2)`, `sync_dir` is
@@ -290,6 +309,22 @@ impl FileSystem for StdFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+    fn try_lock_exclusive(&self, path: &Path) -> io::Result<FileLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{}: locked by another open file", path.display()),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
 }
 
 /// The parent directory of `path` (`.` for a bare name).
@@ -331,6 +366,22 @@ mod tests {
         fs.remove(&dir.join("b")).unwrap();
         let e = fs.open(&dir.join("b")).expect_err("removed");
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn std_fs_lock_is_exclusive_per_open_and_released_on_drop() {
+        let dir = std::env::temp_dir().join(format!("spate-io-lock-{}", std::process::id()));
+        let fs = StdFs;
+        fs.create_dir_all(&dir).unwrap();
+        let p = dir.join("LOCK");
+        let held = fs.try_lock_exclusive(&p).expect("first lock");
+        assert!(fs.exists(&p), "the lock file is created");
+        let e = fs.try_lock_exclusive(&p).expect_err("second lock");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        drop(held);
+        let again = fs.try_lock_exclusive(&p).expect("lock after release");
+        drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,5 +17,5 @@ mod fs;
 mod sim;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use fs::{parent_dir, FileHandle, FileSystem, SharedFile, StdFs};
+pub use fs::{parent_dir, FileHandle, FileLock, FileSystem, SharedFile, StdFs};
 pub use sim::{CrashMode, Faults, SimFs, SimStats};

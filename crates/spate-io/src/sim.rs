@@ -9,12 +9,14 @@
 //! * per directory, entries created, renamed or removed since the last `sync_dir` are undone by a
 //!   crash: a file whose data was synced but whose entry was not is **gone** after the crash;
 //! * a failed `sync_data` leaves the data unsynced (a later crash loses it);
-//! * handles opened before a crash fail with EIO afterwards (the process that held them is dead).
+//! * handles opened before a crash fail with EIO afterwards (the process that held them is dead);
+//! * advisory locks ([`FileSystem::try_lock_exclusive`]) are held in memory and a crash releases
+//!   them all, as the kernel releases a dead process's `flock`.
 //!
 //! Every random choice comes from one seed ([`SimFs::new`]), so a failing test can be replayed.
 //! Directories themselves are modelled as durable once created; only file entries are tracked.
 
-use crate::fs::{FileHandle, FileSystem, SharedFile};
+use crate::fs::{FileHandle, FileLock, FileSystem, SharedFile};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -102,6 +104,27 @@ struct State {
     rng: u64,
     faults: Faults,
     stats: SimStats,
+    /// Held advisory locks: path -> token of the holding [`SimLock`]. A crash clears them (the
+    /// holding process is gone, as the kernel releases an `flock`).
+    locks: HashMap<PathBuf, u64>,
+    next_lock: u64,
+}
+
+/// A lock held on a [`SimFs`] path; released on drop unless a crash released it first.
+#[derive(Debug)]
+struct SimLock {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+    token: u64,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut s = self.state.lock();
+        if s.locks.get(&self.path) == Some(&self.token) {
+            s.locks.remove(&self.path);
+        }
+    }
 }
 
 impl State {
@@ -163,6 +186,8 @@ impl SimFs {
                 rng: seed,
                 faults: Faults::default(),
                 stats: SimStats::default(),
+                locks: HashMap::new(),
+                next_lock: 1,
             })),
         }
     }
@@ -226,6 +251,7 @@ impl SimFs {
         }
         s.generation += 1;
         s.stats.crashes += 1;
+        s.locks.clear();
     }
 
     /// The current (visible) contents of `path`, if it exists.
@@ -378,6 +404,33 @@ impl FileSystem for SimFs {
         s.durable_names.extend(current);
         s.stats.dir_syncs += 1;
         Ok(())
+    }
+
+    fn try_lock_exclusive(&self, path: &Path) -> io::Result<FileLock> {
+        let mut s = self.state.lock();
+        if !s.dirs.contains(&parent_of(path)) {
+            return Err(not_found(&parent_of(path)));
+        }
+        if s.locks.contains_key(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{}: locked by another open file", path.display()),
+            ));
+        }
+        if !s.names.contains_key(path) {
+            let ino = s.next_ino;
+            s.next_ino += 1;
+            s.inodes.insert(ino, Inode::default());
+            s.names.insert(path.to_path_buf(), ino);
+        }
+        let token = s.next_lock;
+        s.next_lock += 1;
+        s.locks.insert(path.to_path_buf(), token);
+        Ok(Box::new(SimLock {
+            state: Arc::clone(&self.state),
+            path: path.to_path_buf(),
+            token,
+        }))
     }
 }
 
@@ -581,5 +634,27 @@ mod tests {
         }
         assert!(eio > 0 && enospc > 0 && short > 0, "{eio} {enospc} {short}");
         assert_eq!(fs.stats().faults_injected, eio + enospc + short);
+    }
+
+    #[test]
+    fn locks_are_exclusive_released_on_drop_and_by_a_crash() {
+        let (fs, dir) = setup();
+        let p = dir.join("LOCK");
+        let held = fs.try_lock_exclusive(&p).expect("first lock");
+        assert!(fs.exists(&p), "the lock file is created");
+        let e = fs.try_lock_exclusive(&p).expect_err("second lock");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        drop(held);
+        let stale = fs.try_lock_exclusive(&p).expect("lock after release");
+        fs.crash(CrashMode::DropUnsynced);
+        let after = fs
+            .try_lock_exclusive(&p)
+            .expect("a crash releases the lock");
+        drop(stale);
+        let e = fs
+            .try_lock_exclusive(&p)
+            .expect_err("the dead holder's drop releases nothing");
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        drop(after);
     }
 }

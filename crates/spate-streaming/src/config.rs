@@ -35,6 +35,83 @@ pub enum ConfigError {
         /// Why it is invalid.
         reason: String,
     },
+    /// An interval outside its sane bounds (see [`IntervalBounds`]).
+    #[error("{key} = {value_ms} ms is outside its bounds [{min_ms} ms, {max_ms} ms]")]
+    OutOfRange {
+        /// The key (`batch_interval`, or a CLI flag such as `--batch`).
+        key: String,
+        /// The value given, ms.
+        value_ms: u64,
+        /// Smallest accepted value, ms (inclusive).
+        min_ms: u64,
+        /// Largest accepted value, ms (inclusive).
+        max_ms: u64,
+    },
+}
+
+/// Inclusive sane bounds of an interval setting, ms. A value outside is refused with
+/// [`ConfigError::OutOfRange`] (e.g. `--batch 1000d`, after which nothing would ever tick).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntervalBounds {
+    /// Smallest accepted value, ms.
+    pub min_ms: u64,
+    /// Largest accepted value, ms.
+    pub max_ms: u64,
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// Batch interval: [1 ms, 1 h].
+pub const BATCH_INTERVAL_BOUNDS: IntervalBounds = IntervalBounds {
+    min_ms: 1,
+    max_ms: HOUR_MS,
+};
+/// Block interval: [1 ms, 1 h].
+pub const BLOCK_INTERVAL_BOUNDS: IntervalBounds = IntervalBounds {
+    min_ms: 1,
+    max_ms: HOUR_MS,
+};
+/// Receiver restart delay: [0, 1 h].
+pub const RESTART_DELAY_BOUNDS: IntervalBounds = IntervalBounds {
+    min_ms: 0,
+    max_ms: HOUR_MS,
+};
+/// Graceful-stop timeout: [1 ms, 1 h].
+pub const GRACEFUL_STOP_TIMEOUT_BOUNDS: IntervalBounds = IntervalBounds {
+    min_ms: 1,
+    max_ms: HOUR_MS,
+};
+/// Window length, slide and checkpoint interval of an operator: [1 ms, 24 h].
+pub const WINDOW_BOUNDS: IntervalBounds = IntervalBounds {
+    min_ms: 1,
+    max_ms: 24 * HOUR_MS,
+};
+/// The CLI's `--idle` and `--duration` stop conditions: [1 ms, 24 h].
+pub const STOP_CONDITION_BOUNDS: IntervalBounds = IntervalBounds {
+    min_ms: 1,
+    max_ms: 24 * HOUR_MS,
+};
+/// Default cap of the graceful-stop timeout when none is configured: 60 s.
+pub const DEFAULT_GRACEFUL_STOP_CAP_MS: u64 = 60_000;
+
+/// Checks `value` against `bounds` (a pure function).
+///
+/// # Errors
+/// [`ConfigError::OutOfRange`] naming `key`, the value and the bounds.
+pub fn check_interval(
+    key: &str,
+    value: DurationMs,
+    bounds: IntervalBounds,
+) -> Result<(), ConfigError> {
+    if value.0 < bounds.min_ms || value.0 > bounds.max_ms {
+        return Err(ConfigError::OutOfRange {
+            key: key.to_owned(),
+            value_ms: value.0,
+            min_ms: bounds.min_ms,
+            max_ms: bounds.max_ms,
+        });
+    }
+    Ok(())
 }
 
 /// Configuration of a [`StreamingContext`](crate::StreamingContext).
@@ -458,13 +535,29 @@ impl StreamingConfig {
         if self.checkpoint_retain == 0 {
             return bad("checkpoint_retain", "0".into(), "must be at least 1");
         }
+        check_interval("batch_interval", self.batch_interval, BATCH_INTERVAL_BOUNDS)?;
+        check_interval("block_interval", self.block_interval, BLOCK_INTERVAL_BOUNDS)?;
+        check_interval(
+            "receiver_restart_delay",
+            self.receiver_restart_delay,
+            RESTART_DELAY_BOUNDS,
+        )?;
+        if let Some(t) = self.graceful_stop_timeout {
+            check_interval("graceful_stop_timeout", t, GRACEFUL_STOP_TIMEOUT_BOUNDS)?;
+        }
         Ok(())
     }
 
-    /// The effective graceful-stop timeout: the configured one or 10 × batch interval (Spark).
+    /// The effective graceful-stop timeout: the configured one, or 10 × batch interval (Spark)
+    /// capped at [`DEFAULT_GRACEFUL_STOP_CAP_MS`] (60 s), so a long batch interval cannot make a
+    /// graceful stop wait for minutes.
     pub fn effective_graceful_stop_timeout(&self) -> DurationMs {
-        self.graceful_stop_timeout
-            .unwrap_or(DurationMs(self.batch_interval.0.saturating_mul(10)))
+        self.graceful_stop_timeout.unwrap_or(DurationMs(
+            self.batch_interval
+                .0
+                .saturating_mul(10)
+                .min(DEFAULT_GRACEFUL_STOP_CAP_MS),
+        ))
     }
 }
 
@@ -506,6 +599,75 @@ mod tests {
             StreamingConfig::from_toml_str("batch_interval = 0"),
             Err(ConfigError::InvalidValue { key, .. }) if key == "batch_interval"
         ));
+    }
+
+    #[test]
+    fn intervals_outside_their_bounds_are_refused_naming_key_value_and_bounds() {
+        let out = |text: &str| match StreamingConfig::from_toml_str(text) {
+            Err(ConfigError::OutOfRange {
+                key,
+                value_ms,
+                min_ms,
+                max_ms,
+            }) => (key, value_ms, min_ms, max_ms),
+            other => panic!("{text}: expected OutOfRange, got {other:?}"),
+        };
+        assert_eq!(
+            out("batch_interval = \"1000d\""),
+            ("batch_interval".into(), 86_400_000_000, 1, 3_600_000)
+        );
+        assert_eq!(
+            out("block_interval = \"2h\""),
+            ("block_interval".into(), 7_200_000, 1, 3_600_000)
+        );
+        assert_eq!(
+            out("graceful_stop_timeout = 0"),
+            ("graceful_stop_timeout".into(), 0, 1, 3_600_000)
+        );
+        assert_eq!(
+            out("receiver_restart_delay = \"3h\"").0,
+            "receiver_restart_delay"
+        );
+        // The bounds themselves are accepted.
+        StreamingConfig::from_toml_str("batch_interval = \"1h\"\nblock_interval = 1").unwrap();
+        let mut c = StreamingConfig::default();
+        let err = c
+            .apply_env([("SPATE_BATCH_INTERVAL", "18446744073709551615")])
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::OutOfRange { key, .. } if key == "batch_interval"));
+        // Garbage stays a parse error, never a panic.
+        for g in [
+            "-1s",
+            "1e9",
+            "\u{0}",
+            "9999999999999999999999",
+            "1 fortnight",
+            "",
+        ] {
+            let err = c.apply_env([("SPATE_BATCH_INTERVAL", g)]).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::InvalidValue { key, .. } if key == "SPATE_BATCH_INTERVAL"),
+                "{g:?}: {err:?}"
+            );
+        }
+        assert!(matches!(
+            check_interval("--idle", DurationMs(0), STOP_CONDITION_BOUNDS),
+            Err(ConfigError::OutOfRange { min_ms: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn the_default_graceful_stop_timeout_is_ten_batches_capped_at_60_s() {
+        let t = |batch: u64, configured: Option<u64>| {
+            let mut c = StreamingConfig::with_batch_interval(DurationMs(batch));
+            c.graceful_stop_timeout = configured.map(DurationMs);
+            c.effective_graceful_stop_timeout().0
+        };
+        assert_eq!(t(500, None), 5_000);
+        assert_eq!(t(6_000, None), 60_000);
+        assert_eq!(t(3_600_000, None), 60_000);
+        assert_eq!(t(3_600_000, Some(120_000)), 120_000);
+        assert_eq!(t(1_000, Some(1)), 1);
     }
 
     #[test]

@@ -167,6 +167,16 @@ pub enum WalError {
     /// The WAL was closed.
     #[error("WAL is closed")]
     Closed,
+    /// Another open WAL (another process, or another `Wal` in this one) owns `dir`: its `LOCK` file
+    /// is locked. Nothing was read, repaired or written. Stop that process first; a process that
+    /// died (even by kill -9) holds no lock.
+    #[error("WAL directory {} is in use by another process ({holder}); one process per WAL", dir.display())]
+    Locked {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The holder line read from `<dir>/LOCK`: `pid=… host=… started_unix_ms=… spate=…`.
+        holder: String,
+    },
 }
 
 impl WalError {

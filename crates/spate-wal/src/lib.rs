@@ -8,7 +8,9 @@
 //!
 //! ## A guided tour
 //!
-//! 1. **Open.** [`Wal::open`] lists the directory, verifies every segment frame by frame, repairs a
+//! 1. **Open.** [`Wal::open`] first takes exclusive ownership of the directory (an `flock` on its
+//!    `LOCK` file naming the holder, as RocksDB's `LOCK`; a second opener gets
+//!    [`WalError::Locked`]), then lists the directory, verifies every segment frame by frame, repairs a
 //!    torn tail according to the [`RecoveryMode`] and returns a [`RecoveryReport`] (segments,
 //!    [`TornTail`] with segment, offset and dropped bytes, [`SkippedRange`]s, ignored files).
 //!    Nothing is created until the first append (as Spark's `FileBasedWriteAheadLog`).
@@ -74,6 +76,7 @@
 
 mod error;
 pub mod format;
+mod lock;
 mod reader;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -149,6 +149,9 @@ pub(crate) fn list_dir(fs: &dyn FileSystem, dir: &Path) -> Result<Listing, WalEr
     let names = fs.list(dir).map_err(|e| WalError::io(dir, e))?;
     let mut l = Listing::default();
     for name in names {
+        if name == crate::lock::LOCK_FILE {
+            continue;
+        }
         if let Some(lsn) = parse_segment_file_name(&name) {
             l.segments.push((lsn, dir.join(&name)));
         } else if name

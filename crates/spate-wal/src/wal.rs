@@ -111,6 +111,8 @@ struct Inner {
     state: Mutex<State>,
     synced: Condvar,
     wake_bg: Condvar,
+    /// Exclusive ownership of `dir` (`LOCK`), released by `close` or drop.
+    lock: Mutex<Option<spate_io::FileLock>>,
 }
 
 /// A segmented, checksummed write-ahead log with group commit. `Send + Sync`: share it between
@@ -130,9 +132,13 @@ impl Wal {
     ///
     /// A torn tail is truncated; the dropped bytes are first copied to
     /// `<segment>.torn-<offset>` beside it (synced, file and directory). Appends continue in the
-    /// last segment after its last valid record. Nothing is created until the first append.
+    /// last segment after its last valid record. Nothing is created until the first append,
+    /// except `<dir>/LOCK`: before reading anything, `open` takes an exclusive advisory lock on it
+    /// (held until [`close`](Self::close) or drop; released by the kernel if the process dies) and
+    /// writes the holder line into it.
     ///
     /// # Errors
+    /// [`WalError::Locked`] (another open WAL owns `dir`; nothing was read or written),
     /// [`WalError::Corrupt`] (mid-log damage; any damage under
     /// [`RecoveryMode::AbsoluteConsistency`]), [`WalError::NotASegment`],
     /// [`WalError::UnsupportedVersion`], [`WalError::UnsupportedCodec`], [`WalError::LsnGap`],
@@ -144,6 +150,7 @@ impl Wal {
     ) -> Result<(Wal, RecoveryReport), WalError> {
         let dir = dir.as_ref().to_path_buf();
         fs.create_dir_all(&dir).map_err(|e| WalError::io(&dir, e))?;
+        let lock = crate::lock::acquire(fs.as_ref(), &dir, opts.clock.as_ref())?;
         let listing = list_dir(fs.as_ref(), &dir)?;
         let mut removed = Vec::new();
         for t in &listing.temps {
@@ -252,6 +259,7 @@ impl Wal {
             synced: Condvar::new(),
             wake_bg: Condvar::new(),
             opts,
+            lock: Mutex::new(Some(lock)),
         });
         let bg = match inner.opts.sync_policy {
             SyncPolicy::IntervalMs(_) | SyncPolicy::Bytes(_) => {
@@ -612,8 +620,8 @@ impl Wal {
         Ok(removed)
     }
 
-    /// Syncs every appended record, stops the background sync thread and closes the WAL.
-    /// Idempotent (SPARK-20935).
+    /// Syncs every appended record, stops the background sync thread, closes the WAL and
+    /// releases the directory's `LOCK`. Idempotent (SPARK-20935).
     ///
     /// # Durability
     /// Once this returns `Ok`, every record appended before is durable.
@@ -637,6 +645,7 @@ impl Wal {
         if let Some(h) = self.bg.take() {
             let _ = h.join();
         }
+        self.inner.lock.lock().take();
     }
 }
 

@@ -35,6 +35,23 @@ fn parse_duration(s: &str) -> Result<DurationMs, String> {
         .map_err(|e| format!("{s:?} is not a duration (e.g. 1s, 500ms, 2m): {e}"))
 }
 
+/// Parses `--batch`: a duration in [`spate_streaming::BATCH_INTERVAL_BOUNDS`] ([1 ms, 1 h]).
+fn parse_batch(s: &str) -> Result<DurationMs, String> {
+    bounded(s, "--batch", spate_streaming::BATCH_INTERVAL_BOUNDS)
+}
+
+/// Parses `--idle` / `--duration`: a duration in [`spate_streaming::STOP_CONDITION_BOUNDS`]
+/// ([1 ms, 24 h]).
+fn parse_stop_condition(s: &str) -> Result<DurationMs, String> {
+    bounded(s, "stop condition", spate_streaming::STOP_CONDITION_BOUNDS)
+}
+
+fn bounded(s: &str, key: &str, b: spate_streaming::IntervalBounds) -> Result<DurationMs, String> {
+    let d = parse_duration(s)?;
+    spate_streaming::check_interval(key, d, b).map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
 /// Invalid UTF-8 policy flag values.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub(crate) enum Utf8Flag {
@@ -82,7 +99,7 @@ pub(crate) struct JobArgs {
     #[arg(long, requires = "dir")]
     pub(crate) existing_files: bool,
     /// Batch interval (e.g. 1s, 500ms).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_batch)]
     pub(crate) batch: DurationMs,
     /// Block interval of the socket receiver (default: the engine's, 200 ms).
     #[arg(long, value_parser = parse_duration)]
@@ -126,11 +143,11 @@ pub(crate) struct JobArgs {
     #[arg(long)]
     pub(crate) batches: Option<u64>,
     /// Stop (gracefully) after this long (e.g. 30s, 5m).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_stop_condition)]
     pub(crate) duration: Option<DurationMs>,
     /// Stop (gracefully) once no input arrived for this long (counted from start or from the last
     /// batch with records).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_stop_condition)]
     pub(crate) idle: Option<DurationMs>,
     /// Invalid UTF-8 in a line.
     #[arg(long, value_enum, default_value = "replace")]
@@ -258,6 +275,15 @@ fn config(args: &JobArgs, app: &str) -> Result<StreamingConfig, String> {
     }
     if args.create_on_error {
         cfg.create_on_error = true;
+    }
+    if let Some(url) = &cfg.checkpoint {
+        let remote = url.starts_with("s3://") || url.starts_with("memory://");
+        if remote && cfg.wal_dir.is_none() && args.socket.is_some() {
+            return Err(format!(
+                "--checkpoint {url}: a remote checkpoint needs --wal-dir DIR on local disk when \
+                 receivers are used (the receiver WAL needs a local file with fdatasync)"
+            ));
+        }
     }
     cfg.stop_gracefully_on_signal = true;
     cfg.validate().map_err(|e| e.to_string())?;
