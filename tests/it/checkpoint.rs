@@ -282,10 +282,7 @@ fn fault_run(seed: u64, fail: f64, timeout: f64, commits: usize) -> Result<(), T
         .build()
         .unwrap();
     rt.block_on(async {
-        let inner: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::memory::InMemory::new());
-        let flaky = Arc::new(FlakyObjectStore::new(
-            inner.clone(),
+        let (inner, flaky) = FlakyObjectStore::in_memory(
             seed,
             FaultConfig {
                 fail_before: fail,
@@ -294,7 +291,7 @@ fn fault_run(seed: u64, fail: f64, timeout: f64, commits: usize) -> Result<(), T
                 max_latency: Duration::from_millis(2),
                 ..FaultConfig::default()
             },
-        ));
+        );
         let opts = StoreOptions {
             retry: RetryPolicy {
                 attempts: 3,

@@ -7,7 +7,6 @@
 
 use spate_checkpoint::testing::{raw_delete, raw_get, suite, FaultConfig, FlakyObjectStore};
 use spate_checkpoint::{CheckpointPaths, CheckpointStore, StoreOptions};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// `n` data checkpoints written by `generations` successive writers (each opening fences the
@@ -19,17 +18,14 @@ fn resolve_requests(n: u64, generations: u64) -> (Vec<String>, Vec<String>) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let inner: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::memory::InMemory::new());
-        let logged = Arc::new(FlakyObjectStore::new(
-            inner,
+        let (_, logged) = FlakyObjectStore::in_memory(
             1,
             FaultConfig {
                 latency: 1.0,
                 max_latency: Duration::ZERO,
                 ..FaultConfig::default()
             },
-        ));
+        );
         logged.set_enabled(false);
         let store = CheckpointStore::with_store(
             logged.clone(),

@@ -112,6 +112,15 @@ impl FlakyObjectStore {
         }
     }
 
+    /// A fresh in-memory store and this decorator over it: `(inner, flaky)`; the inner one lets a
+    /// test look behind the faults.
+    #[must_use]
+    pub fn in_memory(seed: u64, config: FaultConfig) -> (Arc<dyn ObjectStore>, Arc<Self>) {
+        let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let flaky = Arc::new(FlakyObjectStore::new(Arc::clone(&inner), seed, config));
+        (inner, flaky)
+    }
+
     /// The seed.
     #[must_use]
     pub fn seed(&self) -> u64 {

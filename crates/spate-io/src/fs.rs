@@ -335,6 +335,19 @@ pub fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// The lock contract every [`FileSystem`] meets, checked on `fs` at `p` (whose directory exists):
+/// the first lock creates the file, a second is refused with `WouldBlock` while the first is held,
+/// and dropping the first releases it. Returns the lock taken after the release.
+#[cfg(test)]
+pub(crate) fn assert_lock_is_exclusive_until_dropped(fs: &dyn FileSystem, p: &Path) -> FileLock {
+    let held = fs.try_lock_exclusive(p).expect("first lock");
+    assert!(fs.exists(p), "the lock file is created");
+    let e = fs.try_lock_exclusive(p).expect_err("second lock");
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+    drop(held);
+    fs.try_lock_exclusive(p).expect("lock after release")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,13 +388,7 @@ mod tests {
         let fs = StdFs;
         fs.create_dir_all(&dir).unwrap();
         let p = dir.join("LOCK");
-        let held = fs.try_lock_exclusive(&p).expect("first lock");
-        assert!(fs.exists(&p), "the lock file is created");
-        let e = fs.try_lock_exclusive(&p).expect_err("second lock");
-        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
-        drop(held);
-        let again = fs.try_lock_exclusive(&p).expect("lock after release");
-        drop(again);
+        drop(assert_lock_is_exclusive_until_dropped(&fs, &p));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

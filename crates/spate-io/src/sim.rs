@@ -192,6 +192,18 @@ impl SimFs {
         }
     }
 
+    /// [`SimFs::new`] with the directory `dir` already created: the usual start of a test.
+    ///
+    /// # Panics
+    /// Never for an absolute `dir` (creating a directory in an empty `SimFs` cannot fail).
+    pub fn with_dir(seed: u64, dir: &str) -> (SimFs, PathBuf) {
+        let fs = SimFs::new(seed);
+        let dir = PathBuf::from(dir);
+        fs.create_dir_all(&dir)
+            .expect("creating a directory in a new SimFs");
+        (fs, dir)
+    }
+
     /// Sets the fault injection rates (from now on).
     pub fn set_faults(&self, faults: Faults) {
         self.state.lock().faults = faults;
@@ -314,6 +326,18 @@ fn parent_of(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
+impl State {
+    /// `NotFound` naming the parent directory of `path` unless it exists.
+    fn require_parent(&self, path: &Path) -> io::Result<()> {
+        let parent = parent_of(path);
+        if self.dirs.contains(&parent) {
+            Ok(())
+        } else {
+            Err(not_found(&parent))
+        }
+    }
+}
+
 impl FileSystem for SimFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock();
@@ -330,9 +354,7 @@ impl FileSystem for SimFs {
 
     fn create(&self, path: &Path) -> io::Result<SharedFile> {
         let mut s = self.state.lock();
-        if !s.dirs.contains(&parent_of(path)) {
-            return Err(not_found(&parent_of(path)));
-        }
+        s.require_parent(path)?;
         if s.names.contains_key(path) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -408,9 +430,7 @@ impl FileSystem for SimFs {
 
     fn try_lock_exclusive(&self, path: &Path) -> io::Result<FileLock> {
         let mut s = self.state.lock();
-        if !s.dirs.contains(&parent_of(path)) {
-            return Err(not_found(&parent_of(path)));
-        }
+        s.require_parent(path)?;
         if s.locks.contains_key(path) {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -545,10 +565,7 @@ mod tests {
     }
 
     fn setup() -> (SimFs, PathBuf) {
-        let fs = SimFs::new(7);
-        let dir = PathBuf::from("/d");
-        fs.create_dir_all(&dir).unwrap();
-        (fs, dir)
+        SimFs::with_dir(7, "/d")
     }
 
     #[test]
@@ -640,12 +657,7 @@ mod tests {
     fn locks_are_exclusive_released_on_drop_and_by_a_crash() {
         let (fs, dir) = setup();
         let p = dir.join("LOCK");
-        let held = fs.try_lock_exclusive(&p).expect("first lock");
-        assert!(fs.exists(&p), "the lock file is created");
-        let e = fs.try_lock_exclusive(&p).expect_err("second lock");
-        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
-        drop(held);
-        let stale = fs.try_lock_exclusive(&p).expect("lock after release");
+        let stale = crate::fs::assert_lock_is_exclusive_until_dropped(&fs, &p);
         fs.crash(CrashMode::DropUnsynced);
         let after = fs
             .try_lock_exclusive(&p)

@@ -734,13 +734,7 @@ mod tests {
                 ..facts(ops, None, 0)
             };
             let p = plan_completion(BatchTime(t), &f);
-            assert_eq!(p.commit, commit, "{case}");
-            let got: Vec<(u32, bool)> = p
-                .due_ops
-                .iter()
-                .map(|d| (d.id.0, d.snapshot_or_delta.is_snapshot()))
-                .collect();
-            assert_eq!(got, due, "{case}");
+            assert_eq!((p.commit, due_of(&p)), (commit, due), "{case}");
         }
     }
 
@@ -856,6 +850,14 @@ mod tests {
     }
 
     /// (case, t, facts, commit, due operator ids with snapshot?, cleanup_before)
+    /// The due operators of a plan as `(operator id, is a snapshot)`.
+    fn due_of(p: &CompletionPlan) -> Vec<(u32, bool)> {
+        p.due_ops
+            .iter()
+            .map(|d| (d.id.0, d.snapshot_or_delta.is_snapshot()))
+            .collect()
+    }
+
     #[test]
     fn completion_plans() {
         let stateless: [OpFacts; 0] = [];
@@ -962,13 +964,7 @@ mod tests {
         ];
         for (case, t, f, commit, due, before) in cases {
             let p = plan_completion(BatchTime(t), &f);
-            assert_eq!(p.commit, commit, "{case}");
-            let got: Vec<(u32, bool)> = p
-                .due_ops
-                .iter()
-                .map(|d| (d.id.0, d.snapshot_or_delta.is_snapshot()))
-                .collect();
-            assert_eq!(got, due, "{case}");
+            assert_eq!((p.commit, due_of(&p)), (commit, due), "{case}");
             assert_eq!(p.cleanup_before, BatchTime(before), "{case}");
         }
     }

@@ -93,10 +93,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn sim() -> (SimFs, PathBuf) {
-        let fs = SimFs::new(1);
-        let dir = PathBuf::from("/w");
-        fs.create_dir_all(&dir).unwrap();
-        (fs, dir)
+        SimFs::with_dir(1, "/w")
     }
 
     #[test]
