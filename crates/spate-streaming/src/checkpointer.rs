@@ -31,6 +31,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod records;
+pub(crate) use records::{hwm_of, ManifestInputs, OpChain};
+use records::{output_label, OpMeta, StateMeta, PROGRESS_KEY, STATE_KEY};
+
 /// The local directory of a checkpoint URL, if it is a local one (a bare path or `file://`): the
 /// engine's one reading of a checkpoint URL (the WAL and sled state directories derive from it).
 pub(crate) fn local_dir(url: &str) -> Option<PathBuf> {
@@ -65,33 +69,6 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a graceful stop waits for the last checkpoints beyond its own timeout.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-/// `source_positions["state"]` of a manifest: the key of the [`StateMeta`].
-const STATE_KEY: &str = "state";
-
-/// `source_positions["progress"]` of a manifest: the grid high-water mark (I-REC-6), a `u64` in
-/// ms. Absent in manifests written before it (then recovery uses Spark's restart rule).
-const PROGRESS_KEY: &str = "progress";
-
-/// The grid high-water mark a manifest records (`None`: written before it was recorded, or
-/// undecodable — then Spark's restart rule, which reruns more but loses nothing).
-pub(crate) fn hwm_of(m: &Manifest) -> Option<BatchTime> {
-    m.source_positions
-        .get(PROGRESS_KEY)
-        .and_then(|b| spate_types::codec::decode::<u64>(b).ok())
-        .map(BatchTime)
-}
-
-/// What every manifest records besides the commit state: the grid and the inputs' positions.
-#[derive(Clone, Debug)]
-pub(crate) struct ManifestInputs {
-    /// Zero time.
-    pub(crate) zero: BatchTime,
-    /// The batch interval.
-    pub(crate) batch: DurationMs,
-    /// Every input's source positions.
-    pub(crate) positions: BTreeMap<String, Vec<u8>>,
-}
-
 /// The outcome of a checkpoint the writer committed asynchronously.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -110,55 +87,6 @@ struct Submitted {
     time: BatchTime,
     ticket: CommitTicket,
     cleanup_before: Option<BatchTime>,
-}
-
-/// The data-checkpoint chain of one stateful operator: the objects (per partition: a snapshot
-/// then deltas, in order) that rebuild its state as of `time`.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct OpChain {
-    pub(crate) time: BatchTime,
-    pub(crate) partitions: Vec<Vec<DataObjectRef>>,
-    pub(crate) output: Option<DataObjectRef>,
-    /// Deltas written since the snapshot.
-    deltas: u32,
-    /// The durable data-checkpoint time before `time` (inputs since it are kept, so a fallback by
-    /// one data checkpoint can still recompute).
-    previous: Option<BatchTime>,
-}
-
-impl OpChain {
-    /// The planners' view of the chain.
-    pub(crate) fn facts(&self) -> crate::plan::ChainFacts {
-        crate::plan::ChainFacts {
-            time: self.time,
-            deltas: self.deltas,
-            partitions: self.partitions.len(),
-            previous: self.previous,
-        }
-    }
-}
-
-/// `source_positions["state"]` of a manifest: per stateful operator, the state's time and its
-/// objects in restore order. A path without `/` is a label of the manifest's own data objects.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-struct StateMeta {
-    ops: Vec<OpMeta>,
-}
-
-/// One operator in [`StateMeta`].
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct OpMeta {
-    op: u32,
-    time: u64,
-    deltas: u32,
-    previous: Option<u64>,
-    partitions: Vec<Vec<String>>,
-    output: Option<String>,
-}
-
-/// Label of a stateful operator's stored output (map_with_state re-emission).
-fn output_label(op: OperatorId) -> String {
-    format!("output-{:010}.bin", op.0)
 }
 
 /// The commit state: everything a manifest records that changes batch by batch, and what recovery
