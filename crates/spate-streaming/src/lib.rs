@@ -103,11 +103,12 @@ mod tracker;
 
 pub use batch::Batch;
 pub use compat::{BuildDescription, CompatibilityDiff, SettingChange};
-pub use config::{ConfigError, MissedBatches, StateBackendKind, StreamingConfig};
+pub use config::{ConfigError, MissedBatches, PidConfig, StateBackendKind, StreamingConfig};
 pub use context::{ContextState, StreamingContext};
 pub use dstream::{DStream, Data, Key};
 pub use error::{BoxError, Result, StreamingError};
 pub use graph::{diff, GraphChange, GraphDescription, GraphDiff, OperatorDescription};
+pub use input::FlowControlStatus;
 pub use listener::{BatchInfo, OutputOperationInfo, ReceiverInfo, StreamingListener};
 pub use output::{format_print, output_file_name, write_file_atomically};
 pub use recovery::{RestartOutcome, RestartReport};
