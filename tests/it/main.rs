@@ -7,6 +7,7 @@ mod crash;
 mod engine;
 mod engine_runtime;
 mod feed;
+mod flow;
 mod jobs;
 mod recovery;
 mod sources;

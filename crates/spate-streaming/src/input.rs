@@ -58,42 +58,40 @@ struct ReceiverInput<T> {
     flow: Arc<ReceiverFlow>,
 }
 
-/// Back-pressure for one receiver: every completed batch feeds its [`RateController`] (this
-/// receiver's records, the batch's delays) and the new limit goes to the supervisor's rate
-/// limiter (Spark's `ReceiverRateController` + `ReceiverTracker.sendRateUpdate`).
-struct RateListener<T> {
-    controller: Mutex<RateController>,
+/// Flow control of one receiver, on every completed batch: the blocks the batch read leave the
+/// memory budget, and with back-pressure on its [`RateController`] is fed (this receiver's
+/// records, the batch's delays) and the new limit goes to the supervisor's rate limiter (Spark's
+/// `ReceiverRateController` + `ReceiverTracker.sendRateUpdate`).
+struct FlowListener<T> {
+    controller: Option<Mutex<RateController>>,
     supervisor: Weak<Supervisor<T>>,
     flow: Arc<ReceiverFlow>,
 }
 
-impl<T: Send + 'static> StreamingListener for RateListener<T> {
+impl<T: Send + 'static> StreamingListener for FlowListener<T> {
     fn on_batch_completed(&self, info: &BatchInfo) {
-        let records = {
-            let mut m = self.flow.batch_records.lock();
-            let keep = m.split_off(&BatchTime(info.batch_time.0.saturating_add(1)));
-            let mine = m.get(&info.batch_time).copied().unwrap_or(0);
-            *m = keep;
-            mine
+        let (records, blocks) = self.flow.completed(info.batch_time);
+        let Some(sup) = self.supervisor.upgrade() else {
+            return;
         };
-        let (Some(proc_ms), Some(sched_ms), Some(end)) = (
+        sup.release_blocks(blocks);
+        let (Some(controller), Some(proc_ms), Some(sched_ms), Some(end)) = (
+            &self.controller,
             info.processing_delay_ms(),
             info.scheduling_delay_ms(),
             info.processing_end_ms,
         ) else {
             return;
         };
-        let limit = self.controller.lock().on_batch_completed(BatchSample {
+        let limit = controller.lock().on_batch_completed(BatchSample {
             time_ms: end,
             records,
             processing_delay_ms: proc_ms,
             scheduling_delay_ms: sched_ms,
         });
-        if let Some(s) = self.supervisor.upgrade() {
-            if s.limiter.rate() != limit {
-                tracing::debug!(?limit, "back-pressure: new rate limit");
-                s.limiter.set_rate(limit);
-            }
+        if sup.limiter.rate() != limit {
+            tracing::debug!(?limit, "back-pressure: new rate limit");
+            sup.limiter.set_rate(limit);
         }
     }
 }
@@ -469,8 +467,8 @@ impl StreamingContext {
             Arc::clone(&self.inner.bus),
             Arc::clone(&flow),
         );
-        if cfg.backpressure {
-            let controller = RateController::new(
+        let controller = if cfg.backpressure {
+            let c = RateController::new(
                 cfg.batch_interval.0,
                 cfg.backpressure_pid.gains(),
                 cfg.max_rate_per_receiver,
@@ -480,13 +478,16 @@ impl StreamingContext {
                 kind: "receiver_stream",
                 reason: e.to_string(),
             })?;
-            supervisor.limiter.set_rate(controller.limit());
-            self.inner.bus.add(Arc::new(RateListener {
-                controller: Mutex::new(controller),
-                supervisor: Arc::downgrade(&supervisor),
-                flow: Arc::clone(&flow),
-            }));
-        }
+            supervisor.limiter.set_rate(c.limit());
+            Some(Mutex::new(c))
+        } else {
+            None
+        };
+        self.inner.bus.add(Arc::new(FlowListener {
+            controller,
+            supervisor: Arc::downgrade(&supervisor),
+            flow: Arc::clone(&flow),
+        }));
         self.register_input(Arc::new(ReceiverInput {
             supervisor,
             handler,

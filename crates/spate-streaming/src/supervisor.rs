@@ -197,8 +197,10 @@ pub(crate) struct ReceiverFlow {
     pub(crate) budget: Arc<MemoryBudget>,
     /// Blocks stored in this run and not yet read by a batch: sequence number → records.
     pub(crate) unread: Mutex<std::collections::BTreeMap<u64, u64>>,
-    /// Records of this receiver read by each batch (for the rate controller).
-    pub(crate) batch_records: Mutex<std::collections::BTreeMap<spate_types::BatchTime, u64>>,
+    /// Records of this receiver read by each batch (for the rate controller) and the blocks it
+    /// read (released from the budget when the batch completes).
+    pub(crate) batch_reads:
+        Mutex<std::collections::BTreeMap<spate_types::BatchTime, (u64, Vec<u64>)>>,
 }
 
 impl ReceiverFlow {
@@ -206,14 +208,27 @@ impl ReceiverFlow {
         ReceiverFlow {
             budget,
             unread: Mutex::new(std::collections::BTreeMap::new()),
-            batch_records: Mutex::new(std::collections::BTreeMap::new()),
+            batch_reads: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
     /// A batch at `time` read block `seq` holding `records`.
     pub(crate) fn read(&self, time: spate_types::BatchTime, seq: u64, records: u64) {
         self.unread.lock().remove(&seq);
-        *self.batch_records.lock().entry(time).or_insert(0) += records;
+        let mut m = self.batch_reads.lock();
+        let e = m.entry(time).or_default();
+        e.0 += records;
+        e.1.push(seq);
+    }
+
+    /// The batch at `time` completed: its records and the blocks it read (and those of any
+    /// earlier batch not reported complete).
+    pub(crate) fn completed(&self, time: spate_types::BatchTime) -> (u64, Vec<u64>) {
+        let mut m = self.batch_reads.lock();
+        let keep = m.split_off(&spate_types::BatchTime(time.0.saturating_add(1)));
+        let done = std::mem::replace(&mut *m, keep);
+        let records = done.get(&time).map_or(0, |e| e.0);
+        (records, done.into_values().flat_map(|e| e.1).collect())
     }
 
     /// Blocks stored and not read by any batch, and their records.
