@@ -10,6 +10,7 @@ mod engine;
 mod engine_runtime;
 mod feed;
 mod fencing;
+mod flow;
 mod jobs;
 mod recovery;
 mod resolve_cost;

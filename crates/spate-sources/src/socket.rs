@@ -93,12 +93,13 @@ pub struct SocketConfig {
     pub poll_interval: Duration,
     /// Delay before reconnecting; `None` uses the supervisor's configured restart delay.
     pub restart_delay: Option<Duration>,
-    /// Bound on decoded lines waiting to be stored, in bytes of input (default 256 MiB). The
-    /// engine's `store_many` blocks until its block is cut (every block interval), so a separate
-    /// store thread hands over everything decoded meanwhile in one call (at most this many bytes
-    /// of lines) while the receive thread keeps reading; beyond this bound the receive thread stops
-    /// reading (TCP back-pressure). So one receiver stores at most this many bytes per block
-    /// interval: 256 MiB per 200 ms, ≈ 1.3 GB/s.
+    /// Bound on decoded lines waiting to be stored, in bytes of input (default 16 MiB). The
+    /// engine's `store_many` blocks until its block is cut (every block interval, or at once for a
+    /// store larger than the engine's `max_block_bytes`), so a separate store thread hands over
+    /// everything decoded meanwhile in one call (at most this many bytes of lines) while the
+    /// receive thread keeps reading; beyond this bound the receive thread stops reading (TCP
+    /// back-pressure). The receiver holds at most about twice this outside the engine's memory
+    /// budget (one call being stored, one queued).
     pub max_pending_bytes: usize,
     /// Maximum lines per second this receiver stores (`None`: unlimited). Spark's
     /// `spark.streaming.receiver.maxRate`; the receiver stops reading (TCP back-pressure reaches
@@ -125,7 +126,7 @@ impl Default for SocketConfig {
             connect_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(100),
             restart_delay: None,
-            max_pending_bytes: 256 << 20,
+            max_pending_bytes: 16 << 20,
             max_rate_lines_per_sec: None,
             ack: false,
         }

@@ -196,6 +196,65 @@ pub struct StreamingConfig {
     /// the completing batch writes an extra data checkpoint (a delta). Default 20; 0 = no bound
     /// (only the data-checkpoint interval).
     pub max_recovery_batches: u64,
+    /// Back-pressure (`spark.streaming.backpressure.enabled`, off by default in Spark): every
+    /// completed batch feeds a PID rate estimator per receiver (Spark's `PIDRateEstimator`) whose
+    /// estimate becomes the receiver's rate limit while the engine is loaded; see
+    /// `docs/flow-control.md`. `max_rate_per_receiver` stays a hard cap. Default **true**.
+    pub backpressure: bool,
+    /// Records/s each receiver may store before the first estimate
+    /// (`spark.streaming.backpressure.initialRate`); `None`: unlimited (the memory budget still
+    /// bounds memory). Default `None`.
+    pub backpressure_initial_rate: Option<u64>,
+    /// The PID gains of the back-pressure estimator (Spark's `spark.streaming.backpressure.pid.*`).
+    pub backpressure_pid: PidConfig,
+    /// Memory budget of received, unprocessed data, bytes: blocks are held against it from their
+    /// store until the batch that reads them is cleaned up. At the budget receivers stop storing
+    /// (`store_many` blocks; the socket receiver stops reading, so TCP pushes back on the sender);
+    /// it is exceeded by at most one block per receiver. 0: unlimited. Default 256 MiB.
+    pub receiver_memory_budget: u64,
+    /// A receiver's block is cut as soon as its records reach this many bytes, as well as every
+    /// `block_interval`, so a block (one WAL record) stays far below the WAL's record limit
+    /// (`spate_wal::MAX_RECORD_BYTES`, 64 MiB). 0: by time only. Default 4 MiB.
+    pub max_block_bytes: u64,
+}
+
+/// The PID gains of the back-pressure estimator in thousandths (1000 = a gain of 1.0), so the
+/// configuration stays exact (`Eq`); defaults are Spark's: proportional 1.0, integral 0.2,
+/// derivative 0.0, min rate 100 records/s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PidConfig {
+    /// Proportional gain × 1000 (`pid.proportional`, default 1000).
+    pub proportional_milli: u32,
+    /// Integral gain × 1000 (`pid.integral`, default 200).
+    pub integral_milli: u32,
+    /// Derivative gain × 1000 (`pid.derived`, default 0).
+    pub derivative_milli: u32,
+    /// Lowest rate the estimator returns, records/s (`pid.minRate`, default 100; must be > 0).
+    pub min_rate: u64,
+}
+
+impl Default for PidConfig {
+    fn default() -> Self {
+        PidConfig {
+            proportional_milli: 1000,
+            integral_milli: 200,
+            derivative_milli: 0,
+            min_rate: 100,
+        }
+    }
+}
+
+impl PidConfig {
+    /// The gains as the estimator takes them.
+    pub fn gains(&self) -> crate::rate::PidGains {
+        crate::rate::PidGains {
+            proportional: f64::from(self.proportional_milli) / 1000.0,
+            integral: f64::from(self.integral_milli) / 1000.0,
+            derivative: f64::from(self.derivative_milli) / 1000.0,
+            min_rate: self.min_rate as f64,
+        }
+    }
 }
 
 /// Where stateful operators keep their state (see [`StreamingConfig::state_backend`]).
@@ -283,6 +342,11 @@ impl Default for StreamingConfig {
             state_snapshot_every: 10,
             create_on_error: false,
             max_recovery_batches: 20,
+            backpressure: true,
+            backpressure_initial_rate: None,
+            backpressure_pid: PidConfig::default(),
+            receiver_memory_budget: 256 << 20,
+            max_block_bytes: 4 << 20,
         }
     }
 }
@@ -515,6 +579,13 @@ impl StreamingConfig {
         }
         if self.parallelism == 0 {
             return bad("parallelism", "0".into(), "must be at least 1");
+        }
+        if self.backpressure_pid.min_rate == 0 {
+            return bad(
+                "backpressure_pid.min_rate",
+                "0".into(),
+                "must be at least 1",
+            );
         }
         if self.default_partitions == 0 {
             return bad("default_partitions", "0".into(), "must be at least 1");

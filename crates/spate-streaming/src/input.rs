@@ -7,7 +7,9 @@ use crate::dstream::DStream;
 use crate::error::{Result, StreamingError};
 use crate::graph::NodeMeta;
 use crate::journal::WalBlockHandler;
-use crate::supervisor::{Supervisor, SupervisorConfig};
+use crate::listener::{BatchInfo, StreamingListener};
+use crate::rate::{BatchSample, RateController};
+use crate::supervisor::{ReceiverFlow, Supervisor, SupervisorConfig};
 use crate::tracker::{BlockHandler, MemoryBlockHandler, ReceivedBlockInfo};
 use parking_lot::Mutex;
 use spate_sources::{Receiver, ReplayableSource, Selection};
@@ -53,6 +55,45 @@ struct ReceiverInput<T> {
     supervisor: Arc<Supervisor<T>>,
     handler: Arc<dyn BlockHandler<T>>,
     receiver: ReceiverId,
+    flow: Arc<ReceiverFlow>,
+}
+
+/// Flow control of one receiver, on every completed batch: the blocks the batch read leave the
+/// memory budget, and with back-pressure on its [`RateController`] is fed (this receiver's
+/// records, the batch's delays) and the new limit goes to the supervisor's rate limiter (Spark's
+/// `ReceiverRateController` + `ReceiverTracker.sendRateUpdate`).
+struct FlowListener<T> {
+    controller: Option<Mutex<RateController>>,
+    supervisor: Weak<Supervisor<T>>,
+    flow: Arc<ReceiverFlow>,
+}
+
+impl<T: Send + 'static> StreamingListener for FlowListener<T> {
+    fn on_batch_completed(&self, info: &BatchInfo) {
+        let (records, blocks) = self.flow.completed(info.batch_time);
+        let Some(sup) = self.supervisor.upgrade() else {
+            return;
+        };
+        sup.release_blocks(blocks);
+        let (Some(controller), Some(proc_ms), Some(sched_ms), Some(end)) = (
+            &self.controller,
+            info.processing_delay_ms(),
+            info.scheduling_delay_ms(),
+            info.processing_end_ms,
+        ) else {
+            return;
+        };
+        let limit = controller.lock().on_batch_completed(BatchSample {
+            time_ms: end,
+            records,
+            processing_delay_ms: proc_ms,
+            scheduling_delay_ms: sched_ms,
+        });
+        if sup.limiter.rate() != limit {
+            tracing::debug!(?limit, "back-pressure: new rate limit");
+            sup.limiter.set_rate(limit);
+        }
+    }
 }
 
 fn receiver_key(r: ReceiverId) -> String {
@@ -126,7 +167,13 @@ impl<T: Send + Sync + 'static> InputStream for ReceiverInput<T> {
             .collect();
         if !mine.is_empty() {
             self.handler.remove_blocks(&mine);
+            self.supervisor
+                .release_blocks(mine.iter().map(|b| b.block.seq));
         }
+    }
+
+    fn unprocessed(&self) -> (u64, u64) {
+        self.flow.unread()
     }
 }
 
@@ -245,7 +292,44 @@ fn add_records(inner: &Weak<Inner>, t: BatchTime, n: u64) {
     }
 }
 
+/// Flow-control counters of a context ([`StreamingContext::flow_control`]), over all receivers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlowControlStatus {
+    /// Bytes of received blocks held against the memory budget (stored, batch not cleaned up).
+    pub held_bytes: u64,
+    /// The memory budget, bytes (`receiver_memory_budget`; 0: unlimited).
+    pub budget_bytes: u64,
+    /// Total time receivers waited for the budget (throttled), ms of real time.
+    pub throttled_ms: u64,
+    /// Blocks stored in this run that no batch has read yet, and their records. After
+    /// [`stop`](StreamingContext::stop): what the stop could not process (with a receiver WAL it
+    /// stays in the WAL and a restart processes it; without one it is lost).
+    pub unprocessed_blocks: u64,
+    /// Records of `unprocessed_blocks`.
+    pub unprocessed_records: u64,
+}
+
 impl StreamingContext {
+    /// The flow-control counters: memory budget use, time throttled, and received blocks not yet
+    /// read by a batch (see `docs/flow-control.md`).
+    pub fn flow_control(&self) -> FlowControlStatus {
+        let b = &self.inner.budget;
+        let (mut blocks, mut records) = (0, 0);
+        for i in self.inner.inputs() {
+            let (bl, r) = i.unprocessed();
+            blocks += bl;
+            records += r;
+        }
+        FlowControlStatus {
+            held_bytes: b.held(),
+            budget_bytes: b.budget(),
+            throttled_ms: b.throttled_ms(),
+            unprocessed_blocks: blocks,
+            unprocessed_records: records,
+        }
+    }
+
     fn input_meta<T: 'static>(
         &self,
         id: OperatorId,
@@ -340,6 +424,8 @@ impl StreamingContext {
         let detail = format!("{} ({rid})", receiver.describe());
         let tracker = self.inner.shared_tracker();
         let h = Arc::clone(&handler);
+        let flow = Arc::new(ReceiverFlow::new(Arc::clone(&self.inner.budget)));
+        let read_flow = Arc::clone(&flow);
         let node = self.register("receiver_stream", |id| {
             let read_tracker = tracker.clone();
             (
@@ -356,6 +442,7 @@ impl StreamingContext {
                                         time: t,
                                         reason: e.to_string(),
                                     })?;
+                            read_flow.read(t, b.block.seq, recs.len() as u64);
                             parts.push(recs);
                         }
                     }
@@ -373,15 +460,39 @@ impl StreamingContext {
                 block_interval: cfg.block_interval,
                 restart_delay: cfg.receiver_restart_delay,
                 max_rate: cfg.max_rate_per_receiver,
+                max_block_bytes: cfg.max_block_bytes,
             },
             Arc::clone(&handler),
             tracker,
             Arc::clone(&self.inner.bus),
+            Arc::clone(&flow),
         );
+        let controller = if cfg.backpressure {
+            let c = RateController::new(
+                cfg.batch_interval.0,
+                cfg.backpressure_pid.gains(),
+                cfg.max_rate_per_receiver,
+                cfg.backpressure_initial_rate,
+            )
+            .map_err(|e| StreamingError::InvalidArgument {
+                kind: "receiver_stream",
+                reason: e.to_string(),
+            })?;
+            supervisor.limiter.set_rate(c.limit());
+            Some(Mutex::new(c))
+        } else {
+            None
+        };
+        self.inner.bus.add(Arc::new(FlowListener {
+            controller,
+            supervisor: Arc::downgrade(&supervisor),
+            flow: Arc::clone(&flow),
+        }));
         self.register_input(Arc::new(ReceiverInput {
             supervisor,
             handler,
             receiver: rid,
+            flow,
         }));
         Ok(DStream::from_node(self.clone(), node))
     }

@@ -29,8 +29,13 @@ pub(crate) const KIND_CLEANUP: u8 = 3;
 /// WAL record kind: a replayable source's selection for a batch (step 2).
 pub(crate) const KIND_SELECTED: u8 = 4;
 
-/// Largest WAL record the engine writes or trusts (a block's encoded records plus header), bytes.
-pub(crate) const MAX_BLOCK_BYTES: u32 = 1 << 30;
+/// Largest WAL record the engine writes or trusts (a block's encoded records plus header), bytes:
+/// the WAL's own [`spate_wal::MAX_RECORD_BYTES`], so `spate wal verify` (default options) accepts
+/// every record the engine wrote. (It was 1 GiB here while the reader's default stayed 64 MiB:
+/// under a flood a 272 MB block record was written that `spate wal verify` rejected.) Blocks are
+/// cut by size ([`StreamingConfig::max_block_bytes`](crate::StreamingConfig::max_block_bytes)) far
+/// below it; a larger block is refused with `WalError::RecordTooLarge`, never written.
+pub(crate) const MAX_BLOCK_BYTES: u32 = spate_wal::MAX_RECORD_BYTES;
 
 /// The fixed part of a `Block` record; the codec-encoded records follow it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,8 +102,7 @@ impl EngineWal {
         let opts = WalOptions {
             clock,
             segment_bytes,
-            // One record per block, and a block holds everything a receiver stored in one block
-            // interval: at millions of lines/s that exceeds the WAL's 64 MiB default.
+            // One record per block; blocks are cut by size well below this.
             max_record_bytes: MAX_BLOCK_BYTES,
             ..WalOptions::default()
         };
@@ -391,5 +395,84 @@ impl<T: Serialize + DeserializeOwned + Send + Sync> BlockHandler<T> for WalBlock
         }
         drop(h);
         self.memory.remove_blocks(&same);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spate_io::{CrashMode, ManualClock, SimFs};
+    use spate_wal::{RecoveryMode, WalError, WalReader};
+
+    /// Issue 13 item 5: the writer and every reader share one limit. The largest block record the
+    /// engine may write (payload exactly `spate_wal::MAX_RECORD_BYTES`) survives a power loss and
+    /// reads back both through the engine and through a reader with the WAL's default options
+    /// (what `spate wal verify` uses); one byte more is refused as `RecordTooLarge`, never written.
+    #[test]
+    fn the_largest_allowed_block_record_reads_back_after_a_crash_and_one_byte_more_is_refused() {
+        let fs = SimFs::new(13);
+        let dir = Path::new("/wal");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(0));
+        let block = BlockId {
+            receiver: ReceiverId(0),
+            seq: 5,
+        };
+        let header = spate_types::codec::encode(&BlockHeader {
+            block,
+            num_records: 1,
+            position: Some(9),
+        })
+        .unwrap();
+        let max = spate_wal::MAX_RECORD_BYTES as usize;
+        let data: Vec<u8> = (0..max - 4 - header.len())
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let info = {
+            let (j, _) =
+                EngineWal::open(Arc::new(fs.clone()), dir, Arc::clone(&clock), 256 << 20).unwrap();
+            let info = j.append_block(block, 1, Some(9), &data).unwrap();
+            let too_big = [data.as_slice(), &[0]].concat();
+            let refused = j.append_block(
+                BlockId {
+                    receiver: ReceiverId(0),
+                    seq: 6,
+                },
+                1,
+                Some(10),
+                &too_big,
+            );
+            assert!(
+                matches!(
+                    &refused,
+                    Err(StreamingError::Wal {
+                        source: WalError::RecordTooLarge { len, max: m },
+                        ..
+                    }) if *len == max + 1 && *m as usize == max
+                ),
+                "{refused:?}"
+            );
+            info
+        };
+        fs.crash(CrashMode::DropUnsynced);
+        let (j, replayed) =
+            EngineWal::open(Arc::new(fs.clone()), dir, Arc::clone(&clock), 256 << 20).unwrap();
+        assert_eq!((replayed.blocks, replayed.block_records), (1, 1));
+        assert_eq!(replayed.positions.get(&ReceiverId(0)), Some(&9));
+        assert!(
+            j.read_block(&info).unwrap() == data,
+            "block data differs after the crash"
+        );
+        drop(j);
+        let mut r = WalReader::open(
+            Arc::new(fs),
+            dir,
+            RecoveryMode::AbsoluteConsistency,
+            Lsn(0),
+            WalOptions::default().max_record_bytes,
+        )
+        .unwrap();
+        let rec = r.next().unwrap().unwrap();
+        assert_eq!((rec.kind, rec.payload.len()), (KIND_BLOCK, max));
+        assert!(r.next().unwrap().is_none());
     }
 }

@@ -104,14 +104,15 @@ mod tracker;
 pub use batch::Batch;
 pub use compat::{BuildDescription, CompatibilityDiff, SettingChange};
 pub use config::{
-    check_interval, ConfigError, IntervalBounds, MissedBatches, StateBackendKind, StreamingConfig,
-    BATCH_INTERVAL_BOUNDS, BLOCK_INTERVAL_BOUNDS, DEFAULT_GRACEFUL_STOP_CAP_MS,
+    check_interval, ConfigError, IntervalBounds, MissedBatches, PidConfig, StateBackendKind,
+    StreamingConfig, BATCH_INTERVAL_BOUNDS, BLOCK_INTERVAL_BOUNDS, DEFAULT_GRACEFUL_STOP_CAP_MS,
     GRACEFUL_STOP_TIMEOUT_BOUNDS, RESTART_DELAY_BOUNDS, STOP_CONDITION_BOUNDS, WINDOW_BOUNDS,
 };
 pub use context::{ContextState, StreamingContext};
 pub use dstream::{DStream, Data, Key};
 pub use error::{BoxError, Result, StreamingError};
 pub use graph::{diff, GraphChange, GraphDescription, GraphDiff, OperatorDescription};
+pub use input::FlowControlStatus;
 pub use listener::{
     BatchInfo, OutputOperationInfo, ReceiverInfo, RecoveryEstimate, StreamingListener,
 };

@@ -25,7 +25,8 @@
 //! the latest one changes nothing and returns `None`. Defaults are Spark's: proportional 1.0, integral
 //! 0.2, derivative 0.0, min rate 100 records/s.
 //!
-//! Not yet wired to the receivers (issue 13 builds the rate controller on it).
+//! [`RateController`] turns the estimates into a receiver's rate limit (wired by
+//! `StreamingContext::receiver_stream` when `backpressure` is on; see `docs/flow-control.md`).
 
 use std::fmt;
 
@@ -184,6 +185,81 @@ impl PidRateEstimator {
         self.latest_rate = new_rate;
         self.latest_error = error;
         Some(new_rate)
+    }
+}
+
+/// The rate limit of one receiver after each completed batch (pure; Spark's `RateController`
+/// plus a load hysteresis): the PID estimate applies while the engine is *loaded* — it enters that
+/// state when a batch's scheduling plus processing delay reaches the batch interval and leaves it
+/// when that falls below half the interval; otherwise only the hard cap (`max_rate_per_receiver`)
+/// applies. (Spark applies every estimate: tiny batches, whose processing time is mostly fixed
+/// overhead, then estimate a low rate that throttles the next burst of an idle stream.)
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateController {
+    estimator: PidRateEstimator,
+    batch_interval_ms: u64,
+    cap: Option<u64>,
+    loaded: bool,
+    limit: Option<u64>,
+}
+
+impl RateController {
+    /// A controller for batches of `batch_interval_ms`, with `cap` the hard limit (records/s,
+    /// `None`: none) and `initial_rate` the limit until the first completed batch
+    /// (`spark.streaming.backpressure.initialRate`).
+    ///
+    /// # Errors
+    /// As [`PidRateEstimator::new`].
+    pub fn new(
+        batch_interval_ms: u64,
+        gains: PidGains,
+        cap: Option<u64>,
+        initial_rate: Option<u64>,
+    ) -> Result<Self, RateEstimatorError> {
+        let cap = cap.filter(|c| *c > 0);
+        Ok(RateController {
+            estimator: PidRateEstimator::new(batch_interval_ms, gains)?,
+            batch_interval_ms,
+            cap,
+            loaded: false,
+            limit: min_limit(initial_rate.filter(|r| *r > 0), cap),
+        })
+    }
+
+    /// The current limit, records/s (`None`: unlimited).
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// Feeds one completed batch of this receiver (its records, the batch's delays) and returns
+    /// the new limit, records/s (`None`: unlimited).
+    pub fn on_batch_completed(&mut self, s: BatchSample) -> Option<u64> {
+        let estimate = self.estimator.compute(s);
+        let total = s.scheduling_delay_ms.saturating_add(s.processing_delay_ms);
+        self.loaded = if self.loaded {
+            total.saturating_mul(2) >= self.batch_interval_ms
+        } else {
+            total >= self.batch_interval_ms
+        };
+        self.limit = if !self.loaded {
+            self.cap
+        } else {
+            match estimate.or(self.estimator.latest_rate()) {
+                // `as` saturates; the estimate is at least min_rate > 0.
+                Some(r) => min_limit(Some(r.ceil() as u64), self.cap),
+                None => self.limit,
+            }
+        };
+        self.limit
+    }
+}
+
+/// The tighter of two optional limits.
+fn min_limit(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
     }
 }
 
@@ -354,5 +430,77 @@ mod tests {
             last = p.compute(sample(i * 1000, 50_000, 500, sched)).unwrap();
         }
         assert!((last - 100_000.0).abs() < 1.0, "{last}");
+    }
+
+    #[test]
+    fn controller_limits_only_while_loaded_and_never_above_the_cap() {
+        // (records, processing ms, scheduling ms) per 1 s batch → expected limit after it.
+        type Case = (
+            &'static str,
+            Option<u64>,
+            Option<u64>,
+            &'static [(u64, u64, u64, Option<u64>)],
+        );
+        let cases: &[Case] = &[
+            (
+                "idle stream: tiny fast batches never limit",
+                None,
+                None,
+                &[(10, 5, 0, None), (10, 50, 0, None), (5, 50, 1, None)],
+            ),
+            (
+                "overload: limited to the processing rate, lifted when batches get short",
+                None,
+                None,
+                &[
+                    (2_000_000, 1000, 0, Some(2_000_000)), // seeds: the seeded rate
+                    (2_000_000, 1000, 0, Some(2_000_000)),
+                    (1_000_000, 600, 0, Some(1_666_667)), // still loaded (>= half)
+                    (500_000, 300, 0, None),              // below half: lifted
+                ],
+            ),
+            (
+                "a backlog (scheduling delay) pulls the limit below the processing rate",
+                None,
+                None,
+                &[
+                    (1_000_000, 1000, 0, Some(1_000_000)),
+                    (1_000_000, 1000, 2000, Some(600_000)),
+                ],
+            ),
+            (
+                "the hard cap wins over the estimate and applies when unloaded",
+                Some(500_000),
+                None,
+                &[
+                    (10, 5, 0, Some(500_000)),
+                    (1_000_000, 1000, 0, Some(500_000)),
+                    (1_000_000, 1000, 0, Some(500_000)),
+                ],
+            ),
+            (
+                "the initial rate holds until a batch completes",
+                Some(500_000),
+                Some(1000),
+                &[(1000, 1000, 0, Some(1000)), (1000, 10, 0, Some(500_000))],
+            ),
+        ];
+        for (name, cap, initial, steps) in cases {
+            let mut c = RateController::new(1000, PidGains::default(), *cap, *initial).unwrap();
+            assert_eq!(
+                c.limit(),
+                initial.map(|i| i.min(cap.unwrap_or(u64::MAX))).or(*cap),
+                "{name}"
+            );
+            for (i, (records, proc_ms, sched_ms, want)) in steps.iter().enumerate() {
+                let got = c.on_batch_completed(sample(
+                    (i as u64 + 1) * 1000,
+                    *records,
+                    *proc_ms,
+                    *sched_ms,
+                ));
+                assert_eq!(got, *want, "{name}, batch {i}");
+            }
+        }
     }
 }

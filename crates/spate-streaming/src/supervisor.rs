@@ -25,28 +25,53 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Spark's `RateLimiter` (Guava semantics): each request is admitted at the earliest time the
 /// previous requests' permits allow, so the long-run rate is at most `rate` records per second.
+/// The rate can change while running ([`RateLimiter::set_rate`], back-pressure); 0 means no limit.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
-    rate: u64,
+    /// Records per second; 0: unlimited.
+    rate: AtomicU64,
     next_free_us: Mutex<u64>,
 }
 
 impl RateLimiter {
     pub(crate) fn new(rate: u64) -> Self {
         RateLimiter {
-            rate: rate.max(1),
+            rate: AtomicU64::new(rate.max(1)),
             next_free_us: Mutex::new(0),
         }
+    }
+
+    /// A limiter that admits everything until [`set_rate`](RateLimiter::set_rate) sets a rate.
+    pub(crate) fn unlimited() -> Self {
+        RateLimiter {
+            rate: AtomicU64::new(0),
+            next_free_us: Mutex::new(0),
+        }
+    }
+
+    /// Sets the rate, records/s (`None`: unlimited). Applies to the next request; a waiting
+    /// request is released at once when the limit is lifted.
+    pub(crate) fn set_rate(&self, rate: Option<u64>) {
+        self.rate
+            .store(rate.map_or(0, |r| r.max(1)), Ordering::Release);
+    }
+
+    /// The current rate, records/s (`None`: unlimited).
+    pub(crate) fn rate(&self) -> Option<u64> {
+        Some(self.rate.load(Ordering::Acquire)).filter(|r| *r > 0)
     }
 
     /// Blocks (on `clock`) until `n` permits are available; returns false if `stopped` was raised
     /// while waiting.
     pub(crate) fn acquire(&self, n: usize, clock: &dyn Clock, stopped: &AtomicBool) -> bool {
+        let Some(rate) = self.rate() else {
+            return true;
+        };
         let start_us = {
             let mut nf = self.next_free_us.lock();
             let now_us = clock.now_ms().saturating_mul(1000);
             let start = now_us.max(*nf);
-            let cost = (n as u64).saturating_mul(1_000_000) / self.rate;
+            let cost = (n as u64).saturating_mul(1_000_000) / rate;
             *nf = start.saturating_add(cost);
             start
         };
@@ -58,8 +83,173 @@ impl RateLimiter {
             if stopped.load(Ordering::Acquire) {
                 return false;
             }
+            if self.rate().is_none() {
+                *self.next_free_us.lock() = 0;
+                return true;
+            }
         }
     }
+}
+
+/// The memory budget's accounting (pure): bytes of blocks held from their store until the batch
+/// that reads them is cleaned up. A request is admitted while the held bytes are below the budget,
+/// so the held bytes exceed the budget by at most one request (one block: the supervisor requests
+/// at most `max_block_bytes` at a time). Budget 0: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BudgetState {
+    /// The budget, bytes (0: unlimited).
+    pub(crate) budget: u64,
+    /// Bytes admitted and not yet released.
+    pub(crate) held: u64,
+}
+
+impl BudgetState {
+    /// Admits `bytes` if the held bytes are below the budget (or nothing is held).
+    pub(crate) fn try_acquire(&mut self, bytes: u64) -> bool {
+        if self.budget == 0 || self.held < self.budget || self.held == 0 {
+            self.held = self.held.saturating_add(bytes);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Returns `bytes` admitted earlier.
+    pub(crate) fn release(&mut self, bytes: u64) {
+        self.held = self.held.saturating_sub(bytes);
+    }
+}
+
+/// The context-wide memory budget of received, unprocessed data (`receiver_memory_budget`), shared
+/// by every receiver's supervisor: [`BudgetState`] behind a lock, a condition variable the
+/// releasing side signals, and the time receivers spent waiting for it (real time).
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    state: Mutex<BudgetState>,
+    released: Condvar,
+    throttled_us: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget of `bytes` (0: unlimited).
+    pub(crate) fn new(bytes: u64) -> Self {
+        MemoryBudget {
+            state: Mutex::new(BudgetState {
+                budget: bytes,
+                held: 0,
+            }),
+            released: Condvar::new(),
+            throttled_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Blocks until `bytes` are admitted; false if `stopped` was raised while waiting (nothing is
+    /// admitted then).
+    pub(crate) fn acquire(&self, bytes: u64, stopped: &AtomicBool) -> bool {
+        let mut st = self.state.lock();
+        if st.try_acquire(bytes) {
+            return true;
+        }
+        let since = std::time::Instant::now();
+        let admitted = loop {
+            if stopped.load(Ordering::Acquire) {
+                break false;
+            }
+            self.released.wait_for(&mut st, POLL);
+            if st.try_acquire(bytes) {
+                break true;
+            }
+        };
+        let waited = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.throttled_us.fetch_add(waited, Ordering::AcqRel);
+        admitted
+    }
+
+    /// Returns `bytes` (a block's batch was cleaned up, or its store failed).
+    pub(crate) fn release(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        self.state.lock().release(bytes);
+        self.released.notify_all();
+    }
+
+    /// Bytes currently held.
+    pub(crate) fn held(&self) -> u64 {
+        self.state.lock().held
+    }
+
+    /// The budget, bytes (0: unlimited).
+    pub(crate) fn budget(&self) -> u64 {
+        self.state.lock().budget
+    }
+
+    /// Total time receivers waited for the budget, ms (real time).
+    pub(crate) fn throttled_ms(&self) -> u64 {
+        self.throttled_us.load(Ordering::Acquire) / 1000
+    }
+}
+
+/// What a receiver's supervisor shares with its input's batch reader and rate controller.
+#[derive(Debug)]
+pub(crate) struct ReceiverFlow {
+    /// The context's memory budget.
+    pub(crate) budget: Arc<MemoryBudget>,
+    /// Blocks stored in this run and not yet read by a batch: sequence number → records.
+    pub(crate) unread: Mutex<std::collections::BTreeMap<u64, u64>>,
+    /// Records of this receiver read by each batch (for the rate controller) and the blocks it
+    /// read (released from the budget when the batch completes).
+    pub(crate) batch_reads:
+        Mutex<std::collections::BTreeMap<spate_types::BatchTime, (u64, Vec<u64>)>>,
+}
+
+impl ReceiverFlow {
+    pub(crate) fn new(budget: Arc<MemoryBudget>) -> Self {
+        ReceiverFlow {
+            budget,
+            unread: Mutex::new(std::collections::BTreeMap::new()),
+            batch_reads: Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    /// A batch at `time` read block `seq` holding `records`.
+    pub(crate) fn read(&self, time: spate_types::BatchTime, seq: u64, records: u64) {
+        self.unread.lock().remove(&seq);
+        let mut m = self.batch_reads.lock();
+        let e = m.entry(time).or_default();
+        e.0 += records;
+        e.1.push(seq);
+    }
+
+    /// The batch at `time` completed: its records and the blocks it read (and those of any
+    /// earlier batch not reported complete).
+    pub(crate) fn completed(&self, time: spate_types::BatchTime) -> (u64, Vec<u64>) {
+        let mut m = self.batch_reads.lock();
+        let keep = m.split_off(&spate_types::BatchTime(time.0.saturating_add(1)));
+        let done = std::mem::replace(&mut *m, keep);
+        let records = done.get(&time).map_or(0, |e| e.0);
+        (records, done.into_values().flat_map(|e| e.1).collect())
+    }
+
+    /// Blocks stored and not read by any batch, and their records.
+    pub(crate) fn unread(&self) -> (u64, u64) {
+        let u = self.unread.lock();
+        (u.len() as u64, u.values().sum())
+    }
+}
+
+/// The bytes a record occupies in a block, for the block size cut and the memory budget: the
+/// text's length plus the `String` header for `String` and `Vec<u8>` records, the type's size
+/// otherwise (records owning other heap data are under-counted; the WAL still refuses a block
+/// record above its limit).
+pub(crate) fn record_bytes<T: 'static>(item: &T) -> u64 {
+    let any = item as &dyn std::any::Any;
+    let heap = any
+        .downcast_ref::<String>()
+        .map(String::len)
+        .or_else(|| any.downcast_ref::<Vec<u8>>().map(Vec::len))
+        .unwrap_or(0);
+    (std::mem::size_of::<T>() + heap) as u64
 }
 
 struct GenState<T> {
@@ -76,6 +266,8 @@ struct GenState<T> {
     closed: bool,
     /// Highest source position reported with the records in `buffer`.
     position: Option<u64>,
+    /// Bytes of the records in `buffer` ([`record_bytes`]).
+    bytes: u64,
 }
 
 enum Control {
@@ -92,6 +284,8 @@ pub(crate) struct SupervisorConfig {
     pub(crate) block_interval: DurationMs,
     pub(crate) restart_delay: DurationMs,
     pub(crate) max_rate: Option<u64>,
+    /// A block is cut as soon as its records reach this many bytes (0: by time only).
+    pub(crate) max_block_bytes: u64,
 }
 
 pub(crate) struct Supervisor<T> {
@@ -100,7 +294,16 @@ pub(crate) struct Supervisor<T> {
     description: String,
     clock: Arc<dyn Clock>,
     cfg: SupervisorConfig,
-    limiter: Option<RateLimiter>,
+    /// The rate limit: `max_rate_per_receiver`, lowered by back-pressure.
+    pub(crate) limiter: RateLimiter,
+    /// The context's memory budget (`flow.budget`).
+    budget: Arc<MemoryBudget>,
+    flow: Arc<ReceiverFlow>,
+    /// Bytes of each stored block not yet cleaned up (by sequence number), held in `budget`.
+    held_blocks: Mutex<HashMap<u64, u64>>,
+    /// Serializes cuts (time cuts on the generator, size cuts on storing threads), so blocks are
+    /// stored and added to the tracker in sequence order.
+    cut_lock: Mutex<()>,
     gen: Mutex<GenState<T>>,
     cut_done: Condvar,
     /// Receivers must exit their loops (stopping or restarting).
@@ -142,6 +345,7 @@ impl<T: Send + 'static> Supervisor<T> {
         handler: Arc<dyn BlockHandler<T>>,
         tracker: SharedTracker,
         bus: Arc<ListenerBus>,
+        flow: Arc<ReceiverFlow>,
     ) -> Arc<Self> {
         let description = receiver.describe();
         Arc::new(Supervisor {
@@ -149,7 +353,14 @@ impl<T: Send + 'static> Supervisor<T> {
             operator,
             description,
             clock,
-            limiter: cfg.max_rate.filter(|r| *r > 0).map(RateLimiter::new),
+            limiter: cfg
+                .max_rate
+                .filter(|r| *r > 0)
+                .map_or_else(RateLimiter::unlimited, RateLimiter::new),
+            budget: Arc::clone(&flow.budget),
+            flow,
+            held_blocks: Mutex::new(HashMap::new()),
+            cut_lock: Mutex::new(()),
             cfg,
             gen: Mutex::new(GenState {
                 buffer: Vec::new(),
@@ -161,6 +372,7 @@ impl<T: Send + 'static> Supervisor<T> {
                 failed: HashMap::new(),
                 closed: false,
                 position: None,
+                bytes: 0,
             }),
             cut_done: Condvar::new(),
             stopped: AtomicBool::new(true),
@@ -370,7 +582,8 @@ impl<T: Send + 'static> Supervisor<T> {
     /// Cuts the buffer into a block, stores it and adds it to the tracker (Spark's
     /// `BlockGenerator.updateCurrentBuffer` + `pushBlock`).
     fn cut(&self, close: bool) {
-        let (records, tickets, seq, position) = {
+        let _serial = self.cut_lock.lock();
+        let (records, tickets, seq, position, bytes) = {
             let mut g = self.gen.lock();
             if close {
                 g.closed = true;
@@ -381,10 +594,11 @@ impl<T: Send + 'static> Supervisor<T> {
             let records = std::mem::take(&mut g.buffer);
             let tickets = std::mem::take(&mut g.tickets);
             let position = g.position.take();
+            let bytes = std::mem::take(&mut g.bytes);
             let seq = g.next_seq;
             g.next_seq += 1;
             g.next_cut += 1;
-            (records, tickets, seq, position)
+            (records, tickets, seq, position, bytes)
         };
         let block = BlockId {
             receiver: self.id,
@@ -397,12 +611,15 @@ impl<T: Send + 'static> Supervisor<T> {
         match outcome {
             Ok(info) => {
                 self.blocks_stored.fetch_add(1, Ordering::AcqRel);
+                self.held_blocks.lock().insert(seq, bytes);
+                self.flow.unread.lock().insert(seq, info.num_records);
                 self.tracker.add_block(info);
                 if let Some(p) = position {
                     self.restore_position(p);
                 }
             }
             Err((e, mut records)) => {
+                self.budget.release(bytes);
                 let reason = e.to_string();
                 *self.last_error.lock() = Some(reason.clone());
                 self.bus.post(Event::ReceiverError(self.info(true)));
@@ -454,7 +671,28 @@ impl<T: Send + 'static> ReceiverSink<T> for Supervisor<T> {
 }
 
 impl<T: Send + 'static> Supervisor<T> {
-    fn store_positioned(&self, items: Vec<T>, position: Option<u64>) -> Result<(), StoreError<T>> {
+    /// Releases the memory budget held by this receiver's blocks `seqs` (their batch was cleaned
+    /// up). Unknown or already released blocks are ignored.
+    pub(crate) fn release_blocks(&self, seqs: impl IntoIterator<Item = u64>) {
+        let mut freed = 0u64;
+        {
+            let mut held = self.held_blocks.lock();
+            for s in seqs {
+                freed = freed.saturating_add(held.remove(&s).unwrap_or(0));
+            }
+        }
+        self.budget.release(freed);
+    }
+
+    /// Stores `items` in chunks of at most `max_block_bytes` (the last one carries `position`):
+    /// each chunk first passes the rate limiter and the memory budget, then joins the current
+    /// block; a block that reaches `max_block_bytes` is cut at once on this thread (DESIGN.md §4
+    /// step 1 as for a time cut). Returns once every chunk's block is stored.
+    fn store_positioned(
+        &self,
+        mut items: Vec<T>,
+        position: Option<u64>,
+    ) -> Result<(), StoreError<T>> {
         if items.is_empty() && position.is_none() {
             return Ok(());
         }
@@ -463,13 +701,69 @@ impl<T: Send + 'static> Supervisor<T> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(StoreError::Stopped(items));
         }
-        if let Some(l) = self.limiter.as_ref().filter(|_| !items.is_empty()) {
-            if !l.acquire(items.len(), self.clock.as_ref(), &self.stopped) {
-                return Err(StoreError::Stopped(items));
+        let max = self.cfg.max_block_bytes;
+        let mut split = false;
+        loop {
+            let (len, bytes) = chunk_len(&items, max);
+            let rest = items.split_off(len);
+            let last = rest.is_empty();
+            // A store of more than a block's worth is a flood: its last, partial block is cut at
+            // once too instead of waiting for the block interval.
+            let cut_now = split && last;
+            split = true;
+            let chunk = items;
+            items = rest;
+            let hand_back = |mut chunk: Vec<T>, rest: Vec<T>| {
+                chunk.extend(rest);
+                chunk
+            };
+            if !chunk.is_empty()
+                && !self
+                    .limiter
+                    .acquire(chunk.len(), self.clock.as_ref(), &self.stopped)
+            {
+                return Err(StoreError::Stopped(hand_back(chunk, items)));
+            }
+            if bytes > 0 && !self.budget.acquire(bytes, &self.stopped) {
+                return Err(StoreError::Stopped(hand_back(chunk, items)));
+            }
+            match self.store_chunk(chunk, bytes, position.filter(|_| last), cut_now) {
+                Ok(()) if last => return Ok(()),
+                Ok(()) => {}
+                Err(StoreError::Stopped(c)) => {
+                    return Err(StoreError::Stopped(hand_back(c, items)))
+                }
+                Err(StoreError::Failed { items: c, reason }) => {
+                    return Err(StoreError::Failed {
+                        items: hand_back(c, items),
+                        reason,
+                    })
+                }
+                Err(other) => return Err(other),
             }
         }
+    }
+
+    /// Adds one chunk (its `bytes` already admitted by the budget) to the current block and waits
+    /// for the block's cut.
+    fn store_chunk(
+        &self,
+        items: Vec<T>,
+        bytes: u64,
+        position: Option<u64>,
+        cut_now: bool,
+    ) -> Result<(), StoreError<T>> {
+        let max = self.cfg.max_block_bytes;
         let mut g = self.gen.lock();
+        // Keep blocks within max_block_bytes: cut what is buffered first if this chunk would not fit.
+        while max > 0 && g.bytes > 0 && g.bytes.saturating_add(bytes) > max && !g.closed {
+            drop(g);
+            self.cut(false);
+            g = self.gen.lock();
+        }
         if g.closed || self.stopped.load(Ordering::Acquire) {
+            drop(g);
+            self.budget.release(bytes);
             return Err(StoreError::Stopped(items));
         }
         let ticket = g.next_ticket;
@@ -479,8 +773,14 @@ impl<T: Send + 'static> Supervisor<T> {
             .fetch_add(items.len() as u64, Ordering::AcqRel);
         g.tickets.push((ticket, items.len()));
         g.buffer.extend(items);
+        g.bytes = g.bytes.saturating_add(bytes);
         if let Some(p) = position {
             g.position = Some(g.position.map_or(p, |q| q.max(p)));
+        }
+        if cut_now || (max > 0 && g.bytes >= max) {
+            drop(g);
+            self.cut(false);
+            g = self.gen.lock();
         }
         while g.completed_cuts <= my_cut {
             self.cut_done.wait(&mut g);
@@ -490,6 +790,19 @@ impl<T: Send + 'static> Supervisor<T> {
             None => Ok(()),
         }
     }
+}
+
+/// How many of `items` (at least one, if any) fit in `max` bytes (0: all), and their bytes.
+fn chunk_len<T: 'static>(items: &[T], max: u64) -> (usize, u64) {
+    let mut bytes = 0u64;
+    for (i, it) in items.iter().enumerate() {
+        let b = record_bytes(it);
+        if max > 0 && i > 0 && bytes.saturating_add(b) > max {
+            return (i, bytes);
+        }
+        bytes = bytes.saturating_add(b);
+    }
+    (items.len(), bytes)
 }
 
 #[cfg(test)]
@@ -532,10 +845,12 @@ mod tests {
                 block_interval: DurationMs(200),
                 restart_delay: DurationMs(1000),
                 max_rate,
+                max_block_bytes: 0,
             },
             Arc::new(MemoryBlockHandler::<u32>::default()),
             tracker.clone(),
             Arc::new(ListenerBus::new()),
+            Arc::new(ReceiverFlow::new(Arc::new(MemoryBudget::new(0)))),
         );
         sup.start().unwrap();
         wait_for("start", || sup.starts.load(Ordering::Acquire) == 1);
@@ -657,5 +972,152 @@ mod tests {
         // A waiting acquire gives up when the receiver stops.
         let stop = AtomicBool::new(true);
         assert!(!rl.acquire(1000, &clock, &stop));
+    }
+
+    /// The pure budget accounting under random interleavings of stores (each receiver asks for at
+    /// most one block at a time, and waits while refused) and completions (a batch releases some
+    /// held block): the held bytes never exceed the budget by more than one block per receiver
+    /// (here: never by more than one block at all), and a refused request is admitted once enough
+    /// is released — nothing is dropped.
+    mod budget_props {
+        use super::super::BudgetState;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Store { receiver: usize, bytes: u64 },
+            Complete { pick: usize },
+        }
+
+        fn op(receivers: usize, block: u64) -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..receivers, 1..=block)
+                    .prop_map(|(receiver, bytes)| Op::Store { receiver, bytes }),
+                any::<usize>().prop_map(|pick| Op::Complete { pick }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn held_never_exceeds_budget_plus_one_block(
+                budget in 1u64..10_000,
+                block in 1u64..4_000,
+                ops in proptest::collection::vec(op(4, 4_000), 1..300),
+            ) {
+                let mut st = BudgetState { budget, held: 0 };
+                let mut waiting: [Option<u64>; 4] = [None; 4];
+                let mut held_blocks: Vec<u64> = Vec::new();
+                let (mut admitted, mut released) = (0u64, 0u64);
+                for o in ops {
+                    match o {
+                        Op::Store { receiver, bytes } => {
+                            let bytes = bytes.min(block);
+                            let want = waiting[receiver].take().unwrap_or(bytes);
+                            if st.try_acquire(want) {
+                                admitted += want;
+                                held_blocks.push(want);
+                            } else {
+                                waiting[receiver] = Some(want);
+                            }
+                        }
+                        Op::Complete { pick } => {
+                            if !held_blocks.is_empty() {
+                                let b = held_blocks.swap_remove(pick % held_blocks.len());
+                                st.release(b);
+                                released += b;
+                            }
+                        }
+                    }
+                    prop_assert!(st.held <= budget + block, "held {} budget {budget} block {block}", st.held);
+                    prop_assert_eq!(st.held, admitted - released);
+                }
+                // Drain: completing everything admits every waiting request.
+                for b in held_blocks.drain(..) {
+                    st.release(b);
+                }
+                for w in waiting.iter_mut() {
+                    if let Some(b) = w.take() {
+                        prop_assert!(st.try_acquire(b) || st.held >= budget);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_store_is_cut_into_blocks_of_at_most_max_block_bytes_and_returns_without_the_timer() {
+        let clock = ManualClock::new(0);
+        let tracker = SharedTracker::new();
+        let sup = Supervisor::new(
+            ReceiverId(1),
+            OperatorId(0),
+            Box::new(Idle),
+            Arc::new(clock.clone()),
+            SupervisorConfig {
+                block_interval: DurationMs(200),
+                restart_delay: DurationMs(1000),
+                max_rate: None,
+                max_block_bytes: 10 * std::mem::size_of::<u32>() as u64,
+            },
+            Arc::new(MemoryBlockHandler::<u32>::default()),
+            tracker.clone(),
+            Arc::new(ListenerBus::new()),
+            Arc::new(ReceiverFlow::new(Arc::new(MemoryBudget::new(0)))),
+        );
+        sup.start().unwrap();
+        wait_for("start", || sup.starts.load(Ordering::Acquire) == 1);
+        // 25 records of 4 bytes, blocks of 40 bytes: 3 blocks (10, 10, 5), the clock never moves.
+        sup.store_many((0..25).collect()).unwrap();
+        assert_eq!(sup.blocks_stored.load(Ordering::Acquire), 3);
+        tracker.with_locked(|t| t.allocate_blocks_to_batch(spate_types::BatchTime(1000)));
+        let a = tracker.blocks_of_batch(spate_types::BatchTime(1000));
+        let sizes: Vec<u64> = a.blocks[&ReceiverId(1)]
+            .iter()
+            .map(|b| b.num_records)
+            .collect();
+        assert_eq!(sizes, vec![10, 10, 5]);
+        assert_eq!(sup.flow.unread(), (3, 25));
+        sup.stop();
+    }
+
+    #[test]
+    fn at_the_budget_a_store_waits_until_a_block_is_released_and_a_stop_hands_records_back() {
+        let clock = ManualClock::new(0);
+        let tracker = SharedTracker::new();
+        let budget = Arc::new(MemoryBudget::new(40));
+        let sup = Supervisor::new(
+            ReceiverId(2),
+            OperatorId(0),
+            Box::new(Idle),
+            Arc::new(clock.clone()),
+            SupervisorConfig {
+                block_interval: DurationMs(200),
+                restart_delay: DurationMs(1000),
+                max_rate: None,
+                max_block_bytes: 40,
+            },
+            Arc::new(MemoryBlockHandler::<u32>::default()),
+            tracker,
+            Arc::new(ListenerBus::new()),
+            Arc::new(ReceiverFlow::new(Arc::clone(&budget))),
+        );
+        sup.start().unwrap();
+        wait_for("start", || sup.starts.load(Ordering::Acquire) == 1);
+        sup.store_many((0..10).collect()).unwrap(); // one full block: 40 bytes held
+        assert_eq!(budget.held(), 40);
+        let s = Arc::clone(&sup);
+        let h = std::thread::spawn(move || s.store_many((0..10).collect()));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!h.is_finished(), "stored past the budget");
+        sup.release_blocks([0]);
+        h.join().unwrap().unwrap();
+        assert_eq!(budget.held(), 40);
+        // Blocked at the budget, a stop hands the records back.
+        let s = Arc::clone(&sup);
+        let h = std::thread::spawn(move || s.store_many(vec![7; 10]));
+        std::thread::sleep(Duration::from_millis(30));
+        sup.stop();
+        assert!(matches!(h.join().unwrap(), Err(StoreError::Stopped(v)) if v == vec![7; 10]));
+        assert_eq!(budget.held(), 40, "a refused store holds nothing");
     }
 }

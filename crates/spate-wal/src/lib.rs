@@ -87,7 +87,7 @@ pub use reader::{
     Record, RecordHandle, RecoveryMode, RecoveryReport, SegmentSummary, SkippedRange, TornTail,
     WalReader,
 };
-pub use wal::{SyncPolicy, Wal, WalOptions};
+pub use wal::{SyncPolicy, Wal, WalOptions, MAX_RECORD_BYTES};
 
 /// `true` only in the **deliberately broken, test-only** build with the `chaos-broken-skip-sync`
 /// feature: group commit then skips `fdatasync` but reports success (acknowledged records are lost

@@ -31,6 +31,12 @@ pub enum SyncPolicy {
     Manual,
 }
 
+/// The largest record payload (bytes, 64 MiB) a WAL accepts by default: the writer refuses a larger
+/// one with [`WalError::RecordTooLarge`] and every reader (`Wal::open`, [`WalReader`](crate::WalReader),
+/// `spate wal verify`) trusts lengths up to it. One constant for both sides, so no writer with
+/// default options can produce a record its reader rejects.
+pub const MAX_RECORD_BYTES: u32 = 64 << 20;
+
 /// Options of [`Wal::open`].
 #[derive(Clone, Debug)]
 pub struct WalOptions {
@@ -58,7 +64,7 @@ impl Default for WalOptions {
             segment_bytes: 64 << 20,
             roll_interval_ms: Some(60_000),
             preallocate: true,
-            max_record_bytes: 64 << 20,
+            max_record_bytes: MAX_RECORD_BYTES,
             sync_policy: SyncPolicy::EveryAppend,
             recovery: RecoveryMode::TolerateTornTail,
             clock: Arc::new(SystemClock),

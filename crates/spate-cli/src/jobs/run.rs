@@ -7,8 +7,8 @@ use spate_sources::file::{FileSourceConfig, FileSourceStats};
 use spate_sources::lines::{InvalidUtf8Policy, LinePolicy, OverlongPolicy};
 use spate_sources::socket::{SocketConfig, SocketStats, SocketTextReceiver};
 use spate_streaming::{
-    write_file_atomically, BatchInfo, DStream, DurationMs, ReceiverInfo, StreamingConfig,
-    StreamingContext, StreamingListener,
+    write_file_atomically, BatchInfo, DStream, DurationMs, FlowControlStatus, ReceiverInfo,
+    StreamingConfig, StreamingContext, StreamingListener,
 };
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
@@ -23,6 +23,24 @@ use std::time::{Duration, Instant};
 /// A one-line message naming the value.
 pub(crate) fn parse_duration_arg(s: &str) -> Result<DurationMs, String> {
     parse_duration(s)
+}
+
+/// Parses a byte count: `1048576`, `512KiB`, `16MiB`, `1GiB`.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.trim(), *m)))
+    .unwrap_or((t, 1));
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a byte count (e.g. 16MiB, 4096)"))
 }
 
 fn parse_duration(s: &str) -> Result<DurationMs, String> {
@@ -110,6 +128,18 @@ pub(crate) struct JobArgs {
     /// Maximum lines/s of the socket receiver (default: unlimited).
     #[arg(long)]
     pub(crate) max_rate: Option<u64>,
+    /// Memory budget of received, unprocessed data (bytes; suffixes KiB, MiB, GiB; 0: unlimited;
+    /// default 256MiB). At the budget the receiver stops reading: TCP pushes back on the sender.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub(crate) memory_budget: Option<u64>,
+    /// Largest block (bytes, suffixes as --memory-budget; default 4MiB): blocks are cut by size as
+    /// well as every block interval.
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub(crate) max_block_bytes: Option<u64>,
+    /// Turn back-pressure (the PID rate controller, on by default) off; the memory budget still
+    /// applies.
+    #[arg(long)]
+    pub(crate) no_backpressure: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub(crate) parallelism: Option<usize>,
@@ -262,6 +292,15 @@ fn config(args: &JobArgs, app: &str) -> Result<StreamingConfig, String> {
     }
     if let Some(r) = args.max_rate {
         cfg.max_rate_per_receiver = Some(r);
+    }
+    if let Some(b) = args.memory_budget {
+        cfg.receiver_memory_budget = b;
+    }
+    if let Some(b) = args.max_block_bytes {
+        cfg.max_block_bytes = b;
+    }
+    if args.no_backpressure {
+        cfg.backpressure = false;
     }
     if let Some(p) = args.parallelism {
         cfg.parallelism = p;
@@ -484,8 +523,25 @@ struct Status {
     listed: std::sync::atomic::AtomicBool,
     input: InputStats,
     extra: Box<dyn Fn() -> String + Send + Sync>,
+    /// The context's flow-control counters (memory budget, time throttled).
+    flow: Box<dyn Fn() -> FlowControlStatus + Send + Sync>,
     enabled: bool,
     tty: bool,
+}
+
+/// ` | budget 12.0/256.0 MiB, throttled 1.2 s` for the status and summary lines.
+fn flow_status(f: &FlowControlStatus) -> String {
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    let budget = if f.budget_bytes == 0 {
+        "unlimited".to_owned()
+    } else {
+        format!("{:.1}", mib(f.budget_bytes))
+    };
+    format!(
+        " | budget {:.1}/{budget} MiB, throttled {:.1} s",
+        mib(f.held_bytes),
+        f.throttled_ms as f64 / 1000.0
+    )
 }
 
 impl std::fmt::Debug for Status {
@@ -517,7 +573,7 @@ impl StreamingListener for Status {
             return;
         }
         let line = format!(
-            "batch {} ms: {} records, processing {} ms, scheduling delay {} ms, total delay {} ms{} | {}{}",
+            "batch {} ms: {} records, processing {} ms, scheduling delay {} ms, total delay {} ms{} | {}{}{}",
             info.batch_time.as_millis(),
             info.num_records,
             info.processing_delay_ms().unwrap_or(0),
@@ -526,6 +582,7 @@ impl StreamingListener for Status {
             info.recovery.map_or_else(String::new, |r| format!(" | {r}")),
             self.input.status(),
             (self.extra)(),
+            flow_status(&(self.flow)()),
         );
         let mut err = std::io::stderr().lock();
         let _ = if self.tty {
@@ -564,6 +621,10 @@ pub(crate) fn run(
         listed: std::sync::atomic::AtomicBool::new(false),
         input,
         extra,
+        flow: {
+            let ctx = ctx.clone();
+            Box::new(move || ctx.flow_control())
+        },
         enabled: !args.no_status,
         tty: std::io::stderr().is_terminal(),
     });
@@ -611,19 +672,41 @@ pub(crate) fn run(
     // A batch may have failed during the graceful stop.
     let result = result.and_then(|()| ctx.await_termination().map_err(|e| e.to_string()));
     let _ = ctx.stop(false);
+    // Issue 13: a stop never drops received data silently. What it could not process is in the
+    // receiver WAL (a restart processes it) with a checkpoint, lost without one: exit non-zero.
+    let flow = ctx.flow_control();
+    let unprocessed = if flow.unprocessed_blocks == 0 {
+        Ok(())
+    } else if ctx.config().checkpoint.is_some() && ctx.config().receiver_wal {
+        let _ = writeln!(
+            std::io::stderr(),
+            "spate: stop left {} received blocks ({} records) unprocessed; they are in the receiver \
+             WAL and the next run processes them",
+            flow.unprocessed_blocks,
+            flow.unprocessed_records
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "stop left {} received blocks ({} records) unprocessed and there is no receiver WAL: \
+             they are lost (raise graceful_stop_timeout, lower --memory-budget, or use --checkpoint)",
+            flow.unprocessed_blocks, flow.unprocessed_records
+        ))
+    };
     let mut err = std::io::stderr().lock();
     if status.tty && status.enabled {
         let _ = writeln!(err);
     }
     let _ = writeln!(
         err,
-        "spate: {} after {} batches, {} records in {:.1} s | {}{}",
+        "spate: {} after {} batches, {} records in {:.1} s | {}{}{}",
         if result.is_ok() { reason } else { "failed" },
         status.batches.load(Ordering::Relaxed),
         status.records.load(Ordering::Relaxed),
         status.start.elapsed().as_secs_f64(),
         status.input.status(),
         summary_extra(),
+        flow_status(&flow),
     );
-    result
+    result.and(unprocessed)
 }

@@ -83,6 +83,10 @@ pub(crate) trait InputStream: Send + Sync {
     fn stop(&self) {}
     /// Drops inputs recorded for batches at or before `t`, and the given cleaned-up blocks.
     fn clear(&self, _t: BatchTime, _blocks: &[ReceivedBlockInfo]) {}
+    /// Received blocks not read by any batch, and their records (graceful-stop report).
+    fn unprocessed(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// An output operation: a job per valid batch time.
@@ -130,6 +134,8 @@ pub(crate) struct Inner {
     graph: Mutex<GraphState>,
     tracker: SharedTracker,
     pub(crate) bus: Arc<ListenerBus>,
+    /// The receivers' memory budget (`receiver_memory_budget`, issue 13).
+    pub(crate) budget: Arc<crate::supervisor::MemoryBudget>,
     progress: Mutex<Progress>,
     progress_cv: Condvar,
     running: Mutex<Option<Running>>,
@@ -228,6 +234,9 @@ impl StreamingContext {
             .thread_name(|i| format!("spate-worker-{i}"))
             .build()
             .map_err(|e| StreamingError::spawn("worker pool", e))?;
+        let budget = Arc::new(crate::supervisor::MemoryBudget::new(
+            config.receiver_memory_budget,
+        ));
         Ok(StreamingContext {
             inner: Arc::new(Inner {
                 config,
@@ -237,6 +246,7 @@ impl StreamingContext {
                 graph: Mutex::new(GraphState::default()),
                 tracker: SharedTracker::new(),
                 bus: Arc::new(ListenerBus::new()),
+                budget,
                 progress: Mutex::new(Progress::default()),
                 progress_cv: Condvar::new(),
                 running: Mutex::new(None),
@@ -680,6 +690,19 @@ impl StreamingContext {
         inner.gen_stop_now.store(true, Ordering::Release);
         for w in running.workers.drain(..) {
             let _ = w.join();
+        }
+        // Issue 13: nothing received is dropped silently; report what the stop did not process.
+        let (blocks, records) = inputs
+            .iter()
+            .map(|i| i.unprocessed())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        if blocks > 0 {
+            tracing::warn!(
+                blocks,
+                records,
+                wal = inner.checkpointer.is_some(),
+                "stop: received blocks not processed (kept in the receiver WAL if there is one, lost otherwise)"
+            );
         }
         if let Some(d) = &inner.checkpointer {
             let drain_until =
