@@ -277,10 +277,7 @@ enum Outcome {
 }
 
 fn fault_run(seed: u64, fail: f64, timeout: f64, commits: usize) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = spate_tests::current_thread_rt();
     rt.block_on(async {
         let (inner, flaky) = FlakyObjectStore::in_memory(
             seed,

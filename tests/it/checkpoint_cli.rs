@@ -29,7 +29,7 @@ fn spate_ok(args: &[&str]) -> String {
 
 /// Three committed checkpoints; the newest has a bit-flipped data object.
 fn populate(store: &CheckpointStore) -> Vec<spate_checkpoint::Manifest> {
-    rt().block_on(async {
+    spate_tests::current_thread_rt().block_on(async {
         let mut w = store.open_committer().await.unwrap();
         let mut ms = Vec::new();
         for t in 1..=3u64 {
@@ -173,13 +173,6 @@ fn checkpoint_verify_on_moto_exits_1_naming_the_damaged_object() {
     assert!(out.contains(&ms[2].objects[0].path), "{out}");
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Commits a checkpoint for batch `t` whose manifest carries `graph` and `conf` the way the engine
 /// records them (`encode_description`, `fingerprint`, `computation_settings`).
 fn commit_described(
@@ -188,7 +181,7 @@ fn commit_described(
     graph: &spate_streaming::GraphDescription,
     conf: std::collections::BTreeMap<String, String>,
 ) -> spate_checkpoint::Manifest {
-    rt().block_on(async {
+    spate_tests::current_thread_rt().block_on(async {
         let mut w = store.open_committer().await.unwrap();
         let mut d = spate_checkpoint::CheckpointDraft::new(
             spate_checkpoint::CheckpointKind::Completed,
@@ -364,7 +357,7 @@ fn reports_are_listed_newest_first() {
 
     let store = CheckpointStore::open(&url, StoreOptions::default()).unwrap();
     let g = spate_types::Generation(3);
-    let (old, new) = rt().block_on(async {
+    let (old, new) = spate_tests::current_thread_rt().block_on(async {
         let old = store
             .put_restart_report(1_000, g, br#"{"outcome":"fresh start"}"#.to_vec().into())
             .await

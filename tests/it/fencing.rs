@@ -115,17 +115,9 @@ fn newer_job_fences_the_older(loc: &Location) {
     let ga = manifests(&names(&store))[0].generation;
     let mut b = job(root.path(), "b", loc);
     // A's next checkpoint (every 200 ms) finds the blocker: A stops on its own.
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = a.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = a.kill();
-            let _ = b.kill();
-            panic!("A did not stop after B opened the location");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = spate_tests::wait_child(&mut a, DEADLINE, || {}) else {
+        let _ = b.kill();
+        panic!("A did not stop after B opened the location");
     };
     let a_err = std::fs::read_to_string(root.path().join("a.err")).unwrap();
     let gb = Generation(ga.0 + 1);

@@ -7,7 +7,7 @@ use spate_tests::feed::{feed_file, finish, write_corpus};
 use spate_tests::spate_bin;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `VmHWM` (peak resident set) of a live process, KiB.
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
@@ -25,21 +25,14 @@ fn wait_sampling(mut child: Child, limit: Duration) -> (bool, String, u64) {
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let (start, mut peak) = (Instant::now(), 0);
-    let status = loop {
-        if let Some(k) = vm_hwm_kib(child.id()) {
+    let mut peak = 0;
+    let pid = child.id();
+    let status = spate_tests::wait_child(&mut child, limit, || {
+        if let Some(k) = vm_hwm_kib(pid) {
             peak = peak.max(k);
         }
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("wordcount did not stop within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    })
+    .unwrap_or_else(|| panic!("wordcount did not stop within {limit:?}"));
     (status.success(), reader.join().unwrap(), peak)
 }
 

@@ -13,10 +13,7 @@ use std::time::Duration;
 /// previous), then the requests of one resolve: `(with the pointer, without it)`, each as the
 /// logged `op path` lines.
 fn resolve_requests(n: u64, generations: u64) -> (Vec<String>, Vec<String>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = spate_tests::current_thread_rt();
     rt.block_on(async {
         let (_, logged) = FlakyObjectStore::in_memory(
             1,
@@ -103,10 +100,7 @@ fn resolve_requests_do_not_grow_with_manifests_or_generations() {
 #[ignore = "measurement; run with --ignored against the servers of scripts/test.sh"]
 fn resolve_figure_on_s3sfs() {
     let srv = spate_tests::s3::s3sfs("resolve_figure_on_s3sfs").expect("s3s-fs");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = spate_tests::current_thread_rt();
     for n in [10u64, 1000] {
         let store = srv.fresh("resolve-figure");
         let median = |store: &CheckpointStore| {

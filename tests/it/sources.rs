@@ -80,10 +80,7 @@ fn socket_reconnects_after_each_disconnect_and_keeps_counting() {
     assert!(s.connections >= 3, "{s:?}");
     assert!(s.reconnects >= 2, "{s:?}");
     assert!(s.disconnects >= 3, "{s:?}");
-    assert!(sink
-        .restarts()
-        .iter()
-        .any(|r| r.contains("had no more data")));
+    sink.assert_restarted_with("had no more data");
 }
 
 #[test]
@@ -105,10 +102,7 @@ fn socket_refused_connection_is_retried_until_a_server_appears() {
     drop(s);
     let sink = h.stop();
     assert_eq!(sink.items(), vec!["hello".to_string()]);
-    assert!(sink
-        .restarts()
-        .iter()
-        .any(|r| r.contains("error connecting to")));
+    sink.assert_restarted_with("error connecting to");
 }
 
 #[test]
@@ -156,13 +150,7 @@ fn socket_garbage_bytes_under_each_utf8_policy() {
         sink.items(),
         vec!["good line".to_string(), "after reconnect".to_string()]
     );
-    assert!(
-        sink.errors()
-            .iter()
-            .any(|e| e.contains("invalid UTF-8 at byte 10")),
-        "{:?}",
-        sink.errors()
-    );
+    sink.assert_error_with("invalid UTF-8 at byte 10");
 }
 
 #[test]
@@ -239,10 +227,7 @@ fn socket_10mb_line_under_error_policy_drops_the_connection() {
     server.join().unwrap();
     let sink = h.stop();
     assert_eq!(sink.items(), vec!["before".to_string(), "next".to_string()]);
-    assert!(sink
-        .errors()
-        .iter()
-        .any(|e| e.contains("longer than 1048576 bytes")));
+    sink.assert_error_with("longer than 1048576 bytes");
 }
 
 #[test]

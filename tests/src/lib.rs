@@ -100,6 +100,43 @@ fn build_spate(profile_dir: &Path, features: &[&str]) {
     );
 }
 
+/// A single-threaded tokio runtime with I/O and time, for a test's async store calls.
+///
+/// # Panics
+/// If the runtime cannot be built (test setup failure).
+#[must_use]
+pub fn current_thread_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
+}
+
+/// Waits for `child` to exit, calling `each` every 20 ms while it runs; after `limit` it kills and
+/// reaps the child and returns `None`.
+///
+/// # Panics
+/// If the child's status cannot be read.
+pub fn wait_child(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    mut each: impl FnMut(),
+) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    loop {
+        each();
+        if let Some(st) = child.try_wait().expect("child status") {
+            return Some(st);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Whether this run is CI (`CI=true`): there a missing prerequisite fails a test instead of
 /// skipping it.
 #[must_use]

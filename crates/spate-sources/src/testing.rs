@@ -96,6 +96,24 @@ impl<T> CollectingSink<T> {
         lock(&self.errors).clone()
     }
 
+    /// Asserts that some restart reason contains `needle` (the reasons in the panic message).
+    ///
+    /// # Panics
+    /// If none does.
+    #[track_caller]
+    pub fn assert_restarted_with(&self, needle: &str) {
+        assert_mentions("restart reason", &self.restarts(), needle);
+    }
+
+    /// Asserts that some reported error contains `needle` (the errors in the panic message).
+    ///
+    /// # Panics
+    /// If none does.
+    #[track_caller]
+    pub fn assert_error_with(&self, needle: &str) {
+        assert_mentions("error", &self.errors(), needle);
+    }
+
     /// Sets what [`ReceiverSink::durable_position`] returns (as if the engine had recovered this
     /// position from its WAL); `None` (the default) is a fresh start.
     pub fn set_durable_position(&self, position: Option<u64>) {
@@ -302,4 +320,13 @@ impl<T> Drop for Harness<T> {
             let _ = t.join();
         }
     }
+}
+
+/// Panics unless one of `texts` contains `needle`.
+#[track_caller]
+fn assert_mentions(what: &str, texts: &[String], needle: &str) {
+    assert!(
+        texts.iter().any(|x| x.contains(needle)),
+        "no {what} with {needle:?}: {texts:?}"
+    );
 }

@@ -835,9 +835,26 @@ mod tests {
         clock: &ManualClock,
         max_rate: Option<u64>,
     ) -> (Arc<Supervisor<u32>>, SharedTracker) {
+        started(
+            clock,
+            ReceiverId(3),
+            max_rate,
+            0,
+            Arc::new(MemoryBudget::new(0)),
+        )
+    }
+
+    /// A started supervisor of an idle receiver: 200 ms blocks, memory block store.
+    fn started(
+        clock: &ManualClock,
+        receiver: ReceiverId,
+        max_rate: Option<u64>,
+        max_block_bytes: u64,
+        budget: Arc<MemoryBudget>,
+    ) -> (Arc<Supervisor<u32>>, SharedTracker) {
         let tracker = SharedTracker::new();
         let sup = Supervisor::new(
-            ReceiverId(3),
+            receiver,
             OperatorId(0),
             Box::new(Idle),
             Arc::new(clock.clone()),
@@ -845,12 +862,12 @@ mod tests {
                 block_interval: DurationMs(200),
                 restart_delay: DurationMs(1000),
                 max_rate,
-                max_block_bytes: 0,
+                max_block_bytes,
             },
             Arc::new(MemoryBlockHandler::<u32>::default()),
             tracker.clone(),
             Arc::new(ListenerBus::new()),
-            Arc::new(ReceiverFlow::new(Arc::new(MemoryBudget::new(0)))),
+            Arc::new(ReceiverFlow::new(budget)),
         );
         sup.start().unwrap();
         wait_for("start", || sup.starts.load(Ordering::Acquire) == 1);
@@ -1047,25 +1064,14 @@ mod tests {
     #[test]
     fn a_large_store_is_cut_into_blocks_of_at_most_max_block_bytes_and_returns_without_the_timer() {
         let clock = ManualClock::new(0);
-        let tracker = SharedTracker::new();
-        let sup = Supervisor::new(
+        let block = 10 * std::mem::size_of::<u32>() as u64;
+        let (sup, tracker) = started(
+            &clock,
             ReceiverId(1),
-            OperatorId(0),
-            Box::new(Idle),
-            Arc::new(clock.clone()),
-            SupervisorConfig {
-                block_interval: DurationMs(200),
-                restart_delay: DurationMs(1000),
-                max_rate: None,
-                max_block_bytes: 10 * std::mem::size_of::<u32>() as u64,
-            },
-            Arc::new(MemoryBlockHandler::<u32>::default()),
-            tracker.clone(),
-            Arc::new(ListenerBus::new()),
-            Arc::new(ReceiverFlow::new(Arc::new(MemoryBudget::new(0)))),
+            None,
+            block,
+            Arc::new(MemoryBudget::new(0)),
         );
-        sup.start().unwrap();
-        wait_for("start", || sup.starts.load(Ordering::Acquire) == 1);
         // 25 records of 4 bytes, blocks of 40 bytes: 3 blocks (10, 10, 5), the clock never moves.
         sup.store_many((0..25).collect()).unwrap();
         assert_eq!(sup.blocks_stored.load(Ordering::Acquire), 3);
@@ -1083,26 +1089,8 @@ mod tests {
     #[test]
     fn at_the_budget_a_store_waits_until_a_block_is_released_and_a_stop_hands_records_back() {
         let clock = ManualClock::new(0);
-        let tracker = SharedTracker::new();
         let budget = Arc::new(MemoryBudget::new(40));
-        let sup = Supervisor::new(
-            ReceiverId(2),
-            OperatorId(0),
-            Box::new(Idle),
-            Arc::new(clock.clone()),
-            SupervisorConfig {
-                block_interval: DurationMs(200),
-                restart_delay: DurationMs(1000),
-                max_rate: None,
-                max_block_bytes: 40,
-            },
-            Arc::new(MemoryBlockHandler::<u32>::default()),
-            tracker,
-            Arc::new(ListenerBus::new()),
-            Arc::new(ReceiverFlow::new(Arc::clone(&budget))),
-        );
-        sup.start().unwrap();
-        wait_for("start", || sup.starts.load(Ordering::Acquire) == 1);
+        let (sup, _tracker) = started(&clock, ReceiverId(2), None, 40, Arc::clone(&budget));
         sup.store_many((0..10).collect()).unwrap(); // one full block: 40 bytes held
         assert_eq!(budget.held(), 40);
         let s = Arc::clone(&sup);
