@@ -14,6 +14,7 @@ mod flow;
 mod jobs;
 mod recovery;
 mod resolve_cost;
+mod signals;
 mod sources;
 mod sources_engine;
 mod state;

@@ -33,7 +33,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,8 @@ pub(crate) struct FeedArgs {
     /// can read everything before the close, e.g. `2s`.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     linger: Duration,
-    /// Write the final statistics (JSON) to this file as well as stdout.
+    /// Write the final statistics (JSON) to this file as well as stdout; also written when the
+    /// feed is stopped by SIGINT or SIGTERM (then `stopped_by_signal` names it).
     #[arg(long)]
     stats: Option<PathBuf>,
     /// Seconds between progress lines on stderr (0 = none).
@@ -125,10 +126,15 @@ struct FeedStats {
     complete: bool,
     elapsed_secs: f64,
     steps: Vec<StepStats>,
+    /// The signal (2 = SIGINT, 15 = SIGTERM) that stopped the feed, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped_by_signal: Option<i32>,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum FeedError {
+    #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
+    Signal(std::io::Error),
     #[error("cannot read corpus {path}: {source}")]
     Corpus {
         path: String,
@@ -225,7 +231,10 @@ struct AckState {
 pub(crate) fn run(args: FeedArgs) -> ExitCode {
     match feed(&args) {
         Ok(stats) => {
-            if stats.complete || args.duration.is_some() || args.cycle {
+            if let Some(sig) = stats.stopped_by_signal {
+                // The shell's convention for a run ended by a signal (130, 143).
+                ExitCode::from(u8::try_from(128 + sig).unwrap_or(1))
+            } else if stats.complete || args.duration.is_some() || args.cycle {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(3)
@@ -262,6 +271,13 @@ fn feed(args: &FeedArgs) -> Result<FeedStats, FeedError> {
             source,
         })?;
 
+    // SIGINT / SIGTERM end the feed like its deadline, so the statistics are still written.
+    let signalled = Arc::new(AtomicUsize::new(0));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_usize(sig, Arc::clone(&signalled), sig as usize)
+            .map_err(FeedError::Signal)?;
+    }
+    let stop = || signalled.load(Ordering::Relaxed) != 0;
     let start = Instant::now();
     let total_secs: Option<u64> = steps.as_ref().map(|s| s.iter().map(|x| x.secs).sum());
     let deadline = match (args.duration, total_secs) {
@@ -283,7 +299,7 @@ fn feed(args: &FeedArgs) -> Result<FeedStats, FeedError> {
     let mut last_progress = Instant::now();
 
     'accept: loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if stop() || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
         if is_complete(args.ack, target, next_unsent, acked_max) {
@@ -357,7 +373,7 @@ fn feed(args: &FeedArgs) -> Result<FeedStats, FeedError> {
         let mut writer = &stream;
         loop {
             let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
+            if stop() || deadline.is_some_and(|d| now >= d) {
                 break;
             }
             if args.ack {
@@ -446,6 +462,10 @@ fn feed(args: &FeedArgs) -> Result<FeedStats, FeedError> {
     }
     stats.sent = next_unsent;
     stats.acked = acked_max;
+    stats.stopped_by_signal = match signalled.load(Ordering::Relaxed) {
+        0 => None,
+        sig => i32::try_from(sig).ok(),
+    };
     stats.complete = stats.complete || is_complete(args.ack, target, next_unsent, acked_max);
     stats.elapsed_secs = start.elapsed().as_secs_f64();
     if let Some(steps) = &steps {

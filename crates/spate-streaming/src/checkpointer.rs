@@ -728,6 +728,11 @@ impl Checkpointer {
         if let Some(w) = writer {
             self.store.block_on(w.shutdown());
         }
+        // Last: the WAL's records are durable and its lock released (one process per WAL, but a
+        // stopped context holds nothing).
+        if let Err(e) = self.wal.release() {
+            tracing::warn!("closing the WAL at stop: {e}");
+        }
         drained
     }
 

@@ -170,6 +170,15 @@ impl EngineWal {
         Ok((journal, replayed))
     }
 
+    /// Syncs and closes the WAL and releases its directory lock (the context stopped: a later
+    /// `get_or_create` on the same location, in this process or another, may open it).
+    pub(crate) fn release(&self) -> Result<()> {
+        self.wal.release().map_err(|source| StreamingError::Wal {
+            dir: self.dir.clone(),
+            source,
+        })
+    }
+
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }

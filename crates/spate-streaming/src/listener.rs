@@ -136,6 +136,11 @@ pub trait StreamingListener: Send + Sync {
     fn on_receiver_error(&self, info: &ReceiverInfo) {}
     /// A receiver stopped.
     fn on_receiver_stopped(&self, info: &ReceiverInfo) {}
+    /// SIGINT or SIGTERM arrived (with `stop_gracefully_on_signal`): a graceful stop of at most
+    /// `graceful_timeout_ms` (the graceful-stop timeout) begins; the same signal again ends the
+    /// process at once with exit code `128 + signal` (130 for SIGINT, 143 for SIGTERM), without
+    /// running the rest of the stop.
+    fn on_stop_signal(&self, signal: i32, graceful_timeout_ms: u64) {}
 }
 
 #[derive(Debug)]
@@ -149,6 +154,10 @@ pub(crate) enum Event {
     ReceiverStarted(ReceiverInfo),
     ReceiverError(ReceiverInfo),
     ReceiverStopped(ReceiverInfo),
+    StopSignal {
+        signal: i32,
+        graceful_timeout_ms: u64,
+    },
 }
 
 type Listeners = Arc<RwLock<Vec<Arc<dyn StreamingListener>>>>;
@@ -222,6 +231,10 @@ fn run_bus(rx: &ChanRx<Event>, listeners: &Listeners) {
                 Event::ReceiverStarted(i) => l.on_receiver_started(i),
                 Event::ReceiverError(i) => l.on_receiver_error(i),
                 Event::ReceiverStopped(i) => l.on_receiver_stopped(i),
+                Event::StopSignal {
+                    signal,
+                    graceful_timeout_ms,
+                } => l.on_stop_signal(*signal, *graceful_timeout_ms),
             }));
             if res.is_err() {
                 tracing::error!("a streaming listener panicked handling {e:?}; continuing");

@@ -101,19 +101,21 @@ pub const ALL: &[FailPoint] = &[
     fp(
         "checkpoint::manifest::put::before",
         "spate-checkpoint",
-        "Commit, after every data object and the fence check, before the manifest's conditional PUT. \
-         `return`: `CheckpointError::Store` (determinate): the checkpoint does not exist.",
+        "Commit, after every data object, before the manifest's conditional PUT. `return`: \
+         `CheckpointError::Store` (determinate): the checkpoint does not exist.",
     ),
     fp(
         "checkpoint::manifest::put::after",
         "spate-checkpoint",
-        "Commit, after the manifest was published, before the final fence check. `return`: \
-         `CheckpointError::Store` (indeterminate): the checkpoint exists although the commit failed.",
+        "Commit, after the manifest was published and the `latest` pointer written. `return`: \
+         `CheckpointError::Store` (indeterminate): the checkpoint exists although the commit \
+         failed.",
     ),
     fp(
         "checkpoint::fence::check",
         "spate-checkpoint",
-        "Every fence check (twice per commit). `return`: `CheckpointError::Store` (determinate).",
+        "Every publish-slot attempt (once per commit, before any object is written). `return`: \
+         `CheckpointError::Store` (determinate).",
     ),
     fp(
         "checkpoint::gc::delete::before",

@@ -644,6 +644,29 @@ impl Wal {
         r
     }
 
+    /// [`close`](Self::close) through a shared reference (a WAL shared by several threads): syncs,
+    /// marks it closed (later appends fail with [`WalError::Closed`]), wakes the background sync
+    /// thread (which then exits; it is joined on drop) and releases the directory's `LOCK`, so
+    /// another process, or another `Wal` in this one, can open the directory. Idempotent.
+    ///
+    /// # Durability
+    /// Once this returns `Ok`, every record appended before is durable.
+    ///
+    /// # Errors
+    /// As [`sync`](Self::sync); the lock is released either way.
+    pub fn release(&self) -> Result<(), WalError> {
+        let r = if self.inner.state.lock().closed {
+            Ok(())
+        } else {
+            self.sync()
+        };
+        self.inner.state.lock().closed = true;
+        self.inner.wake_bg.notify_all();
+        self.inner.synced.notify_all();
+        self.inner.lock.lock().take();
+        r
+    }
+
     fn stop(&mut self) {
         self.inner.state.lock().closed = true;
         self.inner.wake_bg.notify_all();

@@ -593,6 +593,21 @@ impl StreamingListener for Status {
         let _ = err.flush();
     }
 
+    fn on_stop_signal(&self, signal: i32, graceful_timeout_ms: u64) {
+        let name = match signal {
+            2 => "SIGINT".to_owned(),
+            15 => "SIGTERM".to_owned(),
+            n => format!("signal {n}"),
+        };
+        let lead = if self.tty { "\n" } else { "" };
+        eprintln!(
+            "{lead}spate: {name}: stopping gracefully (at most {:.1} s); {name} again stops at once \
+             (exit {})",
+            graceful_timeout_ms as f64 / 1000.0,
+            128 + signal
+        );
+    }
+
     fn on_receiver_error(&self, info: &ReceiverInfo) {
         if let Some(e) = &info.last_error {
             let mut err = std::io::stderr().lock();

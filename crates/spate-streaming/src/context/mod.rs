@@ -24,7 +24,7 @@ use spate_io::{Clock, SystemClock};
 use spate_types::{BatchTime, DurationMs, OperatorId};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -559,16 +559,20 @@ impl StreamingContext {
     fn install_signal_handlers(&self) -> Result<Vec<signal_hook::SigId>> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let flag = Arc::new(AtomicBool::new(false));
+        let which = Arc::new(AtomicUsize::new(0));
         let mut ids = Vec::new();
+        let err = |e| StreamingError::spawn("signal handler", e);
         for sig in [SIGTERM, SIGINT] {
-            // A second signal while stopping terminates the process (exit code 1).
+            // Registered first, so it sees the flag as the previous signal left it: a second
+            // signal while stopping ends the process at once, with the shell's `128 + signal`.
             ids.push(
-                signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&flag))
-                    .map_err(|e| StreamingError::spawn("signal handler", e))?,
+                signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&flag))
+                    .map_err(err)?,
             );
+            ids.push(signal_hook::flag::register(sig, Arc::clone(&flag)).map_err(err)?);
             ids.push(
-                signal_hook::flag::register(sig, Arc::clone(&flag))
-                    .map_err(|e| StreamingError::spawn("signal handler", e))?,
+                signal_hook::flag::register_usize(sig, Arc::clone(&which), sig as usize)
+                    .map_err(err)?,
             );
         }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
@@ -581,7 +585,13 @@ impl StreamingContext {
                     return;
                 }
                 if flag.load(Ordering::Acquire) {
-                    tracing::info!("signal received: stopping gracefully");
+                    let signal = i32::try_from(which.load(Ordering::Acquire)).unwrap_or(0);
+                    let timeout = inner.config.effective_graceful_stop_timeout();
+                    tracing::info!("signal {signal} received: stopping gracefully");
+                    inner.bus.post(Event::StopSignal {
+                        signal,
+                        graceful_timeout_ms: timeout.0,
+                    });
                     let ctx = StreamingContext { inner };
                     if let Err(e) = ctx.stop(true) {
                         tracing::error!("graceful stop on signal failed: {e}");
