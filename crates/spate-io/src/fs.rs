@@ -352,11 +352,16 @@ pub(crate) fn assert_lock_is_exclusive_until_dropped(fs: &dyn FileSystem, p: &Pa
 mod tests {
     use super::*;
 
+    /// A new directory under the system temp dir, unique to this process and `tag`.
+    fn fresh_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("spate-io-{tag}-{}", std::process::id()));
+        StdFs.create_dir_all(&dir).unwrap();
+        dir
+    }
+
     #[test]
     fn std_fs_round_trip() {
-        let dir = std::env::temp_dir().join(format!("spate-io-stdfs-{}", std::process::id()));
-        let fs = StdFs;
-        fs.create_dir_all(&dir).unwrap();
+        let (fs, dir) = (StdFs, fresh_dir("stdfs"));
         let p = dir.join("a");
         let _ = fs.remove(&p);
         let f = fs.create(&p).unwrap();
@@ -384,9 +389,7 @@ mod tests {
 
     #[test]
     fn std_fs_lock_is_exclusive_per_open_and_released_on_drop() {
-        let dir = std::env::temp_dir().join(format!("spate-io-lock-{}", std::process::id()));
-        let fs = StdFs;
-        fs.create_dir_all(&dir).unwrap();
+        let (fs, dir) = (StdFs, fresh_dir("lock"));
         let p = dir.join("LOCK");
         drop(assert_lock_is_exclusive_until_dropped(&fs, &p));
         std::fs::remove_dir_all(&dir).unwrap();

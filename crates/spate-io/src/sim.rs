@@ -315,6 +315,11 @@ impl SimFs {
     }
 }
 
+/// An error of `kind` reading `<path>: <what>`.
+fn path_error(kind: io::ErrorKind, path: &Path, what: &str) -> io::Error {
+    io::Error::new(kind, format!("{}: {what}", path.display()))
+}
+
 fn not_found(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
@@ -356,10 +361,7 @@ impl FileSystem for SimFs {
         let mut s = self.state.lock();
         s.require_parent(path)?;
         if s.names.contains_key(path) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{}: exists", path.display()),
-            ));
+            return Err(path_error(io::ErrorKind::AlreadyExists, path, "exists"));
         }
         let p = s.faults.enospc_per_mille;
         s.fault(p, libc::ENOSPC)?;
@@ -432,9 +434,10 @@ impl FileSystem for SimFs {
         let mut s = self.state.lock();
         s.require_parent(path)?;
         if s.locks.contains_key(path) {
-            return Err(io::Error::new(
+            return Err(path_error(
                 io::ErrorKind::WouldBlock,
-                format!("{}: locked by another open file", path.display()),
+                path,
+                "locked by another open file",
             ));
         }
         if !s.names.contains_key(path) {

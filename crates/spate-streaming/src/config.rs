@@ -59,38 +59,28 @@ pub struct IntervalBounds {
     pub max_ms: u64,
 }
 
+impl IntervalBounds {
+    /// `[min_ms, max_ms]`, both inclusive.
+    #[must_use]
+    pub const fn new(min_ms: u64, max_ms: u64) -> Self {
+        IntervalBounds { min_ms, max_ms }
+    }
+}
+
 const HOUR_MS: u64 = 3_600_000;
 
 /// Batch interval: [1 ms, 1 h].
-pub const BATCH_INTERVAL_BOUNDS: IntervalBounds = IntervalBounds {
-    min_ms: 1,
-    max_ms: HOUR_MS,
-};
+pub const BATCH_INTERVAL_BOUNDS: IntervalBounds = IntervalBounds::new(1, HOUR_MS);
 /// Block interval: [1 ms, 1 h].
-pub const BLOCK_INTERVAL_BOUNDS: IntervalBounds = IntervalBounds {
-    min_ms: 1,
-    max_ms: HOUR_MS,
-};
+pub const BLOCK_INTERVAL_BOUNDS: IntervalBounds = IntervalBounds::new(1, HOUR_MS);
 /// Receiver restart delay: [0, 1 h].
-pub const RESTART_DELAY_BOUNDS: IntervalBounds = IntervalBounds {
-    min_ms: 0,
-    max_ms: HOUR_MS,
-};
+pub const RESTART_DELAY_BOUNDS: IntervalBounds = IntervalBounds::new(0, HOUR_MS);
 /// Graceful-stop timeout: [1 ms, 1 h].
-pub const GRACEFUL_STOP_TIMEOUT_BOUNDS: IntervalBounds = IntervalBounds {
-    min_ms: 1,
-    max_ms: HOUR_MS,
-};
+pub const GRACEFUL_STOP_TIMEOUT_BOUNDS: IntervalBounds = IntervalBounds::new(1, HOUR_MS);
 /// Window length, slide and checkpoint interval of an operator: [1 ms, 24 h].
-pub const WINDOW_BOUNDS: IntervalBounds = IntervalBounds {
-    min_ms: 1,
-    max_ms: 24 * HOUR_MS,
-};
+pub const WINDOW_BOUNDS: IntervalBounds = IntervalBounds::new(1, 24 * HOUR_MS);
 /// The CLI's `--idle` and `--duration` stop conditions: [1 ms, 24 h].
-pub const STOP_CONDITION_BOUNDS: IntervalBounds = IntervalBounds {
-    min_ms: 1,
-    max_ms: 24 * HOUR_MS,
-};
+pub const STOP_CONDITION_BOUNDS: IntervalBounds = IntervalBounds::new(1, 24 * HOUR_MS);
 /// Default cap of the graceful-stop timeout when none is configured: 60 s.
 pub const DEFAULT_GRACEFUL_STOP_CAP_MS: u64 = 60_000;
 
