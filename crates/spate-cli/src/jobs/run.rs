@@ -725,3 +725,35 @@ pub(crate) fn run(
     );
     result.and(unprocessed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_parse_and_garbage_is_refused_by_name() {
+        for (s, want) in [
+            ("4096", 4096),
+            ("16MiB", 16 << 20),
+            (" 512 KiB ", 512 << 10),
+            ("1GiB", 1 << 30),
+            ("7B", 7),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_bytes(s), Ok(want), "{s:?}");
+        }
+        for s in [
+            "",
+            "MiB",
+            "-1MiB",
+            "1.5MiB",
+            "16 mb",
+            "99999999999GiB",
+            "\u{0}",
+            "１MiB",
+        ] {
+            let e = parse_bytes(s).expect_err(s);
+            assert!(e.contains("is not a byte count"), "{s:?}: {e}");
+        }
+    }
+}
