@@ -186,6 +186,19 @@ pub(crate) fn backlog_of(summary: &str) -> (Option<u64>, Option<u64>) {
     (rescheduled, through)
 }
 
+/// The coalesced spans `(from, batch)` of a restart line's summary (`…; coalesced F..T F..T`).
+pub(crate) fn coalesced_of(summary: &str) -> Vec<(u64, u64)> {
+    summary
+        .split("; ")
+        .filter_map(|p| p.strip_prefix("coalesced "))
+        .flat_map(str::split_whitespace)
+        .filter_map(|s| {
+            let (f, t) = s.split_once("..")?;
+            Some((f.parse().ok()?, t.parse().ok()?))
+        })
+        .collect()
+}
+
 /// The summary's backlog line: batches rescheduled per restart (mean of the first and last
 /// quarter of restarts, max, and the sequence when short) and how often the restored position
 /// moved back.
@@ -298,6 +311,7 @@ impl Ctx<'_> {
                             rec.restart_ms = Some(ms(t - spawned));
                             rec.restart = Some(summary.to_owned());
                             (rec.rescheduled, rec.restored_through) = backlog_of(summary);
+                            self.outputs.add_spans(&coalesced_of(summary));
                             rec.outcome = summary.split(':').next().map(|s| s.trim().to_owned());
                             if early_kill.is_none() {
                                 deadline = match plan.map(|p| &p.crash) {
@@ -874,6 +888,22 @@ mod tests {
         assert_eq!(
             backlog_of("Fresh: checkpoint none; 2 batches rescheduled, 0 skipped"),
             (Some(2), None)
+        );
+    }
+
+    #[test]
+    fn coalesced_spans_are_read_from_the_restart_line() {
+        let line = "Restored: checkpoint m (Completed @ 9000); 0 rejected; 0 difference(s); \
+                    WAL 3 records, 0 bytes truncated; 0 blocks (0 records) recovered, 0 unallocated; \
+                    2 batches rescheduled, 0 skipped; restored through 8000; coalesced 9500..12000 12500..14000";
+        assert_eq!(backlog_of(line), (Some(2), Some(8000)));
+        assert_eq!(coalesced_of(line), vec![(9500, 12_000), (12_500, 14_000)]);
+        assert!(
+            coalesced_of("Fresh: checkpoint none; 2 batches rescheduled, 0 skipped").is_empty()
+        );
+        assert!(
+            coalesced_of("x; coalesced 1..x 5 ..3").is_empty(),
+            "garbage is ignored"
         );
     }
 

@@ -159,6 +159,9 @@ pub(crate) fn batch_files(dir: &Path) -> std::io::Result<BatchFiles> {
 #[derive(Debug, Default)]
 pub(crate) struct Outputs {
     seen: BatchFiles,
+    /// Coalesced spans `(from, batch)` the restarts reported (`missed_batches = coalesce`): the
+    /// batch file at `batch` covers every grid time from `from`.
+    spans: std::collections::BTreeSet<(u64, u64)>,
     /// Files replaced (new inode) with identical content: re-emitted batches compared.
     pub(crate) reemitted: usize,
 }
@@ -201,17 +204,27 @@ impl Outputs {
         self.seen = now;
     }
 
+    /// Records the coalesced spans a restart reported.
+    pub(crate) fn add_spans(&mut self, spans: &[(u64, u64)]) {
+        self.spans.extend(spans.iter().copied());
+    }
+
     /// Batch times of the grid (`batch_ms` apart) between the first and the last file that have
-    /// no file.
+    /// no file and are not covered by a coalesced span whose batch file exists.
     pub(crate) fn missing_batches(&self, batch_ms: u64) -> Vec<u64> {
         let times: std::collections::BTreeSet<u64> = self.seen.values().map(|v| v.0).collect();
         let (Some(&lo), Some(&hi)) = (times.first(), times.last()) else {
             return Vec::new();
         };
+        let covered = |t: u64| {
+            self.spans
+                .iter()
+                .any(|&(from, batch)| from <= t && t <= batch && times.contains(&batch))
+        };
         let mut missing = Vec::new();
         let mut t = lo;
         while t <= hi && batch_ms > 0 {
-            if !times.contains(&t) {
+            if !times.contains(&t) && !covered(t) {
                 missing.push(t);
             }
             t += batch_ms;
@@ -339,6 +352,11 @@ mod tests {
         o.check(d.path(), Some(0), &mut f);
         assert!(f.is_empty());
         assert_eq!(o.missing_batches(200), vec![1400]);
+        // A coalesced span covers its times only if its batch file exists.
+        o.add_spans(&[(1400, 1800)]);
+        assert_eq!(o.missing_batches(200), vec![1400]);
+        o.add_spans(&[(1300, 1600)]);
+        assert_eq!(o.missing_batches(200), Vec::<u64>::new());
         w("wc-1200.txt", "a\t9\n");
         o.check(d.path(), Some(1), &mut f);
         assert_eq!(f.len(), 1);

@@ -458,4 +458,8 @@ impl ReplayableSource<String> for TextFileSource {
     fn describe(&self) -> String {
         format!("files {}", self.dir.display())
     }
+
+    fn max_batch_span(&self) -> Option<DurationMs> {
+        Some(self.config.remember_duration())
+    }
 }

@@ -1,6 +1,6 @@
 //! The receiver and replayable-source contracts shared by sources and the engine.
 
-use spate_types::BatchTime;
+use spate_types::{BatchTime, DurationMs};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -323,4 +323,12 @@ pub trait ReplayableSource<T>: Send + 'static {
 
     /// A short description for the graph description and logs, e.g. `files /data/in`.
     fn describe(&self) -> String;
+
+    /// The longest time span (ms) one selection may cover and still select every record of it:
+    /// a batch at `T` that merges the grid times since `T − span` (`missed_batches = coalesce`)
+    /// must not miss input. For files: the remember window (a file older than `T − remember`
+    /// is never selected). Default: unbounded.
+    fn max_batch_span(&self) -> Option<DurationMs> {
+        None
+    }
 }

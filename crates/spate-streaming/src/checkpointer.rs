@@ -32,8 +32,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod records;
-pub(crate) use records::{hwm_of, ManifestInputs, OpChain};
-use records::{output_label, OpMeta, StateMeta, PROGRESS_KEY, STATE_KEY};
+pub(crate) use records::{hwm_of, spans_of, ManifestInputs, OpChain};
+use records::{output_label, OpMeta, StateMeta, COALESCED_KEY, PROGRESS_KEY, STATE_KEY};
 
 /// The local directory of a checkpoint URL, if it is a local one (a bare path or `file://`): the
 /// engine's one reading of a checkpoint URL (the WAL and sled state directories derive from it).
@@ -509,6 +509,12 @@ impl Checkpointer {
                 d.source_positions.insert(PROGRESS_KEY.to_owned(), b);
             }
         }
+        if !s.progress.spans.is_empty() {
+            let spans: Vec<(u64, u64)> = s.progress.spans.iter().map(|(b, f)| (b.0, f.0)).collect();
+            if let Ok(b) = spate_types::codec::encode(&spans) {
+                d.source_positions.insert(COALESCED_KEY.to_owned(), b);
+            }
+        }
         d.wal_position = Some(self.wal.next_lsn());
         if !s.chains.is_empty() {
             let (meta, carried) = s.state_part(&BTreeMap::new());
@@ -632,8 +638,11 @@ impl Checkpointer {
             return;
         };
         let times: Vec<u64> = s.times.iter().map(|t| t.0).collect();
-        let changed = r.batches_rescheduled != times || r.restart_time != Some(s.restart_time.0);
+        let changed = r.batches_rescheduled != times
+            || r.restart_time != Some(s.restart_time.0)
+            || r.batches_coalesced != s.coalesced;
         r.batches_rescheduled = times;
+        r.batches_coalesced.clone_from(&s.coalesced);
         r.batches_skipped = s.skipped.iter().map(|t| t.0).collect();
         r.restart_time = Some(s.restart_time.0);
         if changed {

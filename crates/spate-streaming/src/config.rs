@@ -163,7 +163,8 @@ pub struct StreamingConfig {
     /// (Spark: false). Off, received-but-unprocessed records are lost on a crash.
     pub receiver_wal: bool,
     /// What restart does with batch times missed while the application was down:
-    /// `generate_all` (default, as Spark's `JobGenerator.restart`) or `coalesce_empty`.
+    /// `generate_all` (default, as Spark's `JobGenerator.restart`), `coalesce_empty` or
+    /// `coalesce` (see [`MissedBatches`] and docs/recovery.md "Bounded catch-up").
     pub missed_batches: MissedBatches,
     /// Completed checkpoints kept by automatic GC (default 10; Spark keeps the last 10 files).
     pub checkpoint_retain: usize,
@@ -286,6 +287,17 @@ pub enum MissedBatches {
     /// recovered from the WAL) and the last one; empty batches in between are skipped and listed in
     /// the restart report. Windows then see fewer batches than a crash-free run.
     CoalesceEmpty,
+    /// Bounded catch-up (docs/recovery.md "Bounded catch-up"): every run of consecutive missed
+    /// times (not pending, not recorded in the WAL) runs as **one** batch at the run's last time,
+    /// which reads all of the run's input (files, blocks); the times before it are listed in the
+    /// restart report (`batches_coalesced`) and write no output of their own. A run spans at most
+    /// the shortest remember window of the graph's file inputs. Setting it asserts that the
+    /// graph's per-batch functions give the same result on merged input (stateless operators,
+    /// `update_state_by_key` declared [`UpdateStateSpec::coalescable`](crate::UpdateStateSpec::coalescable));
+    /// the engine refuses it (falls back to `generate_all` and says why in the restart report) for
+    /// graphs where per-batch boundaries matter: windows, `map_with_state`, non-fold
+    /// `update_state_by_key`.
+    Coalesce,
 }
 
 impl std::str::FromStr for MissedBatches {
@@ -294,8 +306,9 @@ impl std::str::FromStr for MissedBatches {
         match s.trim() {
             "generate_all" => Ok(MissedBatches::GenerateAll),
             "coalesce_empty" => Ok(MissedBatches::CoalesceEmpty),
+            "coalesce" => Ok(MissedBatches::Coalesce),
             other => Err(format!(
-                "unknown missed-batch policy {other:?} (expected generate_all or coalesce_empty)"
+                "unknown missed-batch policy {other:?} (expected generate_all, coalesce_empty or coalesce)"
             )),
         }
     }

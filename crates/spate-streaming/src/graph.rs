@@ -31,6 +31,9 @@ pub(crate) struct NodeMeta {
     pub(crate) parent_lookback: DurationMs,
     /// Always memoise this node's batches (operators that read their own previous result).
     pub(crate) self_remember: DurationMs,
+    /// Why merging consecutive batches of this operator could change its result
+    /// (`missed_batches = coalesce`, [`crate::plan::coalesce_veto`]); `None`: it cannot.
+    pub(crate) merge_unsafe: Option<&'static str>,
     // Set at start:
     pub(crate) zero_time: AtomicU64,
     pub(crate) remember: AtomicU64,
@@ -62,6 +65,7 @@ impl NodeMeta {
             is_output: false,
             parent_lookback: DurationMs::ZERO,
             self_remember: DurationMs::ZERO,
+            merge_unsafe: None,
             zero_time: AtomicU64::new(u64::MAX),
             remember: AtomicU64::new(0),
             cache: AtomicBool::new(false),

@@ -13,7 +13,7 @@ use crate::supervisor::{ReceiverFlow, Supervisor, SupervisorConfig};
 use crate::tracker::{BlockHandler, MemoryBlockHandler, ReceivedBlockInfo};
 use parking_lot::Mutex;
 use spate_sources::{Receiver, ReplayableSource, Selection};
-use spate_types::{BatchTime, OperatorId, ReceiverId};
+use spate_types::{BatchTime, DurationMs, OperatorId, ReceiverId};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Weak};
 
@@ -277,6 +277,10 @@ impl<T: Send + Sync + 'static> InputStream for ReplayableInput<T> {
         }
         self.selections.lock().insert(t, sel);
         Ok(0)
+    }
+
+    fn max_batch_span(&self) -> Option<DurationMs> {
+        self.source.lock().max_batch_span()
     }
 
     fn clear(&self, t: BatchTime, _blocks: &[ReceivedBlockInfo]) {

@@ -10,8 +10,7 @@
 //!   schedule), with [`orphan_wal`] (I-REC-2) and [`plan_restart`] (I-REC-3) its parts.
 //! * [`replayed_batches`]: what the WAL's tracker events say about the batches before the crash.
 
-use crate::config::MissedBatches;
-use crate::recovery::{restart_schedule, RestartSchedule};
+use crate::recovery::{restart_schedule, CatchUp, RestartSchedule};
 use crate::tracker::TrackerEvent;
 use spate_types::{BatchTime, DurationMs, Lsn, OperatorId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -361,6 +360,9 @@ pub(crate) struct Progress {
     pub(crate) hwm: Option<BatchTime>,
     /// The rescheduled batches of this run not completed yet (catch-up while non-empty).
     pub(crate) rescheduled: BTreeSet<BatchTime>,
+    /// Pending coalesced batches (`missed_batches = coalesce`): batch time → the first grid time
+    /// it covers. Recorded in every manifest (`source_positions["coalesced"]`).
+    pub(crate) spans: BTreeMap<BatchTime, BatchTime>,
 }
 
 impl Progress {
@@ -369,6 +371,11 @@ impl Progress {
     pub(crate) fn on_restart(&mut self, s: &RestartSchedule, batch: DurationMs) {
         self.pending.extend(s.times.iter().copied());
         self.rescheduled = s.times.iter().copied().collect();
+        self.spans.extend(
+            s.coalesced
+                .iter()
+                .map(|c| (BatchTime(c.batch), BatchTime(c.from))),
+        );
         let last = BatchTime(s.restart_time.0.saturating_sub(batch.0));
         self.hwm = self.hwm.max(Some(last));
     }
@@ -382,21 +389,28 @@ impl Progress {
     /// `t`'s jobs ran: returns the oldest batch still pending and whether `t` was rescheduled.
     pub(crate) fn on_done(&mut self, t: BatchTime) -> (Option<BatchTime>, bool) {
         self.pending.remove(&t);
+        self.spans.remove(&t);
         let catch_up = self.rescheduled.remove(&t);
         (self.pending.first().copied(), catch_up)
     }
 }
 
 /// The restored position of a manifest (I-REC-6): the newest batch time through which every grid
-/// time has completed — the batch before the oldest pending one, else the high-water mark, else
-/// (a manifest without one) its batch time.
+/// time has completed — the grid time before the oldest one a pending batch covers (its own time,
+/// or the first of its coalesced span in `spans`), else the high-water mark, else (a manifest
+/// without one) its batch time.
 pub(crate) fn restored_through(
     pending: &[BatchTime],
+    spans: &BTreeMap<BatchTime, BatchTime>,
     hwm: Option<BatchTime>,
     checkpoint_time: BatchTime,
     batch: DurationMs,
 ) -> BatchTime {
-    match pending.iter().min() {
+    match pending
+        .iter()
+        .map(|p| spans.get(p).copied().unwrap_or(*p).min(*p))
+        .min()
+    {
         Some(p) => BatchTime(p.0.saturating_sub(batch.0)),
         None => hwm.unwrap_or(checkpoint_time),
     }
@@ -417,11 +431,14 @@ pub(crate) struct RestartFacts {
     pub(crate) recorded: BTreeSet<BatchTime>,
     /// The newest batch whose inputs were cleaned up.
     pub(crate) cleaned_through: Option<BatchTime>,
-    /// The missed-batch policy.
-    pub(crate) policy: MissedBatches,
+    /// The missed-batch policy (after the graph's veto, [`coalesce_veto`]).
+    pub(crate) policy: CatchUp,
     /// The checkpoint's grid high-water mark ([`Progress::hwm`]); `None` for a manifest written
     /// before it was recorded (then Spark's rule, [`restart_schedule`]).
     pub(crate) hwm: Option<BatchTime>,
+    /// Its pending coalesced batches ([`Progress::spans`]): they re-run as recorded, and the
+    /// schedule lists their spans again.
+    pub(crate) spans: BTreeMap<BatchTime, BatchTime>,
 }
 
 /// The restart schedule (recovery step 5, I-REC-3, I-REC-6): with a high-water mark, the pending
@@ -436,6 +453,7 @@ pub(crate) fn plan_restart(facts: &RestartFacts, now_ms: u64) -> RestartSchedule
             facts.batch,
             hwm,
             &facts.pending,
+            &facts.recorded,
             now_ms,
             facts.policy,
         ),
@@ -455,8 +473,68 @@ pub(crate) fn plan_restart(facts: &RestartFacts, now_ms: u64) -> RestartSchedule
         s.times = keep;
         s.skipped.extend(gone);
         s.skipped.sort_unstable();
+        s.coalesced.retain(|c| c.batch > ct.0);
     }
+    let b = facts.batch.0.max(1);
+    for (batch, from) in &facts.spans {
+        if s.times.contains(batch) && from < batch {
+            s.coalesced.push(crate::recovery::CoalescedSpan {
+                from: from.0,
+                batch: batch.0,
+                times: (batch.0 - from.0) / b + 1,
+            });
+        }
+    }
+    s.coalesced.sort_by_key(|c| c.batch);
     s
+}
+
+/// What [`coalesce_veto`] knows of one operator of the graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MergeFacts {
+    /// Operator id and kind (`window`, `update_state_by_key`, ...), for the reason.
+    pub(crate) id: OperatorId,
+    pub(crate) kind: &'static str,
+    /// Its slide and window, ms.
+    pub(crate) slide: DurationMs,
+    pub(crate) window: Option<DurationMs>,
+    /// Why merging two of its batches could change its result (`None`: it does not).
+    pub(crate) unsafe_reason: Option<&'static str>,
+}
+
+/// `missed_batches = coalesce` for this graph (docs/recovery.md "Bounded catch-up"): `Ok(max
+/// span in grid times)`, or `Err(reason)` when per-batch boundaries matter — a windowed operator
+/// (window or slide other than the batch interval), or an operator that declares merging unsafe
+/// (`map_with_state`, an `update_state_by_key` not declared coalescable). The span is the shortest
+/// of `input_spans` (the longest span one batch of a replayable input may cover and still select
+/// all of its input: a file source's remember window) over the batch interval, at least 1;
+/// unbounded without one.
+pub(crate) fn coalesce_veto(
+    nodes: &[MergeFacts],
+    input_spans: &[DurationMs],
+    batch: DurationMs,
+) -> Result<u64, String> {
+    let b = batch.0.max(1);
+    let mut span = u64::MAX;
+    for n in nodes {
+        if let Some(reason) = n.unsafe_reason {
+            return Err(format!("{} (operator {}): {reason}", n.kind, n.id.0));
+        }
+        if n.slide.0 != b || n.window.is_some_and(|w| w.0 != b) {
+            return Err(format!(
+                "{} (operator {}) is windowed (slide {} ms, window {} ms, batch {b} ms): windows \
+                 keep per-batch boundaries",
+                n.kind,
+                n.id.0,
+                n.slide.0,
+                n.window.map_or(n.slide.0, |w| w.0)
+            ));
+        }
+    }
+    for m in input_spans {
+        span = span.min((m.0 / b).max(1));
+    }
+    Ok(span)
 }
 
 /// What the WAL directory holds at a start with no checkpoint to restore.

@@ -151,6 +151,14 @@ pub struct RestartReport {
     pub batches_rescheduled: Vec<u64>,
     /// Missed empty batches not generated (`missed_batches = coalesce_empty`), ms.
     pub batches_skipped: Vec<u64>,
+    /// Runs of missed grid times merged into one batch each (`missed_batches = coalesce`): the
+    /// batch at `batch` read the input of every grid time in `[from, batch]`, and only it wrote
+    /// outputs (its time is in `batches_rescheduled`).
+    #[serde(default)]
+    pub batches_coalesced: Vec<CoalescedSpan>,
+    /// Why `missed_batches = coalesce` was not applied to this graph (it ran as `generate_all`).
+    #[serde(default)]
+    pub coalesce_refused: Option<String>,
     /// The restored checkpoint's grid high-water mark (I-REC-6), ms; `None` for a manifest written
     /// before it was recorded.
     #[serde(default)]
@@ -191,6 +199,8 @@ impl RestartReport {
             pending_batches: Vec::new(),
             batches_rescheduled: Vec::new(),
             batches_skipped: Vec::new(),
+            batches_coalesced: Vec::new(),
+            coalesce_refused: None,
             high_water_mark: None,
             restored_through: None,
             replay_batches: None,
@@ -205,10 +215,20 @@ impl RestartReport {
             || "none".to_owned(),
             |c| format!("{} ({} @ {})", c.manifest, c.kind, c.batch_time),
         );
+        let coalesced: String = self
+            .batches_coalesced
+            .iter()
+            .map(|c| format!(" {}..{}", c.from, c.batch))
+            .collect();
+        let coalesced = if coalesced.is_empty() {
+            String::new()
+        } else {
+            format!("; coalesced{coalesced}")
+        };
         format!(
             "{:?}: checkpoint {ck}; {} rejected; {} difference(s); WAL {} records, {} bytes truncated; \
              {} blocks ({} records) recovered, {} unallocated; {} batches rescheduled, {} skipped; \
-             restored through {}",
+             restored through {}{coalesced}",
             self.outcome,
             self.rejected.len(),
             self.compatibility.len(),
@@ -230,25 +250,60 @@ impl RestartReport {
 pub struct RestartSchedule {
     /// Batch times to run before the timer resumes, ascending, deduplicated.
     pub times: Vec<BatchTime>,
-    /// Missed times not generated (`coalesce_empty`).
+    /// Missed times not generated (`coalesce_empty`, or cleaned up before the crash).
     pub skipped: Vec<BatchTime>,
+    /// Runs of missed times merged into one batch each (`coalesce`), ascending.
+    pub coalesced: Vec<CoalescedSpan>,
     /// The timer's first tick: the next grid time strictly after `now`.
     pub restart_time: BatchTime,
 }
 
+/// A run of consecutive missed grid times that a restart ran as one batch
+/// (`missed_batches = coalesce`): the batch at `batch` reads the input of every grid time in
+/// `[from, batch]` and is the only one of them with outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoalescedSpan {
+    /// The first grid time covered, ms.
+    pub from: u64,
+    /// The batch time that ran (the last grid time covered), ms.
+    pub batch: u64,
+    /// Grid times covered (`(batch − from) / batch interval + 1`).
+    pub times: u64,
+}
+
+/// The missed-batch policy one restart applies: the configured one after the graph's veto
+/// ([`crate::plan::coalesce_veto`]), and for `coalesce` the longest run merged into one batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CatchUp {
+    /// The policy.
+    pub(crate) policy: MissedBatches,
+    /// `coalesce`: at most this many grid times per merged batch (≥ 1; the shortest remember
+    /// window of the graph's replayable inputs over the batch interval).
+    pub(crate) max_span: u64,
+}
+
+impl From<MissedBatches> for CatchUp {
+    fn from(policy: MissedBatches) -> Self {
+        CatchUp {
+            policy,
+            max_span: u64::MAX,
+        }
+    }
+}
+
 /// Spark's restart rule: run `pending ∪ {grid times in [checkpoint_time, restart_time)}`, where
 /// `restart_time` is the first grid time after `now` (`RecurringTimer.getRestartTime`), keeping only
-/// times after zero time, deduplicated and in order. With [`MissedBatches::CoalesceEmpty`], missed
-/// times (not the checkpoint time, not pending, not `recorded` in the WAL) are reduced to the first
-/// and the last.
-pub fn restart_schedule(
+/// times after zero time, deduplicated and in order. The checkpoint time, pending batches and
+/// batches `recorded` in the WAL always run; the other (missed) times run as `policy` says
+/// ([`MissedBatches`]).
+pub(crate) fn restart_schedule(
     zero: BatchTime,
     batch: DurationMs,
     checkpoint_time: BatchTime,
     pending: &[BatchTime],
     recorded: &BTreeSet<BatchTime>,
     now_ms: u64,
-    policy: MissedBatches,
+    policy: CatchUp,
 ) -> RestartSchedule {
     let b = batch.0.max(1);
     // First grid time at or after the checkpoint time.
@@ -267,15 +322,17 @@ pub fn restart_schedule(
 /// The restart rule with a grid high-water mark (I-REC-6, docs/recovery.md "Progress during
 /// catch-up"): run `pending ∪ {grid times in (hwm, restart_time)}`. Every grid time at or before
 /// `hwm` that is not pending has completed, so nothing before it runs again and the restored
-/// position never moves back. `policy` applies to the missed times after `hwm` as in
-/// [`restart_schedule`].
-pub fn restart_schedule_after(
+/// position never moves back. Times after `hwm` `recorded` in the WAL (generated by a life whose
+/// manifest did not become durable) always run with their recorded input; `policy` applies to the
+/// other missed times as in [`restart_schedule`].
+pub(crate) fn restart_schedule_after(
     zero: BatchTime,
     batch: DurationMs,
     hwm: BatchTime,
     pending: &[BatchTime],
+    recorded: &BTreeSet<BatchTime>,
     now_ms: u64,
-    policy: MissedBatches,
+    policy: CatchUp,
 ) -> RestartSchedule {
     let b = batch.0.max(1);
     // First grid time strictly after the high-water mark.
@@ -286,7 +343,9 @@ pub fn restart_schedule_after(
     };
     // A clock behind the high-water mark (a restart on another host) does not regenerate
     // completed batches: the timer resumes after it.
-    grid_schedule(zero, b, first, pending, now_ms, first, policy, |_| false)
+    grid_schedule(zero, b, first, pending, now_ms, first, policy, |bt| {
+        recorded.contains(&bt)
+    })
 }
 
 /// Pending batches after zero time, plus the grid times in `[first, restart_time)`: those `keep`
@@ -300,7 +359,7 @@ fn grid_schedule(
     pending: &[BatchTime],
     now_ms: u64,
     min_restart: u64,
-    policy: MissedBatches,
+    policy: CatchUp,
     keep: impl Fn(BatchTime) -> bool,
 ) -> RestartSchedule {
     let restart = if now_ms < zero.0 {
@@ -310,21 +369,32 @@ fn grid_schedule(
     }
     .max(min_restart);
     let mut times: BTreeSet<BatchTime> = pending.iter().copied().filter(|t| t.0 > zero.0).collect();
-    let mut missed = Vec::new();
+    // Runs of consecutive missed times (a kept time ends a run).
+    let mut runs: Vec<Vec<BatchTime>> = Vec::new();
+    let mut open = false;
     let mut t = first;
     while t < restart {
         let bt = BatchTime(t);
         if times.contains(&bt) || keep(bt) {
             times.insert(bt);
+            open = false;
         } else {
-            missed.push(bt);
+            if !open {
+                runs.push(Vec::new());
+                open = true;
+            }
+            if let Some(r) = runs.last_mut() {
+                r.push(bt);
+            }
         }
         t += b;
     }
     let mut skipped = Vec::new();
-    match policy {
-        MissedBatches::GenerateAll => times.extend(missed),
+    let mut coalesced = Vec::new();
+    match policy.policy {
+        MissedBatches::GenerateAll => times.extend(runs.into_iter().flatten()),
         MissedBatches::CoalesceEmpty => {
+            let missed: Vec<BatchTime> = runs.into_iter().flatten().collect();
             let n = missed.len();
             for (i, t) in missed.into_iter().enumerate() {
                 if i == 0 || i + 1 == n {
@@ -334,10 +404,29 @@ fn grid_schedule(
                 }
             }
         }
+        MissedBatches::Coalesce => {
+            let span = usize::try_from(policy.max_span.max(1)).unwrap_or(usize::MAX);
+            for run in runs {
+                for chunk in run.chunks(span) {
+                    let (Some(from), Some(last)) = (chunk.first(), chunk.last()) else {
+                        continue;
+                    };
+                    times.insert(*last);
+                    if chunk.len() > 1 {
+                        coalesced.push(CoalescedSpan {
+                            from: from.0,
+                            batch: last.0,
+                            times: chunk.len() as u64,
+                        });
+                    }
+                }
+            }
+        }
     }
     RestartSchedule {
         times: times.into_iter().collect(),
         skipped,
+        coalesced,
         restart_time: BatchTime(restart),
     }
 }
@@ -670,8 +759,9 @@ impl StreamingContext {
             pending: m.pending_batches.clone(),
             recorded: batches.recorded,
             cleaned_through: batches.cleaned_through,
-            policy: self.inner.config.missed_batches,
+            policy: self.catch_up_policy(report),
             hwm: crate::checkpointer::hwm_of(m),
+            spans: crate::checkpointer::spans_of(m),
         };
         let state: Vec<(OperatorId, Option<BatchTime>)> = state_ops
             .iter()
@@ -748,11 +838,13 @@ impl StreamingContext {
         }
         report.batches_rescheduled = schedule.times.iter().map(|t| t.0).collect();
         report.batches_skipped = schedule.skipped.iter().map(|t| t.0).collect();
+        report.batches_coalesced.clone_from(&schedule.coalesced);
         report.restart_time = Some(schedule.restart_time.0);
         report.high_water_mark = restart.hwm.map(|t| t.0);
         report.restored_through = Some(
             crate::plan::restored_through(
                 &restart.pending,
+                &restart.spans,
                 restart.hwm,
                 restart.checkpoint_time,
                 restart.batch,
@@ -781,6 +873,32 @@ impl StreamingContext {
         );
         d.on_restored(restart);
         Ok(())
+    }
+}
+
+impl StreamingContext {
+    /// The configured missed-batch policy as this graph allows it: `coalesce` is refused (and
+    /// the reason reported) where per-batch boundaries matter ([`crate::plan::coalesce_veto`]).
+    fn catch_up_policy(&self, report: &mut RestartReport) -> CatchUp {
+        let policy = self.inner.config.missed_batches;
+        if policy != MissedBatches::Coalesce {
+            return policy.into();
+        }
+        let nodes = self.inner.merge_facts();
+        let spans: Vec<DurationMs> = self
+            .inner
+            .inputs()
+            .iter()
+            .filter_map(|i| i.max_batch_span())
+            .collect();
+        match crate::plan::coalesce_veto(&nodes, &spans, self.inner.config.batch_interval) {
+            Ok(max_span) => CatchUp { policy, max_span },
+            Err(reason) => {
+                tracing::warn!(%reason, "missed_batches = coalesce refused for this graph; generating every missed batch");
+                report.coalesce_refused = Some(reason);
+                MissedBatches::GenerateAll.into()
+            }
+        }
     }
 }
 

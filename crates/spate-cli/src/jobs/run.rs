@@ -140,6 +140,17 @@ pub(crate) struct JobArgs {
     /// applies.
     #[arg(long)]
     pub(crate) no_backpressure: bool,
+    /// What a restart does with batch times missed while the job was down: `coalesce` (the
+    /// built-in jobs' default: each run of missed times becomes one batch; refused, with the
+    /// reason in the restart report, for graphs where batch boundaries matter, e.g. `clicks`'
+    /// `map_with_state`), `generate_all` (Spark's) or `coalesce_empty` (docs/recovery.md).
+    #[arg(
+        long,
+        value_name = "POLICY",
+        env = "SPATE_MISSED_BATCHES",
+        default_value = "coalesce"
+    )]
+    pub(crate) missed_batches: spate_streaming::MissedBatches,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub(crate) parallelism: Option<usize>,
@@ -299,6 +310,7 @@ fn config(args: &JobArgs, app: &str) -> Result<StreamingConfig, String> {
     if let Some(b) = args.max_block_bytes {
         cfg.max_block_bytes = b;
     }
+    cfg.missed_batches = args.missed_batches;
     if args.no_backpressure {
         cfg.backpressure = false;
     }

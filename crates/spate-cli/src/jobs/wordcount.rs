@@ -45,9 +45,13 @@ pub(crate) fn run(args: WordcountArgs) -> Result<(), String> {
             run::outputs(&counts, &args, "wordcount")?;
         } else {
             let mut totals = counts
-                .update_state_by_key(|new: &[u64], old: Option<u64>| {
-                    Some(old.unwrap_or(0) + new.iter().sum::<u64>())
-                })
+                // A fold (total + Σ new): restarts may coalesce missed batches.
+                .update_state_by_key_with(
+                    spate_streaming::UpdateStateSpec::new().coalescable(),
+                    |new: &[u64], old: Option<u64>| {
+                        Some(old.unwrap_or(0) + new.iter().sum::<u64>())
+                    },
+                )
                 .and_then(|t| t.name("totals"))
                 .map_err(|e| e.to_string())?;
             if let Some(i) = state_checkpoint {

@@ -13,6 +13,23 @@ pub(super) const STATE_KEY: &str = "state";
 /// ms. Absent in manifests written before it (then recovery uses Spark's restart rule).
 pub(super) const PROGRESS_KEY: &str = "progress";
 
+/// `source_positions["coalesced"]` of a manifest: its pending coalesced batches
+/// (`missed_batches = coalesce`) as `Vec<(batch ms, first covered grid time ms)>`, the workspace
+/// codec. Absent when there are none (and in manifests written before it).
+pub(super) const COALESCED_KEY: &str = "coalesced";
+
+/// The pending coalesced batches a manifest records (batch → first grid time covered; empty if
+/// absent or undecodable: then the restored position is reported per batch, nothing else changes).
+pub(crate) fn spans_of(m: &Manifest) -> BTreeMap<BatchTime, BatchTime> {
+    m.source_positions
+        .get(COALESCED_KEY)
+        .and_then(|b| spate_types::codec::decode::<Vec<(u64, u64)>>(b).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(b, f)| (BatchTime(b), BatchTime(f)))
+        .collect()
+}
+
 /// The grid high-water mark a manifest records (`None`: written before it was recorded, or
 /// undecodable — then Spark's restart rule, which reruns more but loses nothing).
 pub(crate) fn hwm_of(m: &Manifest) -> Option<BatchTime> {

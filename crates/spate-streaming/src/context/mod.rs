@@ -87,6 +87,11 @@ pub(crate) trait InputStream: Send + Sync {
     fn unprocessed(&self) -> (u64, u64) {
         (0, 0)
     }
+    /// The longest span of grid times one batch may cover and still read all of this input's
+    /// records of that span (`missed_batches = coalesce`); `None`: unbounded.
+    fn max_batch_span(&self) -> Option<DurationMs> {
+        None
+    }
 }
 
 /// An output operation: a job per valid batch time.
@@ -832,6 +837,26 @@ impl Inner {
     /// The graph's input streams, in registration order.
     pub(crate) fn inputs(&self) -> Vec<Arc<dyn InputStream>> {
         self.graph.lock().inputs.clone()
+    }
+
+    /// What `missed_batches = coalesce` needs to know of every operator
+    /// ([`crate::plan::coalesce_veto`]).
+    pub(crate) fn merge_facts(&self) -> Vec<crate::plan::MergeFacts> {
+        self.graph
+            .lock()
+            .nodes
+            .iter()
+            .map(|n| {
+                let m = n.meta();
+                crate::plan::MergeFacts {
+                    id: m.id,
+                    kind: m.kind,
+                    slide: m.slide,
+                    window: m.window,
+                    unsafe_reason: m.merge_unsafe,
+                }
+            })
+            .collect()
     }
 
     /// The graph's stateful operators, in registration order.

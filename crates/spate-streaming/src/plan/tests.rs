@@ -1,6 +1,7 @@
 //! Table and property tests of [`super`] (plan.rs).
 
 use super::*;
+use crate::config::MissedBatches;
 
 fn ts(v: &[u64]) -> Vec<BatchTime> {
     v.iter().map(|t| BatchTime(*t)).collect()
@@ -205,7 +206,8 @@ fn restored_position_moves_back_without_high_water_mark() {
     );
     // The restored checkpoint's batch time goes 20 000 → 11 000 between the two manifests.
     assert!(completed.0 < generated.0);
-    let through = |pending: &[BatchTime], hwm, t| restored_through(pending, hwm, t, b);
+    let through =
+        |pending: &[BatchTime], hwm, t| restored_through(pending, &BTreeMap::new(), hwm, t, b);
     let before = through(&completed.1, None, completed.0);
     assert_eq!(before, BatchTime(11_000));
     let facts = |hwm| RestartFacts {
@@ -215,8 +217,9 @@ fn restored_position_moves_back_without_high_water_mark() {
         pending: completed.1.clone(),
         recorded: BTreeSet::new(),
         cleaned_through: None,
-        policy: MissedBatches::GenerateAll,
+        policy: MissedBatches::GenerateAll.into(),
         hwm,
+        spans: BTreeMap::new(),
     };
     let next_through = |hwm| {
         let s = plan_restart(&facts(hwm), 21_500);
@@ -486,8 +489,9 @@ fn restart(cleaned: Option<u64>) -> RestartFacts {
         pending: ts(&[4000]),
         recorded: BTreeSet::new(),
         cleaned_through: cleaned.map(BatchTime),
-        policy: MissedBatches::GenerateAll,
+        policy: MissedBatches::GenerateAll.into(),
         hwm: None,
+        spans: BTreeMap::new(),
     }
 }
 
@@ -513,6 +517,7 @@ fn recovery_decisions() {
         schedule: RestartSchedule {
             times: ts(times),
             skipped: ts(skipped),
+            coalesced: vec![],
             restart_time: BatchTime(7000),
         },
     };
@@ -644,6 +649,7 @@ mod kill_schedules {
         batch_time: BatchTime,
         pending: Vec<BatchTime>,
         hwm: Option<BatchTime>,
+        spans: BTreeMap<BatchTime, BatchTime>,
     }
 
     fn publish(ms: &mut Vec<M>, t: BatchTime, p: &Progress) {
@@ -651,23 +657,27 @@ mod kill_schedules {
             batch_time: t,
             pending: p.pending.iter().copied().collect(),
             hwm: p.hwm,
+            spans: p.spans.clone(),
         });
     }
 
     proptest! {
         #[test]
         fn restored_position_is_monotone(
-            kills in proptest::collection::vec((0usize..40, 0u64..5000), 1..30)
+            kills in proptest::collection::vec((0usize..40, 0u64..5000), 1..30),
+            coalesce in proptest::option::of(1u64..12),
         ) {
+            // `coalesce`: `missed_batches = coalesce` with that span (grid times), else
+            // `generate_all`.
             let b = DurationMs(1000);
             let zero = BatchTime(0);
             let mut now = 500u64;
-            let mut ms = vec![M { batch_time: zero, pending: vec![], hwm: Some(zero) }];
+            let mut ms = vec![M { batch_time: zero, pending: vec![], hwm: Some(zero), spans: BTreeMap::new() }];
             let mut completed = BTreeSet::new();
             let mut last_through = BatchTime(0);
             for (steps, outage) in kills {
                 let m = ms.last().cloned().expect("a manifest");
-                let through = restored_through(&m.pending, m.hwm, m.batch_time, b);
+                let through = restored_through(&m.pending, &m.spans, m.hwm, m.batch_time, b);
                 prop_assert!(through >= last_through, "moved back {last_through:?} -> {through:?}");
                 last_through = through;
                 let facts = RestartFacts {
@@ -677,10 +687,34 @@ mod kill_schedules {
                     pending: m.pending.clone(),
                     recorded: BTreeSet::new(),
                     cleaned_through: None,
-                    policy: MissedBatches::GenerateAll,
+                    policy: coalesce.map_or(MissedBatches::GenerateAll.into(), |max_span| CatchUp {
+                        policy: MissedBatches::Coalesce,
+                        max_span,
+                    }),
                     hwm: m.hwm,
+                    spans: m.spans.clone(),
                 };
                 let s = plan_restart(&facts, now);
+                // Bounded catch-up: the missed times after the mark form one run, cut into
+                // chunks of at most `max_span`.
+                if let Some(span) = coalesce {
+                    let missed = s.coalesced.iter().map(|c| c.times).sum::<u64>()
+                        + (s.times.len() - m.pending.len()) as u64
+                        - s.coalesced.len() as u64;
+                    prop_assert!(
+                        s.times.len() as u64 <= m.pending.len() as u64 + missed.div_ceil(span).max(1),
+                        "{} batches for {} pending and {missed} missed times", s.times.len(), m.pending.len()
+                    );
+                    prop_assert!(s.coalesced.iter().all(|c| c.times <= span));
+                }
+                let covers: BTreeMap<BatchTime, Vec<BatchTime>> = s
+                    .coalesced
+                    .iter()
+                    .map(|c| {
+                        let ts: Vec<BatchTime> = (0..c.times).map(|i| BatchTime(c.from + i * b.0)).collect();
+                        (BatchTime(c.batch), ts)
+                    })
+                    .collect();
                 let mut p = Progress { hwm: m.hwm, ..Progress::default() };
                 p.on_restart(&s, b);
                 // Steps: generate each rescheduled batch, then complete them in order, then
@@ -704,6 +738,8 @@ mod kill_schedules {
                         if !step(&mut left, &mut now) { alive = false; break; }
                         p.on_done(*t);
                         completed.insert(*t);
+                        // A coalesced batch completes every grid time it covers.
+                        completed.extend(covers.get(t).into_iter().flatten().copied());
                         done_any = true;
                         publish(&mut ms, *t, &p);
                     }
@@ -723,14 +759,14 @@ mod kill_schedules {
                     next = next.plus(b);
                 }
                 let m2 = ms.last().expect("a manifest");
-                let after = restored_through(&m2.pending, m2.hwm, m2.batch_time, b);
+                let after = restored_through(&m2.pending, &m2.spans, m2.hwm, m2.batch_time, b);
                 if done_any {
                     prop_assert!(after > through, "a completed batch made no progress");
                 }
                 now += outage;
             }
             let m = ms.last().expect("a manifest");
-            let through = restored_through(&m.pending, m.hwm, m.batch_time, b);
+            let through = restored_through(&m.pending, &m.spans, m.hwm, m.batch_time, b);
             let mut t = b.0;
             while t <= through.0 {
                 prop_assert!(completed.contains(&BatchTime(t)), "batch {t} lost");
@@ -738,4 +774,204 @@ mod kill_schedules {
             }
         }
     }
+}
+
+/// docs/recovery.md "Bounded catch-up": (case, operators, input spans, verdict).
+#[test]
+fn coalesce_is_refused_where_batch_boundaries_matter() {
+    let b = DurationMs(500);
+    let node = |id: u32, kind: &'static str, slide: u64, window: Option<u64>, why| MergeFacts {
+        id: OperatorId(id),
+        kind,
+        slide: DurationMs(slide),
+        window: window.map(DurationMs),
+        unsafe_reason: why,
+    };
+    let files = node(0, "replayable_stream", 500, None, None);
+    let fold = node(1, "update_state_by_key", 500, None, None);
+    let cases: Vec<(&str, Vec<MergeFacts>, Vec<u64>, Result<u64, &str>)> = vec![
+        (
+            "stateless graph, no file input: unbounded",
+            vec![node(0, "receiver_stream", 500, None, None)],
+            vec![],
+            Ok(u64::MAX),
+        ),
+        (
+            "running totals over files: at most the remember window (60 s / 500 ms)",
+            vec![files.clone(), fold.clone()],
+            vec![60_000],
+            Ok(120),
+        ),
+        (
+            "the shortest remember window of several file inputs",
+            vec![files.clone(), fold.clone()],
+            vec![60_000, 3_000],
+            Ok(6),
+        ),
+        (
+            "a remember window below one batch still allows one grid time",
+            vec![files.clone()],
+            vec![100],
+            Ok(1),
+        ),
+        (
+            "a window keeps per-batch boundaries",
+            vec![files.clone(), node(2, "window", 500, Some(1500), None)],
+            vec![60_000],
+            Err("window (operator 2) is windowed"),
+        ),
+        (
+            "a slide other than the batch interval too",
+            vec![
+                files.clone(),
+                node(3, "reduce_by_key_and_window", 1000, Some(1000), None),
+            ],
+            vec![],
+            Err("reduce_by_key_and_window (operator 3) is windowed"),
+        ),
+        (
+            "an operator that declares merging unsafe",
+            vec![
+                files,
+                node(4, "update_state_by_key", 500, None, Some("not a fold")),
+            ],
+            vec![60_000],
+            Err("update_state_by_key (operator 4): not a fold"),
+        ),
+    ];
+    for (case, nodes, spans, want) in cases {
+        let spans: Vec<DurationMs> = spans.into_iter().map(DurationMs).collect();
+        match (coalesce_veto(&nodes, &spans, b), want) {
+            (Ok(got), Ok(w)) => assert_eq!(got, w, "{case}"),
+            (Err(got), Err(w)) => assert!(got.starts_with(w), "{case}: {got}"),
+            (got, w) => panic!("{case}: got {got:?}, want {w:?}"),
+        }
+    }
+}
+
+/// I-REC-6 with `coalesce`: the planner over the high-water mark, pending and recorded batches.
+#[test]
+fn restart_plan_coalesces_runs_of_missed_batches() {
+    use crate::recovery::CoalescedSpan;
+    let facts =
+        |pending: &[u64], recorded: &[u64], max_span: u64, cleaned: Option<u64>| RestartFacts {
+            zero: BatchTime(0),
+            batch: DurationMs(1000),
+            checkpoint_time: BatchTime(2000),
+            pending: ts(pending),
+            recorded: ts(recorded).into_iter().collect(),
+            cleaned_through: cleaned.map(BatchTime),
+            policy: CatchUp {
+                policy: MissedBatches::Coalesce,
+                max_span,
+            },
+            hwm: Some(BatchTime(3000)),
+            spans: BTreeMap::new(),
+        };
+    let span = |from: u64, batch: u64, times: u64| CoalescedSpan { from, batch, times };
+    // (case, facts, now, times, coalesced)
+    let cases = vec![
+        (
+            "one run: everything after the mark in one batch at its last time",
+            facts(&[], &[], u64::MAX, None),
+            12_500,
+            vec![12_000],
+            vec![span(4000, 12_000, 9)],
+        ),
+        (
+            "pending batches run as recorded and split the run",
+            facts(&[2000, 7000], &[], u64::MAX, None),
+            12_500,
+            vec![2000, 6000, 7000, 12_000],
+            vec![span(4000, 6000, 3), span(8000, 12_000, 5)],
+        ),
+        (
+            "a time recorded in the WAL (generated by a life whose manifest was lost) keeps its input",
+            facts(&[], &[5000], u64::MAX, None),
+            9500,
+            vec![4000, 5000, 9000],
+            vec![span(6000, 9000, 4)],
+        ),
+        (
+            "runs longer than the span are cut into chunks",
+            facts(&[], &[], 4, None),
+            12_500,
+            vec![7000, 11_000, 12_000],
+            vec![span(4000, 7000, 4), span(8000, 11_000, 4)],
+        ),
+        (
+            "nothing missed: no span",
+            facts(&[3000], &[], u64::MAX, None),
+            3500,
+            vec![3000],
+            vec![],
+        ),
+        (
+            "a single missed time is an ordinary batch",
+            facts(&[], &[], u64::MAX, None),
+            4500,
+            vec![4000],
+            vec![],
+        ),
+    ];
+    for (case, f, now, times, coalesced) in cases {
+        let s = plan_restart(&f, now);
+        assert_eq!(s.times, ts(&times), "{case}");
+        assert_eq!(s.coalesced, coalesced, "{case}");
+        assert!(s.skipped.is_empty(), "{case}");
+        // Every grid time after the mark is run, pending, or covered by exactly one span.
+        let mut t = 4000;
+        while t < s.restart_time.0 {
+            let covered = s
+                .coalesced
+                .iter()
+                .filter(|c| c.from <= t && t <= c.batch)
+                .count();
+            let runs = s.times.contains(&BatchTime(t));
+            assert!(
+                covered == 1 || (covered == 0 && runs),
+                "{case}: grid time {t} covered {covered} times, runs {runs}"
+            );
+            t += 1000;
+        }
+    }
+}
+
+/// A pending coalesced batch re-runs as recorded, its span listed again (so a restart line lost
+/// to a kill is repeated), and the restored position is the grid time before its span.
+#[test]
+fn pending_coalesced_batches_keep_their_span() {
+    let spans: BTreeMap<BatchTime, BatchTime> = [(BatchTime(3000), BatchTime(1000))].into();
+    let f = RestartFacts {
+        zero: BatchTime(0),
+        batch: DurationMs(1000),
+        checkpoint_time: BatchTime(3000),
+        pending: ts(&[3000]),
+        recorded: BTreeSet::new(),
+        cleaned_through: None,
+        policy: CatchUp {
+            policy: MissedBatches::Coalesce,
+            max_span: u64::MAX,
+        },
+        hwm: Some(BatchTime(3000)),
+        spans: spans.clone(),
+    };
+    let s = plan_restart(&f, 6500);
+    assert_eq!(s.times, ts(&[3000, 6000]));
+    let got: Vec<(u64, u64, u64)> = s
+        .coalesced
+        .iter()
+        .map(|c| (c.from, c.batch, c.times))
+        .collect();
+    assert_eq!(got, vec![(1000, 3000, 3), (4000, 6000, 3)]);
+    assert_eq!(
+        restored_through(&f.pending, &spans, f.hwm, f.checkpoint_time, f.batch),
+        BatchTime(0),
+        "the grid time before the pending batch's span"
+    );
+    let mut p = Progress::default();
+    p.on_restart(&s, f.batch);
+    assert_eq!(p.spans.len(), 2);
+    p.on_done(BatchTime(3000));
+    assert_eq!(p.spans, [(BatchTime(6000), BatchTime(4000))].into());
 }

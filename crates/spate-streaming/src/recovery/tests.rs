@@ -16,7 +16,7 @@ fn schedule_matches_spark_restart() {
         &ts(&[4000]),
         &BTreeSet::new(),
         6500,
-        MissedBatches::GenerateAll,
+        MissedBatches::GenerateAll.into(),
     );
     assert_eq!(s.times, ts(&[3000, 4000, 5000, 6000]));
     assert_eq!(s.restart_time, BatchTime(7000));
@@ -30,7 +30,7 @@ fn schedule_matches_spark_restart() {
         &[],
         &BTreeSet::new(),
         7000,
-        MissedBatches::GenerateAll,
+        MissedBatches::GenerateAll.into(),
     );
     assert_eq!(s.times, ts(&[3000, 4000, 5000, 6000, 7000]));
     assert_eq!(s.restart_time, BatchTime(8000));
@@ -46,7 +46,7 @@ fn schedule_coalesces_missed_empty_batches_but_keeps_recorded_ones() {
         &ts(&[4000]),
         &recorded,
         10_500,
-        MissedBatches::CoalesceEmpty,
+        MissedBatches::CoalesceEmpty.into(),
     );
     assert_eq!(s.times, ts(&[3000, 4000, 5000, 6000, 10_000]));
     assert_eq!(s.skipped, ts(&[7000, 8000, 9000]));
@@ -104,8 +104,9 @@ fn schedule_after_high_water_mark() {
             DurationMs(1000),
             BatchTime(hwm),
             &ts(&pending),
+            &BTreeSet::new(),
             now,
-            policy,
+            policy.into(),
         );
         assert_eq!(s.times, ts(&times), "{case}");
         assert_eq!(s.skipped, ts(&skipped), "{case}");
@@ -122,7 +123,7 @@ fn schedule_ignores_times_at_or_before_zero() {
         &ts(&[500, 1000]),
         &BTreeSet::new(),
         2500,
-        MissedBatches::GenerateAll,
+        MissedBatches::GenerateAll.into(),
     );
     assert_eq!(s.times, ts(&[2000]));
     assert_eq!(s.restart_time, BatchTime(3000));

@@ -727,6 +727,7 @@ where
         const KIND: &str = "update_state_by_key";
         let n = state_partitions(KIND, spec.partitions, self.ctx.config().default_partitions)?;
         let slide = self.slide();
+        let fold = spec.coalescable;
         let op = Arc::new(UpdateStateOp {
             core: StateCore::<K, S>::new(
                 KIND,
@@ -746,11 +747,20 @@ where
             vec![self.id()],
             |m| {
                 state_meta::<S>(m, n, spec.version);
+                if !fold {
+                    m.merge_unsafe =
+                        Some("update function not declared a fold (UpdateStateSpec::coalescable)");
+                }
             },
             move |t| {
                 let core = &me.core;
                 let apply = |bt: BatchTime| -> Result<Batch<(K, S)>> {
                     let (bs, parts) = core.backends_and_input(&parent, bt)?;
+                    if fold && bt != t && parts.iter().all(Vec::is_empty) {
+                        // A fold leaves every state unchanged on no values (`f(&[], s) == s`):
+                        // an empty batch before `t` (a coalesced or idle one) costs nothing.
+                        return Ok(Batch::empty());
+                    }
                     let opid = core.id();
                     bs.par_iter()
                         .zip(parts.into_par_iter())
@@ -832,6 +842,9 @@ where
             |m| {
                 state_meta::<S>(m, n, spec.version);
                 m.detail = timeout.map(|d| format!("timeout {d}"));
+                m.merge_unsafe = Some(
+                    "its mapped output is per record and batch, and idle timeouts count batches",
+                );
             },
             move |t| {
                 let core = &me.core;

@@ -142,6 +142,7 @@ pub struct UpdateStateSpec<K, S> {
     pub(super) partitions: Option<usize>,
     pub(super) initial: Option<Vec<(K, S)>>,
     pub(super) version: u32,
+    pub(super) coalescable: bool,
 }
 
 impl<K, S> Default for UpdateStateSpec<K, S> {
@@ -150,6 +151,7 @@ impl<K, S> Default for UpdateStateSpec<K, S> {
             partitions: None,
             initial: None,
             version: 1,
+            coalescable: false,
         }
     }
 }
@@ -161,4 +163,16 @@ impl<K, S> UpdateStateSpec<K, S> {
     }
 
     state_options!();
+
+    /// Declares the update function a **fold**: for every key, `f(a ++ b, s) == f(b, f(a, s))`
+    /// and `f(&[], s) == s` (e.g. `total + Σ new`), so consecutive batches may be merged without
+    /// changing the state. This lets `missed_batches = coalesce` run a restart's missed batches as
+    /// one (docs/recovery.md "Bounded catch-up"); without it the engine refuses to coalesce this
+    /// graph. A function that counts batches, or expires keys by returning `None` on no values, is
+    /// not a fold. The declaration is not part of the graph description (it changes no result).
+    #[must_use]
+    pub fn coalescable(mut self) -> Self {
+        self.coalescable = true;
+        self
+    }
 }
